@@ -1,0 +1,43 @@
+# Two set-up commands on a fresh machine: `make demo` and `make test`.
+# Each creates .venv if missing and installs what it needs (re-installs only when pyproject.toml changes).
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip --disable-pip-version-check
+PYTEST_ARGS ?=
+
+.PHONY: demo test test-fast lint install install-dev bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(PY)
+	$(PIP) install -q -e .
+	touch $@
+
+# torchattacks pins requests~=2.25.1, an old pin that would downgrade requests: install it without its
+# dependencies (it needs only torch, scipy and tqdm, which are there).
+$(VENV)/.installed-dev: $(VENV)/.installed
+	$(PIP) install -q -e '.[dev]'
+	$(PIP) install -q --no-deps 'torchattacks==3.5.1'
+	touch $@
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+
+demo: install
+	$(VENV)/bin/classwise demo $(DEMO_ARGS)
+
+test: install-dev
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: install-dev
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: install-dev
+	$(VENV)/bin/ruff check src tests benchmarks
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache

@@ -1,0 +1,3 @@
+from classwise.cli.main import main
+
+main()

@@ -1,0 +1,145 @@
+"""Attacks as pure functions, plus a registry that turns an :class:`AttackSpec` into a callable.
+
+>>> from classwise.attacks import build_attack
+>>> attack = build_attack("pgd:eps=8/255,steps=20")
+>>> x_adv = attack(model, x, y)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from classwise.attacks.geometry import ascent_step, project, random_init
+from classwise.attacks.losses import (
+    cross_entropy,
+    cw_loss,
+    dlr_loss,
+    make_loss,
+    margin,
+    temperature_cross_entropy,
+)
+from classwise.attacks.pgd import cw, fgsm, iterative_attack, pgd, tpgd
+from classwise.core import AttackSpec, Norm, parse_number
+from classwise.errors import ClasswiseError
+from classwise.registry import Registry
+
+ATTACKS: Registry[Callable[..., torch.Tensor]] = Registry("attack")
+ATTACKS.register("fgsm", fgsm, help="Fast Gradient Sign Method: one step of size eps")
+ATTACKS.register("pgd", pgd, help="Projected Gradient Descent (linf/l2), random start, restarts, targeted")
+ATTACKS.register("tpgd", tpgd, help="Temperature-PGD (Tian et al. 2021): PGD on CE(softmax(z/T))")
+ATTACKS.register("cw", cw, help="CW-k: PGD on the Carlini-Wagner margin loss")
+
+# Arguments an attack takes from its caller, never from a spec string.
+_RUNTIME_ARGS = {"model", "x", "y", "generator", "target", "targeted"}  # targets come from code
+
+
+def attack_params(name: str) -> dict[str, Any]:
+    """The parameters a spec may set for attack ``name``, with their defaults (``inspect._empty`` if required)."""
+    fn = ATTACKS.get(name)
+    return {
+        p.name: p.default
+        for p in inspect.signature(fn).parameters.values()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in _RUNTIME_ARGS
+    }
+
+
+def _convert(attack: str, key: str, value: Any, default: Any) -> Any:
+    where = f"attack {attack!r}: {key}"
+    if key == "norm":
+        return Norm.parse(value)
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        s = str(value).lower()
+        if s in ("1", "true", "yes", "on"):
+            return True
+        if s in ("0", "false", "no", "off"):
+            return False
+        raise ClasswiseError(f"{where} must be true or false, got {value!r}")
+    if isinstance(default, int) and not isinstance(default, bool):
+        try:
+            v = int(parse_number(value, name=where))
+        except ClasswiseError:
+            raise
+        if v != parse_number(value, name=where):
+            raise ClasswiseError(f"{where} must be a whole number, got {value!r}")
+        if v < (0 if key == "restarts" else 1) or (key == "restarts" and v < 1):
+            raise ClasswiseError(f"{where} must be >= 1, got {value!r}")
+        return v
+    if isinstance(default, str):
+        return str(value)
+    v = parse_number(value, name=where)
+    if key in ("eps", "alpha", "kappa") and v < 0:
+        raise ClasswiseError(f"{where} must be >= 0, got {value!r}")
+    if key == "T" and not v > 0:
+        raise ClasswiseError(f"{where} (temperature) must be > 0, got {value!r}")
+    return v
+
+
+@dataclass
+class BoundAttack:
+    """An attack with its parameters fixed: ``attack(model, x, y, generator=None) -> x_adv``."""
+
+    spec: AttackSpec
+    fn: Callable[..., torch.Tensor]
+    kwargs: dict[str, Any]
+
+    def __call__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
+                 generator: torch.Generator | None = None, **overrides: Any) -> torch.Tensor:
+        return self.fn(model, x, y, generator=generator, **{**self.kwargs, **overrides})
+
+    @property
+    def label(self) -> str:
+        return self.spec.display
+
+    @property
+    def eps(self) -> float:
+        return float(self.kwargs.get("eps", 0.0))
+
+    @property
+    def norm(self) -> Norm:
+        return Norm.parse(self.kwargs.get("norm", Norm.LINF))
+
+
+def build_attack(spec: AttackSpec | str, *, defaults: dict[str, Any] | None = None) -> BoundAttack:
+    """Validate a spec's parameters against the attack's signature and bind them.
+
+    ``defaults`` fill parameters the spec leaves out (e.g. a CLI-wide ``--eps``). Unknown keys, bad
+    values and a missing eps each raise a one-line :class:`ClasswiseError`.
+    """
+    if isinstance(spec, str):
+        spec = AttackSpec.parse(spec)
+    fn = ATTACKS.get(spec.name)
+    accepted = attack_params(spec.name)
+    merged = {k: v for k, v in (defaults or {}).items() if k in accepted}
+    merged.update(spec.params)
+    unknown = sorted(set(spec.params) - set(accepted))
+    if unknown:
+        raise ClasswiseError(
+            f"attack {spec.name!r} has no parameter {', '.join(map(repr, unknown))}; "
+            f"it takes: {', '.join(accepted)}"
+        )
+    kwargs = {k: _convert(spec.name, k, v, accepted[k]) for k, v in merged.items()}
+    missing = [k for k, d in accepted.items() if d is inspect.Parameter.empty and k not in kwargs]
+    if missing:
+        raise ClasswiseError(
+            f"attack {spec.name!r} needs {', '.join(missing)} (write e.g. {spec.name}:eps=8/255, or pass --eps)"
+        )
+    # Store the resolved parameters so results record exactly what ran.
+    full = AttackSpec(spec.name, {k: (v.value if isinstance(v, Norm) else v) for k, v in kwargs.items()},
+                      spec.label)
+    return BoundAttack(full, fn, kwargs)
+
+
+__all__ = [
+    "ATTACKS", "AttackSpec", "BoundAttack", "build_attack", "attack_params",
+    "fgsm", "pgd", "tpgd", "cw", "iterative_attack",
+    "project", "ascent_step", "random_init",
+    "make_loss", "cross_entropy", "temperature_cross_entropy", "cw_loss", "dlr_loss", "margin",
+]

@@ -1,0 +1,205 @@
+"""The one iterative attack loop, and the attacks built on it: FGSM, PGD, Temperature-PGD, CW.
+
+Contract of every attack here: ``attack(model, x, y, *, eps, ..., generator=None) -> x_adv`` with
+``||x_adv - x|| <= eps`` in the chosen norm and ``x_adv`` in [0, 1]; the model's ``training`` flag and
+its parameters' ``.grad`` are left exactly as found (gradients are taken with ``torch.autograd.grad``
+with respect to the input only, which also skips the weight-gradient work). Losses are per sample and
+summed, so each sample's trajectory does not depend on the rest of the batch.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from classwise.attacks.geometry import ascent_step, clip_box, project, random_init
+from classwise.attacks.losses import LossFn, make_loss
+from classwise.core import Norm, parse_number
+from classwise.errors import ClasswiseError
+
+
+def _check(x: torch.Tensor, y: torch.Tensor, eps: float, steps: int) -> None:
+    if x.ndim < 2 or x.shape[0] != y.shape[0]:
+        raise ClasswiseError(f"x of shape {tuple(x.shape)} does not match labels of shape {tuple(y.shape)}")
+    if not eps >= 0:
+        raise ClasswiseError(f"eps must be >= 0, got {eps}")
+    if steps < 1:
+        raise ClasswiseError(f"steps must be >= 1, got {steps}")
+
+
+def _fooled(logits: torch.Tensor, labels: torch.Tensor, targeted: bool) -> torch.Tensor:
+    pred = logits.argmax(dim=1)
+    return pred == labels if targeted else pred != labels
+
+
+def iterative_attack(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    loss: LossFn,
+    eps: float,
+    alpha: float,
+    steps: int,
+    norm: Norm = Norm.LINF,
+    random_start: bool = True,
+    restarts: int = 1,
+    targeted: bool = False,
+    target: torch.Tensor | None = None,
+    early_stop: bool = True,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Projected steepest ascent on ``loss`` inside the eps-ball; the loop all attacks share.
+
+    ``early_stop=True`` (evaluation): a sample leaves the active set at the first iterate that fools
+    the model, and that iterate is what is returned for it; samples never fooled get the last iterate
+    of the last restart. Further restarts only run on samples not yet fooled.
+    ``early_stop=False`` (training): every sample takes all ``steps`` and the last iterate is returned
+    (with restarts, the last iterate of the first restart that fooled the model, else of the last).
+    """
+    norm = Norm.parse(norm)
+    _check(x, y, eps, steps)
+    if targeted and target is None:
+        raise ClasswiseError("a targeted attack needs target labels (target=...)")
+    labels = (target if targeted else y).to(x.device)
+    x = x.detach()
+    x_adv = x.clone()
+    n = x.shape[0]
+    done = torch.zeros(n, dtype=torch.bool, device=x.device)
+    if eps == 0 or n == 0:
+        return x_adv
+
+    for _r in range(max(1, restarts)):
+        active = torch.arange(n, device=x.device) if not early_stop and restarts == 1 else (~done).nonzero().squeeze(1)
+        if active.numel() == 0:
+            break
+        xa, la = x[active], labels[active]
+        delta = random_init(xa, norm, eps, generator) if random_start else torch.zeros_like(xa)
+        for _ in range(steps):
+            delta.requires_grad_(True)
+            logits = model(xa + delta)
+            losses = loss(logits, la, active)
+            (grad,) = torch.autograd.grad(losses.sum(), delta)
+            delta = delta.detach()
+            if early_stop:
+                fooled = _fooled(logits.detach(), la, targeted)
+                if bool(fooled.any()):
+                    x_adv[active[fooled]] = xa[fooled] + delta[fooled]
+                    done[active[fooled]] = True
+                    keep = ~fooled
+                    active, xa, la, delta, grad = active[keep], xa[keep], la[keep], delta[keep], grad[keep]
+                    if active.numel() == 0:
+                        break
+            delta = clip_box(xa, project(delta + ascent_step(grad, norm, alpha), norm, eps))
+        if active.numel() == 0:
+            continue
+        x_adv[active] = xa + delta
+        if restarts > 1 or early_stop:
+            # One more forward tells whether the last iterate fooled the model; it decides restarts.
+            with torch.no_grad():
+                done[active] |= _fooled(model(xa + delta), la, targeted)
+    return x_adv.detach()
+
+
+def _default_alpha(eps: float, steps: int, norm: Norm) -> float:
+    # Madry et al.'s rule of thumb: the walk can cross the ball 2.5 times.
+    return 2.5 * eps / steps
+
+
+def pgd(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    eps: float,
+    alpha: float | None = None,
+    steps: int = 20,
+    norm: Norm | str = Norm.LINF,
+    random_start: bool = True,
+    restarts: int = 1,
+    loss: str = "ce",
+    T: float | torch.Tensor = 1.0,
+    kappa: float = 50.0,
+    targeted: bool = False,
+    target: torch.Tensor | None = None,
+    early_stop: bool = True,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Projected Gradient Descent (Madry et al. 2018) in linf or l2; ``alpha`` defaults to 2.5*eps/steps.
+
+    ``loss`` is ``ce`` (cross-entropy, with temperature ``T``), ``cw`` (margin, capped at ``kappa``)
+    or ``dlr``. ``targeted=True`` pulls towards ``target`` instead of away from ``y``.
+    """
+    norm = Norm.parse(norm)
+    eps = parse_number(eps, name="eps")
+    alpha = _default_alpha(eps, steps, norm) if alpha is None else parse_number(alpha, name="alpha")
+    if not alpha > 0 and eps > 0:
+        raise ClasswiseError(f"alpha must be > 0, got {alpha}")
+    fn = make_loss(loss, T=T, kappa=kappa, targeted=targeted)
+    return iterative_attack(model, x, y, loss=fn, eps=eps, alpha=alpha, steps=int(steps), norm=norm,
+                            random_start=random_start, restarts=int(restarts), targeted=targeted,
+                            target=target, early_stop=early_stop, generator=generator)
+
+
+def fgsm(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    eps: float,
+    norm: Norm | str = Norm.LINF,
+    targeted: bool = False,
+    target: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Fast Gradient Sign Method (Goodfellow et al. 2015): one step of size eps, no random start.
+
+    (For l2, one step along the unit gradient: the fast gradient method.)
+    """
+    return pgd(model, x, y, eps=eps, alpha=parse_number(eps, name="eps"), steps=1, norm=norm,
+               random_start=False, targeted=targeted, target=target, early_stop=False, generator=generator)
+
+
+def tpgd(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    eps: float,
+    T: float | torch.Tensor = 0.5,
+    alpha: float | None = None,
+    steps: int = 20,
+    norm: Norm | str = Norm.LINF,
+    random_start: bool = True,
+    restarts: int = 1,
+    early_stop: bool = True,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Temperature-PGD (Tian et al. 2021): PGD on CE(softmax(logits / T), y).
+
+    ``T`` is a float or a per-image tensor of shape (N,). T = 1 is PGD. Under the sign step the 1/T
+    scale of the gradient vanishes but its direction changes: T < 1 concentrates the push on the most
+    competitive wrong class (towards a margin loss), T > 1 spreads it over all classes.
+    """
+    return pgd(model, x, y, eps=eps, alpha=alpha, steps=steps, norm=norm, random_start=random_start,
+               restarts=restarts, loss="ce", T=T, early_stop=early_stop, generator=generator)
+
+
+def cw(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    eps: float,
+    alpha: float | None = None,
+    steps: int = 20,
+    kappa: float = 50.0,
+    norm: Norm | str = Norm.LINF,
+    random_start: bool = True,
+    restarts: int = 1,
+    early_stop: bool = True,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """CW-k: PGD on the Carlini-Wagner margin loss max_{j!=y} z_j - z_y (capped at kappa), bounded eps."""
+    return pgd(model, x, y, eps=eps, alpha=alpha, steps=steps, norm=norm, random_start=random_start,
+               restarts=restarts, loss="cw", kappa=kappa, early_stop=early_stop, generator=generator)

@@ -1,0 +1,1 @@
+"""The ``classwise`` command line (Typer). Commands parse, call the library, write artifacts."""

@@ -1,0 +1,165 @@
+"""Core vocabulary shared by every layer: norms, threat models, attack specs, devices.
+
+Shape conventions: images are float tensors in [0, 1] of shape (N, C, H, W); labels are int64 of
+shape (N,); logits are (N, K). Models normalize inside themselves, so nothing else knows a mean/std.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from enum import Enum
+from fractions import Fraction
+from typing import Any
+
+import torch
+
+from classwise.errors import ClasswiseError
+
+
+class Norm(str, Enum):
+    """The one vocabulary for perturbation norms."""
+
+    LINF = "linf"
+    L2 = "l2"
+
+    @classmethod
+    def parse(cls, value: str | Norm) -> Norm:
+        if isinstance(value, Norm):
+            return value
+        v = str(value).strip().lower()
+        aliases = {"inf": "linf", "li": "linf", "l_inf": "linf", "linf": "linf", "2": "l2", "l2": "l2"}
+        if v not in aliases:
+            raise ClasswiseError(f"unknown norm {value!r}; choose one of: linf, l2")
+        return cls(aliases[v])
+
+
+def parse_number(value: Any, *, name: str = "value") -> float:
+    """Parse ``0.3``, ``8/255``, ``"1e-2"`` into a float; a one-line error otherwise."""
+    if isinstance(value, bool):
+        raise ClasswiseError(f"{name} must be a number, got {value!r}")
+    if isinstance(value, (int, float)):
+        return float(value)
+    s = str(value).strip()
+    try:
+        if "/" in s:
+            num, den = s.split("/", 1)
+            return float(Fraction(num.strip()) / Fraction(den.strip()))
+        return float(s)
+    except (ValueError, ZeroDivisionError):
+        raise ClasswiseError(f"{name} must be a number like 0.3 or 8/255, got {value!r}") from None
+
+
+@dataclass(frozen=True)
+class ThreatModel:
+    """An eps-ball: ``||x_adv - x||_norm <= eps`` and ``x_adv`` in [0, 1]."""
+
+    norm: Norm = Norm.LINF
+    eps: float = 8 / 255
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "norm", Norm.parse(self.norm))
+        eps = parse_number(self.eps, name="eps")
+        if not eps >= 0 or math.isnan(eps):
+            raise ClasswiseError(f"eps must be >= 0, got {self.eps!r}")
+        object.__setattr__(self, "eps", eps)
+
+
+_SPEC_RE = re.compile(r"^\s*([A-Za-z][\w\-]*)\s*(?::(.*))?$")
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    """Plain data naming an attack and its parameters; round-trips through strings, JSON and TOML.
+
+    ``AttackSpec.parse("pgd:eps=8/255,steps=20,alpha=2/255")``. Values stay as given (strings are
+    parsed by the attack registry), so a spec is stored exactly as the user wrote it.
+    """
+
+    name: str
+    params: dict[str, Any] = field(default_factory=dict)
+    label: str | None = None  # display name; defaults to name plus the parameters that matter
+
+    @classmethod
+    def parse(cls, text: str) -> AttackSpec:
+        m = _SPEC_RE.match(text)
+        if not m:
+            raise ClasswiseError(
+                f"cannot parse attack spec {text!r}; write NAME or NAME:key=value,... "
+                "like pgd:eps=8/255,steps=20"
+            )
+        name, rest = m.group(1).lower(), m.group(2)
+        params: dict[str, Any] = {}
+        if rest and rest.strip():
+            for item in rest.split(","):
+                if "=" not in item:
+                    raise ClasswiseError(
+                        f"attack spec {text!r}: {item.strip()!r} is not key=value "
+                        "(write e.g. pgd:eps=0.3,steps=40)"
+                    )
+                k, v = item.split("=", 1)
+                params[k.strip()] = _coerce(v.strip())
+        return cls(name, params)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "params": dict(self.params), "label": self.display}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> AttackSpec:
+        return cls(d["name"], dict(d.get("params", {})), d.get("label"))
+
+    def __str__(self) -> str:
+        if not self.params:
+            return self.name
+        return self.name + ":" + ",".join(f"{k}={v}" for k, v in self.params.items())
+
+    @property
+    def display(self) -> str:
+        if self.label:
+            return self.label
+        steps = self.params.get("steps")
+        name = self.name.upper() if self.name in ("fgsm", "pgd", "cw", "tpgd") else self.name
+        if self.name == "tpgd":
+            name = "T-PGD"
+        base = f"{name}-{steps}" if steps is not None and self.name != "fgsm" else name
+        if self.name == "tpgd" and "T" in self.params:
+            base += f"(T={self.params['T']})"
+        return base
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict())
+
+
+def _coerce(v: str) -> Any:
+    low = v.lower()
+    if low in ("true", "yes", "on"):
+        return True
+    if low in ("false", "no", "off"):
+        return False
+    try:
+        return int(v)
+    except ValueError:
+        pass
+    try:
+        return float(v)
+    except ValueError:
+        return v  # e.g. "8/255", "linf": parsed by whoever consumes it
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``auto`` picks CUDA when available, else CPU; an unavailable CUDA is a one-line error."""
+    if isinstance(device, torch.device):
+        return device
+    d = str(device).strip().lower()
+    if d == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if d.startswith("cuda") and not torch.cuda.is_available():
+        raise ClasswiseError("--device cuda asked for, but no CUDA device is available; use --device cpu or auto")
+    if d == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise ClasswiseError("--device mps asked for, but MPS is not available; use --device cpu or auto")
+    try:
+        return torch.device(d)
+    except RuntimeError:
+        raise ClasswiseError(f"unknown device {device!r}; choose auto, cpu, cuda or cuda:N") from None

@@ -1,0 +1,442 @@
+"""The dataset registry and :func:`load_dataset`.
+
+Every loader returns an :class:`ImageData`. Small sets are held as tensors (uint8 where the source is
+8-bit); ImageFolder trees stream. Nothing is downloaded unless ``download=True``. A missing or corrupt
+dataset raises a one-line :class:`ClasswiseError` naming every path looked in and how to fix it.
+
+Formats: MNIST/Fashion-MNIST are IDX files (raw or .gz, flat folder or torchvision's ``MNIST/raw``);
+CIFAR is the official python-pickle batches, read only from the user's data root and only through a
+restricted unpickler (numpy arrays, lists, strings); SVHN (.mat) and STL-10 (binary) are parsed by
+torchvision with its md5 check relaxed to "the files exist", so locally prepared copies load too
+(downloads are still md5-checked by torchvision).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from classwise.data.base import ImageData, to_float
+from classwise.data.formats import load_array_pickle, read_idx
+from classwise.errors import ClasswiseError
+from classwise.registry import Registry
+
+logger = logging.getLogger(__name__)
+
+SPLITS = ("train", "test")
+DEFAULT_IMAGE_SIZE = 224  # imagefolder
+
+DIGIT_NAMES = [str(i) for i in range(10)]
+FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
+                         "Bag", "Ankle boot"]
+STL10_CLASSES = ["airplane", "bird", "car", "cat", "deer", "dog", "horse", "monkey", "ship", "truck"]
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+#: Where system packages put datasets (Debian: dataset-fashion-mnist).
+SYSTEM_DIRS: dict[str, list[Path]] = {"fashion-mnist": [Path("/usr/share/datasets/fashion-mnist")]}
+
+# digits: the fixed split every run sees
+DIGITS_TEST_SIZE = 0.25
+DIGITS_SEED = 0
+
+Loader = Callable[[str, "Path | None", bool, "int | None"], ImageData]
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A registered dataset: its loader and what is known about it without reading data."""
+
+    name: str
+    load: Loader  # (split, root, download, image_size) -> ImageData
+    num_classes: int | None
+    class_names: tuple[str, ...] | None
+    in_channels: int
+    input_size: int | None
+    eps_linf: float | None = None  # the customary L-inf budget, a hint only
+    streaming: bool = False
+    help: str = ""
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "num_classes": self.num_classes,
+            "class_names": list(self.class_names) if self.class_names is not None else None,
+            "in_channels": self.in_channels,
+            "input_size": self.input_size,
+            "eps_linf": self.eps_linf,
+            "streaming": self.streaming,
+            "help": self.help,
+        }
+
+
+DATASETS: Registry[DatasetSpec] = Registry("dataset")
+
+
+def default_data_root() -> Path:
+    """``$CLASSWISE_DATA`` if set, else ``~/.cache/classwise/data``."""
+    env = os.environ.get("CLASSWISE_DATA")
+    if env:
+        return Path(env).expanduser()
+    return Path.home() / ".cache" / "classwise" / "data"
+
+
+def _canonical(name: str) -> str:
+    return str(name).strip().lower().replace("_", "-")
+
+
+def dataset_info(name: str) -> dict[str, Any]:
+    """What is known about a dataset without its data. For ``imagefolder`` the classes are unknown
+    (``num_classes`` and ``class_names`` are None) and ``input_size`` is the default image size."""
+    return DATASETS.get(_canonical(name)).info()
+
+
+def load_dataset(
+    name: str,
+    split: str = "test",
+    *,
+    root: str | os.PathLike | None = None,
+    download: bool = False,
+    image_size: int | None = None,
+) -> ImageData:
+    """Load ``split`` ("train" or "test") of a registered dataset as an :class:`ImageData`.
+
+    ``root`` defaults to :func:`default_data_root`. ``image_size`` resizes tensor-resident sets
+    (bilinear, antialiased; uint8 stays uint8) and sets the crop of ``imagefolder`` (default 224).
+    """
+    spec = DATASETS.get(_canonical(name))
+    if split not in SPLITS:
+        raise ClasswiseError(f"unknown split {split!r}; choose one of: {', '.join(SPLITS)}")
+    if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int)
+                                   or image_size <= 0):
+        raise ClasswiseError(f"image size must be a positive integer, got {image_size!r}")
+    root_path = Path(root).expanduser() if root is not None else None
+    data = spec.load(split, root_path, bool(download), image_size)
+    if data.images is not None and image_size is not None and image_size != data.images.shape[-1]:
+        logger.info("resizing %s %s from %dpx to %dpx", spec.name, split, data.images.shape[-1], image_size)
+        data.images = _resize(data.images, image_size)
+        data.meta["image_size"] = image_size
+    logger.info("loaded %s %s: %d images of shape %s, %d classes", spec.name, split, len(data),
+                tuple(data.images.shape[1:]) if data.images is not None else "(streaming)", data.num_classes)
+    return data
+
+
+def _resize(images: torch.Tensor, size: int) -> torch.Tensor:
+    import torch.nn.functional as F
+
+    out = []
+    for chunk in images.split(2048):
+        y = F.interpolate(to_float(chunk), size=(size, size), mode="bilinear", antialias=True,
+                          align_corners=False).clamp_(0, 1)
+        out.append(y.mul_(255).round_().to(torch.uint8) if images.dtype == torch.uint8 else y)
+    return torch.cat(out) if out else images.new_empty((0, images.shape[1], size, size))
+
+
+# --- locating files -------------------------------------------------------------------------------
+
+def _base(root: Path | None) -> Path:
+    return root if root is not None else default_data_root()
+
+
+def _dedupe(paths: Sequence[Path]) -> list[Path]:
+    seen: set[str] = set()
+    out = []
+    for p in paths:
+        if str(p) not in seen:
+            seen.add(str(p))
+            out.append(p)
+    return out
+
+
+def _locate(
+    name: str,
+    split: str,
+    dirs: Sequence[Path],
+    has_split: Callable[[Path], bool],
+    fix: str,
+    download: bool = False,
+    fetch: Callable[[], object] | None = None,
+) -> Path:
+    """The first of ``dirs`` holding the split; with ``download``, fetch it first if none does."""
+    dirs = _dedupe(dirs)
+    found = next((d for d in dirs if has_split(d)), None)
+    if found is None and download and fetch is not None:
+        logger.info("downloading %s %s split", name, split)
+        try:
+            fetch()
+        except ClasswiseError:
+            raise
+        except Exception as e:  # network errors, md5 mismatch, disk full ...
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ClasswiseError(f"downloading {name} failed: {msg}; check the network, or place the "
+                                 f"files yourself and pass --data-root DIR") from None
+        found = next((d for d in dirs if has_split(d)), None)
+    if found is None:
+        raise ClasswiseError(f"{name} {split} split not found: looked in {', '.join(map(str, dirs))}; {fix}")
+    return found
+
+
+def _check_labels(labels: np.ndarray, n: int, num_classes: int, source: str) -> np.ndarray:
+    if labels.ndim != 1 or len(labels) != n:
+        raise ClasswiseError(f"corrupt dataset {source}: {n} images but labels of shape {labels.shape}")
+    labels = labels.astype(np.int64)
+    if n and (labels.min() < 0 or labels.max() >= num_classes):
+        raise ClasswiseError(f"corrupt dataset {source}: labels outside 0..{num_classes - 1} "
+                             f"(found {labels.min()}..{labels.max()})")
+    return labels
+
+
+def _check_images(images: np.ndarray, shape: tuple[int, ...], source: str) -> np.ndarray:
+    if images.dtype != np.uint8 or images.ndim != 4 or tuple(images.shape[1:]) != shape:
+        raise ClasswiseError(f"corrupt dataset {source}: expected uint8 images of shape (N, {', '.join(map(str, shape))}), "
+                             f"got {images.dtype} {tuple(images.shape)}")
+    return np.ascontiguousarray(images)
+
+
+def _tensor_data(name: str, split: str, class_names: Sequence[str], images: np.ndarray, labels: np.ndarray,
+                 **meta: Any) -> ImageData:
+    return ImageData(name, split, list(class_names), torch.from_numpy(labels),
+                     images=torch.from_numpy(images), meta=meta)
+
+
+# --- digits (scikit-learn, bundled) ---------------------------------------------------------------
+
+def _load_digits(split: str, root: Path | None, download: bool, image_size: int | None) -> ImageData:
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = load_digits()
+    x = (bunch.images / 16.0).astype(np.float32)[:, None]  # (N, 1, 8, 8) in [0, 1]
+    y = bunch.target.astype(np.int64)
+    train_idx, test_idx = train_test_split(np.arange(len(y)), test_size=DIGITS_TEST_SIZE,
+                                           random_state=DIGITS_SEED, stratify=y)
+    idx = np.sort(train_idx if split == "train" else test_idx)
+    return ImageData("digits", split, list(DIGIT_NAMES), torch.from_numpy(y[idx]),
+                     images=torch.from_numpy(np.ascontiguousarray(x[idx])),
+                     meta={"root": None, "source": "sklearn.datasets.load_digits", "test_size": DIGITS_TEST_SIZE,
+                           "split_seed": DIGITS_SEED})
+
+
+# --- MNIST / Fashion-MNIST (IDX) ------------------------------------------------------------------
+
+_IDX_STEMS = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+              "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+
+
+def _idx_file(d: Path, stem: str) -> Path | None:
+    """``stem``, ``stem.gz``, or the ``train-images.idx3-ubyte`` spelling some mirrors use."""
+    for s in (stem, stem.replace("-idx", ".idx", 1)):
+        for suffix in ("", ".gz"):
+            p = d / (s + suffix)
+            if p.is_file():
+                return p
+    return None
+
+
+def _idx_loader(name: str, tv_class: str, class_names: list[str]) -> Loader:
+    def load(split: str, root: Path | None, download: bool, image_size: int | None) -> ImageData:
+        import torchvision.datasets as tvd
+
+        base = _base(root)
+        dirs = [base / tv_class / "raw", base, *SYSTEM_DIRS.get(name, [])]
+        stems = _IDX_STEMS[split]
+
+        def fetch() -> None:
+            getattr(tvd, tv_class)(str(base), train=split == "train", download=True)
+
+        d = _locate(name, split, dirs, lambda d: all(_idx_file(d, s) for s in stems),
+                    f"pass --data-root DIR holding the IDX files ({stems[0]}[.gz], {stems[1]}[.gz]), or --download",
+                    download, fetch)
+        img_path, lbl_path = (_idx_file(d, s) for s in stems)
+        assert img_path is not None and lbl_path is not None
+        images = read_idx(img_path)
+        if images.ndim != 3:
+            raise ClasswiseError(f"corrupt IDX file {img_path}: expected 3 dimensions, got shape {images.shape}")
+        images = _check_images(images[:, None], (1, 28, 28), str(img_path))
+        labels = _check_labels(read_idx(lbl_path), len(images), len(class_names), str(lbl_path))
+        return _tensor_data(name, split, class_names, images, labels, root=str(d),
+                            files=[str(img_path), str(lbl_path)])
+
+    return load
+
+
+# --- CIFAR-10 / CIFAR-100 (python pickle batches) -------------------------------------------------
+
+def _cifar_loader(name: str, tv_class: str, num_classes: int) -> Loader:
+    def load(split: str, root: Path | None, download: bool, image_size: int | None) -> ImageData:
+        import torchvision.datasets as tvd
+
+        cls = getattr(tvd, tv_class)
+        files = [f for f, _ in (cls.train_list if split == "train" else cls.test_list)]
+        meta_file, names_key = cls.meta["filename"], cls.meta["key"]
+        base = _base(root)
+        d = _locate(name, split, [base / cls.base_folder, base],
+                    lambda d: all((d / f).is_file() for f in [*files, meta_file]),
+                    f"pass --data-root DIR holding {cls.base_folder}/ (the python version: "
+                    f"{', '.join(files)}, {meta_file}), or --download",
+                    download, lambda: cls(str(base), train=split == "train", download=True))
+        chunks, labels = [], []
+        for f in files:
+            path = d / f
+            entry = load_array_pickle(path)
+            try:
+                data = entry["data"]
+                lab = entry["labels"] if "labels" in entry else entry["fine_labels"]
+            except (KeyError, TypeError):
+                raise ClasswiseError(f"corrupt CIFAR batch {path}: expected a dict with 'data' and "
+                                     f"'labels'/'fine_labels'") from None
+            if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 \
+                    or data.shape[1] != 3 * 32 * 32 or len(lab) != len(data):
+                raise ClasswiseError(f"corrupt CIFAR batch {path}: expected uint8 data of shape (N, 3072) and "
+                                     f"N labels, got {getattr(data, 'dtype', type(data).__name__)} "
+                                     f"{getattr(data, 'shape', '?')} and {len(lab)} labels")
+            chunks.append(data)
+            labels.extend(lab)
+        meta = load_array_pickle(d / meta_file)
+        class_names = meta.get(names_key) if isinstance(meta, dict) else None
+        if not isinstance(class_names, list) or len(class_names) != num_classes:
+            raise ClasswiseError(f"corrupt CIFAR metadata {d / meta_file}: expected {num_classes} names "
+                                 f"under {names_key!r}")
+        images = np.concatenate(chunks).reshape(-1, 3, 32, 32)  # rows are already CHW
+        y = _check_labels(np.asarray(labels), len(images), num_classes, str(d))
+        return _tensor_data(name, split, [str(c) for c in class_names], images, y, root=str(d))
+
+    return load
+
+
+# --- SVHN (.mat) ----------------------------------------------------------------------------------
+
+def _load_svhn(split: str, root: Path | None, download: bool, image_size: int | None) -> ImageData:
+    import torchvision.datasets as tvd
+
+    class _SVHN(tvd.SVHN):
+        def _check_integrity(self) -> bool:  # existence only; see the module docstring
+            return os.path.isfile(os.path.join(self.root, self.filename))
+
+    fname = tvd.SVHN.split_list[split][1]
+    base = _base(root)
+    d = _locate("svhn", split, [base, base / "svhn", base / "SVHN"], lambda d: (d / fname).is_file(),
+                f"pass --data-root DIR holding {fname}, or --download",
+                download, lambda: tvd.SVHN(str(base), split=split, download=True))
+    try:
+        ds = _SVHN(str(d), split=split)
+    except Exception as e:  # scipy's MatReadError, ValueError, KeyError 'X' ...
+        raise ClasswiseError(f"corrupt SVHN file {d / fname}: {type(e).__name__}: {e}") from None
+    images = _check_images(ds.data, (3, 32, 32), str(d / fname))
+    labels = _check_labels(np.asarray(ds.labels).reshape(-1), len(images), 10, str(d / fname))
+    return _tensor_data("svhn", split, DIGIT_NAMES, images, labels, root=str(d))
+
+
+# --- STL-10 (binary) ------------------------------------------------------------------------------
+
+_STL_FILES = {"train": ("train_X.bin", "train_y.bin"), "test": ("test_X.bin", "test_y.bin")}
+
+
+def _load_stl10(split: str, root: Path | None, download: bool, image_size: int | None) -> ImageData:
+    import torchvision.datasets as tvd
+
+    base = _base(root)
+    files = _STL_FILES[split]
+    d = _locate("stl10", split, [base / tvd.STL10.base_folder, base],
+                lambda d: all((d / f).is_file() for f in files),
+                f"pass --data-root DIR holding {tvd.STL10.base_folder}/ ({', '.join(files)}), or --download",
+                download, lambda: tvd.STL10(str(base), split=split, download=True))
+
+    class _STL10(tvd.STL10):
+        base_folder = d.name  # so root/base_folder is the folder found, whatever its name
+
+        def _check_integrity(self) -> bool:  # existence of this split's files only
+            return all(os.path.isfile(os.path.join(self.root, self.base_folder, f)) for f in files)
+
+    try:
+        ds = _STL10(str(d.parent), split=split)
+    except Exception as e:  # a truncated file fails the reshape
+        raise ClasswiseError(f"corrupt STL-10 files in {d}: {type(e).__name__}: {e}") from None
+    images = _check_images(ds.data, (3, 96, 96), str(d / files[0]))
+    labels = _check_labels(np.asarray(ds.labels), len(images), 10, str(d / files[1]))
+    names = [c.strip() for c in getattr(ds, "classes", []) if c.strip()]
+    return _tensor_data("stl10", split, names if len(names) == 10 else STL10_CLASSES, images, labels, root=str(d))
+
+
+# --- ImageFolder (ImageNet subsets) ---------------------------------------------------------------
+
+_FOLDER_SPLITS = {"train": ("train",), "test": ("val", "test")}
+
+
+def _load_imagefolder(split: str, root: Path | None, download: bool, image_size: int | None) -> ImageData:
+    from torchvision import transforms as T
+    from torchvision.datasets import ImageFolder
+    from torchvision.datasets.folder import find_classes
+
+    base = root if root is not None else default_data_root() / "imagefolder"
+    dirs = [base / s for s in _FOLDER_SPLITS[split]]
+    d = _locate("imagefolder", split, dirs, Path.is_dir,
+                "pass --data-root DIR holding train/<class>/*.jpg and val/<class>/*.jpg")
+
+    def classes(p: Path) -> list[str]:
+        try:
+            return find_classes(str(p))[0]
+        except (FileNotFoundError, OSError):
+            raise ClasswiseError(f"imagefolder: no class folders in {p}; expected {p}/<class>/*.jpg") from None
+
+    names = classes(d)
+    other_split = "test" if split == "train" else "train"
+    other = next((p for p in (base / s for s in _FOLDER_SPLITS[other_split]) if p.is_dir()), None)
+    if other is not None:
+        other_names = classes(other)
+        if other_names != names:
+            only_here = sorted(set(names) - set(other_names))
+            only_there = sorted(set(other_names) - set(names))
+            raise ClasswiseError(
+                f"imagefolder class folders differ between {d} and {other}: only in {d.name}: "
+                f"{_few(only_here)}; only in {other.name}: {_few(only_there)}; both splits need the same classes"
+            )
+    size = image_size or DEFAULT_IMAGE_SIZE
+    tf = T.Compose([T.Resize(int(size * 256 / 224)), T.CenterCrop(size), T.ToTensor()])
+    ds = ImageFolder(str(d), transform=tf, allow_empty=True)
+    if len(ds) == 0:
+        raise ClasswiseError(f"imagefolder: no images found under {d}/<class>/ "
+                             f"(extensions: {', '.join(ds.extensions or ())})")
+    counts = np.bincount(np.asarray(ds.targets), minlength=len(ds.classes))
+    if (counts == 0).any():
+        logger.warning("imagefolder %s: %d class folder(s) hold no images: %s", d, int((counts == 0).sum()),
+                       _few([c for c, n in zip(ds.classes, counts, strict=True) if n == 0]))
+    return ImageData("imagefolder", split, list(ds.classes), torch.as_tensor(ds.targets, dtype=torch.long),
+                     dataset=ds, meta={"root": str(d), "image_size": size})
+
+
+def _few(names: Sequence[str], k: int = 5) -> str:
+    if not names:
+        return "(none)"
+    return ", ".join(names[:k]) + (f" and {len(names) - k} more" if len(names) > k else "")
+
+
+# --- registry -------------------------------------------------------------------------------------
+
+def _register(spec: DatasetSpec) -> None:
+    DATASETS.register(spec.name, spec, help=spec.help)
+
+
+_register(DatasetSpec("digits", _load_digits, 10, tuple(DIGIT_NAMES), 1, 8, 0.1,
+                      help="scikit-learn's bundled 8x8 digits (1797 images), fixed stratified 75/25 split; offline"))
+_register(DatasetSpec("mnist", _idx_loader("mnist", "MNIST", DIGIT_NAMES), 10, tuple(DIGIT_NAMES), 1, 28, 0.3,
+                      help="MNIST handwritten digits, 28x28 grey (IDX files)"))
+_register(DatasetSpec("fashion-mnist", _idx_loader("fashion-mnist", "FashionMNIST", FASHION_MNIST_CLASSES), 10,
+                      tuple(FASHION_MNIST_CLASSES), 1, 28, 0.1,
+                      help="Fashion-MNIST clothing, 28x28 grey (IDX files; also found in /usr/share/datasets)"))
+_register(DatasetSpec("cifar10", _cifar_loader("cifar10", "CIFAR10", 10), 10, tuple(CIFAR10_CLASSES), 3, 32, 8 / 255,
+                      help="CIFAR-10, 32x32 colour (python batches)"))
+_register(DatasetSpec("cifar100", _cifar_loader("cifar100", "CIFAR100", 100), 100, None, 3, 32, 8 / 255,
+                      help="CIFAR-100 fine labels, 32x32 colour (python batches)"))
+_register(DatasetSpec("svhn", _load_svhn, 10, tuple(DIGIT_NAMES), 3, 32, 8 / 255,
+                      help="SVHN house numbers, 32x32 colour (.mat files)"))
+_register(DatasetSpec("stl10", _load_stl10, 10, tuple(STL10_CLASSES), 3, 96, 8 / 255,
+                      help="STL-10 labelled splits, 96x96 colour (binary files)"))
+_register(DatasetSpec("imagefolder", _load_imagefolder, None, None, 3, DEFAULT_IMAGE_SIZE, 4 / 255, streaming=True,
+                      help="ImageNet-style folders root/train/<class>/*.jpg and root/val/<class>/*.jpg"))

@@ -1,0 +1,9 @@
+"""User-facing errors.
+
+A :class:`ClasswiseError` carries a one-line message that names the problem and the fix. The CLI
+prints it without a traceback and exits non-zero; library users can catch it.
+"""
+
+
+class ClasswiseError(Exception):
+    """Bad input or a missing resource, with a message fit to show a user as it is."""

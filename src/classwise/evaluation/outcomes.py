@@ -1,0 +1,186 @@
+"""Per-sample outcomes: the record every class-wise number is recomputed from.
+
+Stored as one compressed ``.npz`` (plain integer arrays, read back with ``allow_pickle=False``) plus the
+attack specs and class names inside it as a JSON string.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from classwise.analysis.classwise import class_accuracy, confusion_matrix, disparity, dominant_targets
+from classwise.errors import ClasswiseError
+from classwise.io import atomic_write_bytes
+
+WORST_CASE = "worst-case"
+
+
+@dataclass
+class Outcomes:
+    """What happened to each evaluated sample.
+
+    ``labels``, ``clean_pred`` and each ``adv_pred[label]`` are int arrays of shape (N,); ``index`` holds
+    the positions of the samples in their dataset split. A sample misclassified when clean keeps its
+    clean prediction under every attack (clean mistakes count as non-robust and are not attacked).
+    """
+
+    labels: np.ndarray
+    clean_pred: np.ndarray
+    adv_pred: dict[str, np.ndarray]
+    class_names: list[str]
+    index: np.ndarray | None = None
+    specs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    dataset: str = ""
+    split: str = "test"
+
+    def __post_init__(self) -> None:
+        n = len(self.labels)
+        if self.index is None:
+            self.index = np.arange(n)
+        for name, p in [("clean_pred", self.clean_pred), *self.adv_pred.items()]:
+            if len(p) != n:
+                raise ValueError(f"{name} has {len(p)} entries for {n} labels")
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def attacks(self) -> list[str]:
+        return list(self.adv_pred)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def robust(self, attack: str) -> np.ndarray:
+        """Boolean (N,): correctly classified under ``attack`` (or the worst case over all attacks)."""
+        if attack == WORST_CASE:
+            return np.logical_and.reduce([self.robust(a) for a in self.attacks]) if self.attacks else \
+                self.clean_pred == self.labels
+        return self.pred(attack) == self.labels
+
+    def pred(self, attack: str) -> np.ndarray:
+        if attack == "clean":
+            return self.clean_pred
+        if attack == WORST_CASE:
+            # First attack that broke the sample gives the prediction; robust samples keep the label.
+            out = self.clean_pred.copy()
+            fixed = np.zeros(len(self), dtype=bool)
+            for a in self.attacks:
+                hit = ~fixed & (self.adv_pred[a] != self.labels)
+                out[hit] = self.adv_pred[a][hit]
+                fixed |= hit
+            return out
+        try:
+            return self.adv_pred[attack]
+        except KeyError:
+            raise ClasswiseError(f"no attack {attack!r} in these outcomes; choose one of: "
+                                 f"{', '.join(['clean', *self.attacks, WORST_CASE])}") from None
+
+    # --- class-wise views -------------------------------------------------------------------------
+
+    def class_table(self, *, worst_case: bool = True) -> pd.DataFrame:
+        """One row per class: class, name, support, clean_acc, then robust accuracy under each attack."""
+        k = self.num_classes
+        clean, support = class_accuracy(self.labels, self.clean_pred, k)
+        df = pd.DataFrame({"class": np.arange(k), "name": self.class_names, "support": support, "clean_acc": clean})
+        cols = self.attacks + ([WORST_CASE] if worst_case and len(self.attacks) > 1 else [])
+        for a in cols:
+            df[a] = class_accuracy(self.labels, self.pred(a), k)[0]
+        return df
+
+    def confusion(self, attack: str, *, normalize: bool = True) -> np.ndarray:
+        return confusion_matrix(self.labels, self.pred(attack), self.num_classes, normalize=normalize)
+
+    def summary(self) -> dict[str, Any]:
+        """The ``metrics.json`` payload (schema documented in docs/metrics.md)."""
+        k, names = self.num_classes, self.class_names
+        clean_acc, support = class_accuracy(self.labels, self.clean_pred, k)
+        clean_correct = self.clean_pred == self.labels
+        out: dict[str, Any] = {
+            "schema_version": 1,
+            "dataset": self.dataset,
+            "split": self.split,
+            "num_samples": int(len(self)),
+            "num_classes": k,
+            "class_names": list(names),
+            "clean": {
+                "accuracy": _mean(clean_correct),
+                "disparity": disparity(clean_acc),
+                "per_class": [
+                    {"class": c, "name": names[c], "support": int(support[c]), "clean_acc": float(clean_acc[c])}
+                    for c in range(k)
+                ],
+            },
+            "attacks": {},
+        }
+        attacks = self.attacks + ([WORST_CASE] if len(self.attacks) > 1 else [])
+        for a in attacks:
+            rob_acc, _ = class_accuracy(self.labels, self.pred(a), k)
+            rob = self.robust(a)
+            dom = dominant_targets(self.labels, self.clean_pred, self.pred(a), k)
+            out["attacks"][a] = {
+                "spec": self.specs.get(a),
+                "robust_accuracy": _mean(rob),
+                # share of clean-correct samples the attack flips
+                "attack_success_rate": _mean(~rob[clean_correct]) if clean_correct.any() else float("nan"),
+                "disparity": disparity(rob_acc),
+                "per_class": [
+                    {
+                        "class": c, "name": names[c], "support": int(support[c]),
+                        "clean_acc": float(clean_acc[c]), "robust_acc": float(rob_acc[c]),
+                        "dominant_target": None if dom[c, 0] < 0 else int(dom[c, 0]),
+                        "dominant_target_share": float(dom[c, 1]),
+                    }
+                    for c in range(k)
+                ],
+            }
+        return out
+
+    # --- persistence ------------------------------------------------------------------------------
+
+    def save(self, path: str | Path) -> Path:
+        arrays: dict[str, np.ndarray] = {
+            "labels": _compact(self.labels),
+            "clean_pred": _compact(self.clean_pred),
+            "index": self.index.astype(np.int64),
+        }
+        for i, a in enumerate(self.attacks):
+            arrays[f"adv_{i}"] = _compact(self.adv_pred[a])
+        meta = {"attacks": self.attacks, "specs": self.specs, "class_names": self.class_names,
+                "dataset": self.dataset, "split": self.split, "format": "classwise-outcomes/1"}
+        arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **arrays)
+        return atomic_write_bytes(path, buf.getvalue())
+
+    @classmethod
+    def load(cls, path: str | Path) -> Outcomes:
+        path = Path(path)
+        if not path.is_file():
+            raise ClasswiseError(f"no outcomes file at {path}; run `classwise evaluate ... --out DIR` first")
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                meta = json.loads(z["meta"].tobytes().decode())
+                adv = {a: z[f"adv_{i}"].astype(np.int64) for i, a in enumerate(meta["attacks"])}
+                return cls(z["labels"].astype(np.int64), z["clean_pred"].astype(np.int64), adv,
+                           meta["class_names"], z["index"], meta.get("specs", {}), meta.get("dataset", ""),
+                           meta.get("split", "test"))
+        except (OSError, ValueError, KeyError) as e:
+            raise ClasswiseError(f"cannot read outcomes {path}: {e}") from None
+
+
+def _compact(a: np.ndarray) -> np.ndarray:
+    a = np.asarray(a)
+    return a.astype(np.int16 if a.size == 0 or a.max() < 32767 else np.int32)
+
+
+def _mean(b: np.ndarray) -> float:
+    return float(np.mean(b)) if len(b) else float("nan")

@@ -1,0 +1,38 @@
+"""Write the artifacts of an evaluation into a run directory: metrics, outcomes, figures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from classwise.evaluation.outcomes import WORST_CASE, Outcomes
+from classwise.report.plots import plot_class_accuracy, plot_confusion, save_figure
+from classwise.runs import RunDir
+
+
+def primary_attack(outcomes: Outcomes) -> str | None:
+    """The setting the headline figures show: the worst case over attacks, or the only attack."""
+    if not outcomes.attacks:
+        return None
+    return WORST_CASE if len(outcomes.attacks) > 1 else outcomes.attacks[0]
+
+
+def write_evaluation(run: RunDir, outcomes: Outcomes, *, attack: str | None = None) -> dict[str, Any]:
+    """Write ``metrics.json``, ``outcomes.npz`` and two PNGs; returns the metrics and file paths.
+
+    Figures: ``plots/class_accuracy.png`` (per-class clean vs robust bars, sorted) and
+    ``plots/confusion.png`` (adversarial confusion heat-map) for ``attack`` (default: the worst case).
+    """
+    metrics = outcomes.summary()
+    run.write_metrics(metrics)
+    outcomes.save(run.file("outcomes.npz"))
+    files: dict[str, Path] = {"metrics": run.path / "metrics.json", "outcomes": run.path / "outcomes.npz"}
+    attack = attack or primary_attack(outcomes)
+    if attack is not None:
+        df = outcomes.class_table()
+        ax = plot_class_accuracy(outcomes.class_names, df["clean_acc"], df[attack], robust_label=attack)
+        files["class_accuracy"] = save_figure(ax.figure, run.plots / "class_accuracy.png")
+        ax = plot_confusion(outcomes.confusion(attack), outcomes.class_names,
+                            title=f"Adversarial confusion under {attack} (row-normalized)")
+        files["confusion"] = save_figure(ax.figure, run.plots / "confusion.png")
+    return {"metrics": metrics, "files": files}

@@ -1,0 +1,52 @@
+"""Terminal tables (rich) built from the pandas tables of :mod:`classwise.evaluation`."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+from rich.table import Table
+
+
+def _pct(v: float) -> str:
+    return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:5.1f}"
+
+
+def class_table(df: pd.DataFrame, *, title: str = "Per-class accuracy (%)", worst_by: str | None = None) -> Table:
+    """Render a class table; the worst class under ``worst_by`` (default: last column) is highlighted."""
+    acc_cols = [c for c in df.columns if c not in ("class", "name", "support")]
+    worst_by = worst_by or acc_cols[-1]
+    worst = df[worst_by].astype(float).idxmin() if df[worst_by].notna().any() else None
+    t = Table(title=title, header_style="bold", show_lines=False)
+    t.add_column("class", justify="right")
+    t.add_column("name")
+    t.add_column("n", justify="right")
+    for c in acc_cols:
+        t.add_column("clean" if c == "clean_acc" else c, justify="right", overflow="fold")
+    for i, row in df.iterrows():
+        style = "bold red" if i == worst else None
+        t.add_row(str(row["class"]), str(row["name"]), str(int(row["support"])),
+                  *[_pct(float(row[c])) for c in acc_cols], style=style)
+    mean = ["mean", "", str(int(df["support"].sum()))]
+    mean += [_pct(float(df[c].mean())) for c in acc_cols]
+    t.add_section()
+    t.add_row(*mean, style="dim")
+    return t
+
+
+def summary_table(metrics: dict) -> Table:
+    """Overall accuracy and class disparity per attack."""
+    t = Table(title="Overall and class disparity (%)", header_style="bold")
+    for col in ("setting", "accuracy", "worst class", "best class", "gap", "std"):
+        t.add_column(col, justify="left" if col in ("setting", "worst class", "best class") else "right")
+    names = metrics["class_names"]
+
+    def row(label: str, acc: float, d: dict) -> None:
+        wc = "—" if d["worst_class"] is None else f"{names[d['worst_class']]} ({_pct(d['worst_acc']).strip()})"
+        bc = "—" if d["best_class"] is None else f"{names[d['best_class']]} ({_pct(d['best_acc']).strip()})"
+        t.add_row(label, _pct(acc), wc, bc, _pct(d["gap"]), _pct(d["std"]))
+
+    row("clean", metrics["clean"]["accuracy"], metrics["clean"]["disparity"])
+    for name, a in metrics["attacks"].items():
+        row(name, a["robust_accuracy"], a["disparity"])
+    return t

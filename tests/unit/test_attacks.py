@@ -1,0 +1,138 @@
+"""Attack behaviour on trained models: strength ordering, equivalences, batch independence."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from classwise.attacks import build_attack, cw, fgsm, pgd, tpgd
+from classwise.errors import ClasswiseError
+
+EPS = 0.2
+
+
+def robust_acc(model, x, y, x_adv) -> float:
+    with torch.no_grad():
+        return (model(x_adv).argmax(1) == y).float().mean().item()
+
+
+@pytest.fixture(scope="module")
+def test_xy(digits):
+    return digits[1].tensors()
+
+
+def test_strength_ordering_fgsm_pgd20_pgd100(at_model, test_xy):
+    x, y = test_xy
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    clean = robust_acc(at_model, x, y, x)
+    a_fgsm = robust_acc(at_model, x, y, fgsm(at_model, x, y, eps=EPS))
+    a_pgd20 = robust_acc(at_model, x, y, pgd(at_model, x, y, eps=EPS, steps=20, generator=g()))
+    a_pgd100 = robust_acc(at_model, x, y, pgd(at_model, x, y, eps=EPS, steps=100, generator=g()))
+    assert clean > 0.8
+    assert clean > a_fgsm >= a_pgd20 >= a_pgd100
+    assert a_pgd20 < clean - 0.1  # the attack bites
+
+
+def test_adversarially_trained_beats_standard(at_model, std_model, test_xy):
+    x, y = test_xy
+    a_at = robust_acc(at_model, x, y, pgd(at_model, x, y, eps=EPS, steps=20))
+    a_std = robust_acc(std_model, x, y, pgd(std_model, x, y, eps=EPS, steps=20))
+    assert a_at > a_std + 0.2
+
+
+def test_unbounded_eps_breaks_everything(at_model, test_xy):
+    """No gradient masking: with eps = 1 (the whole box) PGD reaches ~0% robust accuracy."""
+    x, y = test_xy
+    x_adv = pgd(at_model, x, y, eps=1.0, alpha=0.1, steps=50, generator=torch.Generator().manual_seed(0))
+    assert robust_acc(at_model, x, y, x_adv) <= 0.02
+
+
+def test_tpgd_with_T1_is_pgd(at_model, test_xy):
+    x, y = test_xy
+    a = pgd(at_model, x, y, eps=EPS, steps=10, generator=torch.Generator().manual_seed(3))
+    b = tpgd(at_model, x, y, eps=EPS, steps=10, T=1.0, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(a, b)
+
+
+def test_per_image_temperature_equals_scalar(at_model, test_xy):
+    x, y = test_xy
+    a = tpgd(at_model, x, y, eps=EPS, steps=10, T=0.3, generator=torch.Generator().manual_seed(1))
+    b = tpgd(at_model, x, y, eps=EPS, steps=10, T=torch.full((len(y),), 0.3),
+             generator=torch.Generator().manual_seed(1))
+    assert torch.equal(a, b)
+
+
+def test_temperature_changes_the_attack(at_model, test_xy):
+    x, y = test_xy
+    a = tpgd(at_model, x, y, eps=EPS, steps=10, T=1.0, random_start=False)
+    b = tpgd(at_model, x, y, eps=EPS, steps=10, T=0.05, random_start=False)
+    assert not torch.equal(a, b)
+
+
+@pytest.mark.parametrize("attack", ["pgd", "tpgd", "cw"])
+def test_split_batch_equals_whole_batch(at_model, test_xy, attack):
+    x, y = test_xy
+    fn = {"pgd": pgd, "tpgd": tpgd, "cw": cw}[attack]
+    whole = fn(at_model, x, y, eps=EPS, steps=10, random_start=False)
+    parts = torch.cat([fn(at_model, x[i:i + 37], y[i:i + 37], eps=EPS, steps=10, random_start=False)
+                       for i in range(0, len(y), 37)])
+    assert torch.allclose(whole, parts, atol=1e-6)
+
+
+def test_early_stop_returns_first_adversarial_and_finds_at_least_as_many(at_model, test_xy):
+    x, y = test_xy
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    es = pgd(at_model, x, y, eps=EPS, steps=20, early_stop=True, generator=g())
+    last = pgd(at_model, x, y, eps=EPS, steps=20, early_stop=False, generator=g())
+    assert robust_acc(at_model, x, y, es) <= robust_acc(at_model, x, y, last)
+    with torch.no_grad():
+        clean_ok = at_model(x).argmax(1) == y
+    # early-stopped samples that were broken stay broken
+    broken_last = (at_model(last).argmax(1) != y) & clean_ok
+    assert bool((at_model(es).argmax(1) != y)[broken_last].float().mean() > 0.95)
+
+
+def test_restarts_never_weaker(at_model, test_xy):
+    x, y = test_xy
+    one = pgd(at_model, x, y, eps=EPS, steps=10, restarts=1, generator=torch.Generator().manual_seed(0))
+    three = pgd(at_model, x, y, eps=EPS, steps=10, restarts=3, generator=torch.Generator().manual_seed(0))
+    assert robust_acc(at_model, x, y, three) <= robust_acc(at_model, x, y, one)
+
+
+def test_targeted_pgd_reaches_targets(std_model, test_xy):
+    x, y = test_xy
+    target = (y + 1) % 10
+    x_adv = pgd(std_model, x, y, eps=0.5, steps=40, targeted=True, target=target)
+    with torch.no_grad():
+        hit = (std_model(x_adv).argmax(1) == target).float().mean().item()
+    assert hit > 0.9
+
+
+def test_l2_pgd_breaks_more_with_larger_eps(at_model, test_xy):
+    x, y = test_xy
+    accs = [robust_acc(at_model, x, y, pgd(at_model, x, y, eps=e, norm="l2", steps=20, random_start=False))
+            for e in (0.25, 1.0, 4.0)]
+    assert accs[0] > accs[1] > accs[2]
+    assert accs[2] < 0.05
+
+
+def test_build_attack_parses_specs_and_rejects_bad_ones():
+    a = build_attack("pgd:eps=8/255,steps=20,alpha=2/255")
+    assert a.kwargs["eps"] == pytest.approx(8 / 255) and a.kwargs["alpha"] == pytest.approx(2 / 255)
+    assert a.kwargs["steps"] == 20 and a.label == "PGD-20"
+    assert build_attack("tpgd:eps=0.3,steps=40,T=0.5").label == "T-PGD-40(T=0.5)"
+    assert build_attack("pgd", defaults={"eps": "0.1"}).kwargs["eps"] == pytest.approx(0.1)
+    with pytest.raises(ClasswiseError, match="choose one of: cw, fgsm, pgd, tpgd"):
+        build_attack("pgdd:eps=0.1")
+    with pytest.raises(ClasswiseError, match="no parameter 'stepz'.*it takes: eps"):
+        build_attack("pgd:eps=0.1,stepz=3")
+    with pytest.raises(ClasswiseError, match="eps must be >= 0"):
+        build_attack("pgd:eps=-0.1")
+    with pytest.raises(ClasswiseError, match="needs eps"):
+        build_attack("fgsm")
+    with pytest.raises(ClasswiseError, match="temperature"):
+        build_attack("tpgd:eps=0.1,T=0")
+    with pytest.raises(ClasswiseError, match="whole number"):
+        build_attack("pgd:eps=0.1,steps=2.5")
+    with pytest.raises(ClasswiseError, match="unknown norm"):
+        build_attack("pgd:eps=0.1,norm=l3")

@@ -20,26 +20,26 @@ def digits():
     return load_dataset("digits", "train"), load_dataset("digits", "test")
 
 
-def _train(digits, eps: float, epochs: int):
-    from classwise.models import create_model, dataset_stats
-    from classwise.training import adversarial_fit
+def _train(tmp_factory, eps: float, epochs: int, method: str):
+    from classwise.models import load_checkpoint
+    from classwise.training.config import resolve_config
+    from classwise.training.fit import fit
 
-    train, _ = digits
-    mean, std = dataset_stats("digits", 1)
-    torch.manual_seed(0)
-    model = create_model("small-cnn", num_classes=10, in_channels=1, input_size=8, mean=mean, std=std)
-    adversarial_fit(model, train, eps=eps, steps=5, epochs=epochs, batch_size=64, lr=0.01, eps_warmup=0.3,
-                    optimizer="adam", device="cpu", seed=0)
+    cfg, _ = resolve_config(recipe="digits", overrides={
+        "eps": eps, "epochs": epochs, "steps": 5, "alpha": 2.5 * eps / 5 if eps else None, "method": method,
+        "val_fraction": 0.0, "seed": 0})
+    res = fit(cfg, tmp_factory.mktemp(f"{method}-{eps}"), device="cpu")
+    model, _ = load_checkpoint(res.last)
     return model.eval()
 
 
 @pytest.fixture(scope="session")
-def at_model(digits):
+def at_model(tmp_path_factory):
     """small-cnn PGD-AT trained on digits at eps 0.2 (a few seconds on 2 cores)."""
-    return _train(digits, DIGITS_EPS, epochs=15)
+    return _train(tmp_path_factory, DIGITS_EPS, epochs=15, method="pgd-at")
 
 
 @pytest.fixture(scope="session")
-def std_model(digits):
+def std_model(tmp_path_factory):
     """small-cnn trained without attacks on digits."""
-    return _train(digits, 0.0, epochs=10)
+    return _train(tmp_path_factory, 0.0, epochs=10, method="standard")

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from classwise import __version__
+from classwise.errors import ClasswiseError
 from classwise.io import atomic_write_json, atomic_write_text
 
 try:  # Python >= 3.11
@@ -53,7 +54,12 @@ class RunDir:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.mkdir(parents=True, exist_ok=True)
+        if self.path.exists() and not self.path.is_dir():
+            raise ClasswiseError(f"run directory {self.path} exists and is not a directory; choose another --out")
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ClasswiseError(f"cannot create run directory {self.path}: {e.strerror}; choose another --out") from None
         self.started = _dt.datetime.now(_dt.timezone.utc)
 
     def file(self, name: str) -> Path:
@@ -81,7 +87,7 @@ class RunDir:
             "platform": platform.platform(),
             "seed": seed,
             "device": device,
-            "command": sys.argv,
+            "command": ["classwise", *sys.argv[1:]],
             "started": self.started.isoformat(timespec="seconds"),
             "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             **(extra or {}),

@@ -5,6 +5,10 @@ Contract of every attack here: ``attack(model, x, y, *, eps, ..., generator=None
 its parameters' ``.grad`` are left exactly as found (gradients are taken with ``torch.autograd.grad``
 with respect to the input only, which also skips the weight-gradient work). Losses are per sample and
 summed, so each sample's trajectory does not depend on the rest of the batch.
+
+``eps`` (and ``alpha``) of :func:`iterative_attack`, :func:`pgd` and :func:`fgsm` may also be
+per-sample tensors of shape (N,); then ``||x_adv_i - x_i|| <= eps_i`` (class-wise training gives some
+classes a larger budget).
 """
 
 from __future__ import annotations
@@ -17,11 +21,45 @@ from classwise.attacks.losses import LossFn, make_loss
 from classwise.core import Norm, parse_number
 from classwise.errors import ClasswiseError
 
+Budget = float | torch.Tensor  # a number, or one value per sample: shape (N,)
 
-def _check(x: torch.Tensor, y: torch.Tensor, eps: float, steps: int) -> None:
+
+def _budget(value: object, name: str, x: torch.Tensor) -> Budget:
+    """A float (``0.3``, ``"8/255"``), or a per-sample (N,) tensor moved to ``x``'s device and float dtype.
+
+    A 0-dim tensor counts as a number, so scalar callers keep the exact float path.
+    """
+    if isinstance(value, torch.Tensor):
+        if value.ndim == 0:
+            return float(value)
+        if value.ndim != 1 or value.shape[0] != x.shape[0]:
+            raise ClasswiseError(
+                f"{name} must be a number or a per-sample tensor of shape ({x.shape[0]},), "
+                f"got shape {tuple(value.shape)}"
+            )
+        dtype = x.dtype if x.is_floating_point() else torch.float32
+        return value.detach().to(device=x.device, dtype=dtype)
+    return parse_number(value, name=name)
+
+
+def _all_zero(eps: Budget) -> bool:
+    return bool((eps == 0).all()) if isinstance(eps, torch.Tensor) else eps == 0
+
+
+def _take(v: Budget, idx: torch.Tensor) -> Budget:
+    """Rows ``idx`` of a per-sample budget (the active set); a number is shared by all rows."""
+    return v[idx] if isinstance(v, torch.Tensor) else v
+
+
+def _check(x: torch.Tensor, y: torch.Tensor, eps: Budget, steps: int) -> None:
     if x.ndim < 2 or x.shape[0] != y.shape[0]:
         raise ClasswiseError(f"x of shape {tuple(x.shape)} does not match labels of shape {tuple(y.shape)}")
-    if not eps >= 0:
+    if isinstance(eps, torch.Tensor):
+        if eps.shape != (x.shape[0],):
+            raise ClasswiseError(f"per-sample eps must have shape ({x.shape[0]},), got {tuple(eps.shape)}")
+        if not bool((eps >= 0).all()):  # NaN fails >= too
+            raise ClasswiseError(f"eps must be >= 0 for every sample, got min {eps.min().item()}")
+    elif not eps >= 0:
         raise ClasswiseError(f"eps must be >= 0, got {eps}")
     if steps < 1:
         raise ClasswiseError(f"steps must be >= 1, got {steps}")
@@ -38,8 +76,8 @@ def iterative_attack(
     y: torch.Tensor,
     *,
     loss: LossFn,
-    eps: float,
-    alpha: float,
+    eps: Budget,
+    alpha: Budget,
     steps: int,
     norm: Norm = Norm.LINF,
     random_start: bool = True,
@@ -48,8 +86,14 @@ def iterative_attack(
     target: torch.Tensor | None = None,
     early_stop: bool = True,
     generator: torch.Generator | None = None,
+    init: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Projected steepest ascent on ``loss`` inside the eps-ball; the loop all attacks share.
+
+    ``eps`` and ``alpha`` are numbers or per-sample tensors of shape (N,) (sample i then stays within
+    eps_i and steps by alpha_i; a sample with eps_i = 0 is returned unchanged). ``init`` (same shape
+    as ``x``), when given, is the starting perturbation of every restart instead of the random start
+    (projected onto the ball and the box first); TRADES starts from ``0.001 * N(0, 1)`` this way.
 
     ``early_stop=True`` (evaluation): a sample leaves the active set at the first iterate that fools
     the model, and that iterate is what is returned for it; samples never fooled get the last iterate
@@ -58,7 +102,10 @@ def iterative_attack(
     (with restarts, the last iterate of the first restart that fooled the model, else of the last).
     """
     norm = Norm.parse(norm)
+    eps, alpha = _budget(eps, "eps", x), _budget(alpha, "alpha", x)
     _check(x, y, eps, steps)
+    if init is not None and init.shape != x.shape:
+        raise ClasswiseError(f"init of shape {tuple(init.shape)} does not match x of shape {tuple(x.shape)}")
     if targeted and target is None:
         raise ClasswiseError("a targeted attack needs target labels (target=...)")
     labels = (target if targeted else y).to(x.device)
@@ -66,7 +113,7 @@ def iterative_attack(
     x_adv = x.clone()
     n = x.shape[0]
     done = torch.zeros(n, dtype=torch.bool, device=x.device)
-    if eps == 0 or n == 0:
+    if n == 0 or _all_zero(eps):
         return x_adv
 
     for _r in range(max(1, restarts)):
@@ -74,7 +121,13 @@ def iterative_attack(
         if active.numel() == 0:
             break
         xa, la = x[active], labels[active]
-        delta = random_init(xa, norm, eps, generator) if random_start else torch.zeros_like(xa)
+        eps_a, alpha_a = _take(eps, active), _take(alpha, active)
+        if init is not None:
+            delta = clip_box(xa, project(init.detach().to(xa)[active], norm, eps_a))
+        elif random_start:
+            delta = random_init(xa, norm, eps_a, generator)
+        else:
+            delta = torch.zeros_like(xa)
         for _ in range(steps):
             delta.requires_grad_(True)
             logits = model(xa + delta)
@@ -88,9 +141,10 @@ def iterative_attack(
                     done[active[fooled]] = True
                     keep = ~fooled
                     active, xa, la, delta, grad = active[keep], xa[keep], la[keep], delta[keep], grad[keep]
+                    eps_a, alpha_a = _take(eps_a, keep), _take(alpha_a, keep)
                     if active.numel() == 0:
                         break
-            delta = clip_box(xa, project(delta + ascent_step(grad, norm, alpha), norm, eps))
+            delta = clip_box(xa, project(delta + ascent_step(grad, norm, alpha_a), norm, eps_a))
         if active.numel() == 0:
             continue
         x_adv[active] = xa + delta
@@ -101,7 +155,7 @@ def iterative_attack(
     return x_adv.detach()
 
 
-def _default_alpha(eps: float, steps: int, norm: Norm) -> float:
+def _default_alpha(eps: Budget, steps: int, norm: Norm) -> Budget:
     # Madry et al.'s rule of thumb: the walk can cross the ball 2.5 times.
     return 2.5 * eps / steps
 
@@ -111,8 +165,8 @@ def pgd(
     x: torch.Tensor,
     y: torch.Tensor,
     *,
-    eps: float,
-    alpha: float | None = None,
+    eps: float | torch.Tensor,
+    alpha: float | torch.Tensor | None = None,
     steps: int = 20,
     norm: Norm | str = Norm.LINF,
     random_start: bool = True,
@@ -129,11 +183,17 @@ def pgd(
 
     ``loss`` is ``ce`` (cross-entropy, with temperature ``T``), ``cw`` (margin, capped at ``kappa``)
     or ``dlr``. ``targeted=True`` pulls towards ``target`` instead of away from ``y``.
+    ``eps`` and ``alpha`` may be per-sample tensors of shape (N,) (the default alpha is then
+    2.5 * eps_i / steps per sample); alpha must be > 0 wherever eps > 0.
     """
     norm = Norm.parse(norm)
-    eps = parse_number(eps, name="eps")
-    alpha = _default_alpha(eps, steps, norm) if alpha is None else parse_number(alpha, name="alpha")
-    if not alpha > 0 and eps > 0:
+    eps = _budget(eps, "eps", x)
+    alpha = _default_alpha(eps, steps, norm) if alpha is None else _budget(alpha, "alpha", x)
+    if isinstance(eps, torch.Tensor) or isinstance(alpha, torch.Tensor):
+        bad = ~(torch.as_tensor(alpha, device=x.device) > 0) & (torch.as_tensor(eps, device=x.device) > 0)
+        if bool(bad.any()):
+            raise ClasswiseError("alpha must be > 0 wherever eps > 0")
+    elif not alpha > 0 and eps > 0:
         raise ClasswiseError(f"alpha must be > 0, got {alpha}")
     fn = make_loss(loss, T=T, kappa=kappa, targeted=targeted)
     return iterative_attack(model, x, y, loss=fn, eps=eps, alpha=alpha, steps=int(steps), norm=norm,
@@ -146,7 +206,7 @@ def fgsm(
     x: torch.Tensor,
     y: torch.Tensor,
     *,
-    eps: float,
+    eps: float | torch.Tensor,
     norm: Norm | str = Norm.LINF,
     targeted: bool = False,
     target: torch.Tensor | None = None,
@@ -156,7 +216,8 @@ def fgsm(
 
     (For l2, one step along the unit gradient: the fast gradient method.)
     """
-    return pgd(model, x, y, eps=eps, alpha=parse_number(eps, name="eps"), steps=1, norm=norm,
+    eps = _budget(eps, "eps", x)
+    return pgd(model, x, y, eps=eps, alpha=eps, steps=1, norm=norm,
                random_start=False, targeted=targeted, target=target, early_stop=False, generator=generator)
 
 

@@ -51,22 +51,38 @@ class ListWhat(str, Enum):
     datasets = "datasets"
     models = "models"
     attacks = "attacks"
+    methods = "methods"
+    recipes = "recipes"
 
 
 @app.command("list")
 def list_cmd(what: Annotated[ListWhat, typer.Argument(help="What to list.")]) -> None:
-    """List the registered datasets, models or attacks."""
+    """List the registered datasets, models, attacks, training methods or recipes."""
     from rich.table import Table
 
+    if what is ListWhat.recipes:
+        from classwise.training.config import read_recipe, recipe_names, recipes_dir
+
+        t = Table(show_header=True, header_style="bold")
+        for col in ("recipe", "dataset", "model", "method", "eps", "epochs"):
+            t.add_column(col, no_wrap=col in ("recipe", "dataset", "model"))
+        for name in recipe_names():
+            r = read_recipe(recipes_dir() / f"{name}.toml")
+            t.add_row(name, *(str(r.get(k, "")) for k in ("dataset", "model", "method", "eps", "epochs")))
+        console.print(t)
+        console.print(f"recipes are in {recipes_dir()}")
+        return
     if what is ListWhat.datasets:
         from classwise.data import DATASETS as reg
     elif what is ListWhat.models:
         from classwise.models import MODELS as reg
+    elif what is ListWhat.methods:
+        from classwise.training.methods import METHODS as reg
     else:
         from classwise.attacks import ATTACKS as reg
         from classwise.attacks import attack_params
     t = Table(show_header=True, header_style="bold")
-    t.add_column(what.value[:-1])
+    t.add_column(what.value[:-1], no_wrap=True)
     t.add_column("description")
     if what is ListWhat.attacks:
         t.add_column("parameters (defaults)")
@@ -154,59 +170,51 @@ def demo(
 ) -> None:
     """Train a small CNN with PGD-AT on the bundled digits and show which classes are robust.
 
-    Offline, about a minute on 2 CPU cores. Evaluates clean, FGSM, PGD-20, Temperature-PGD-20 and CW-20
+    Uses the bundled `digits` recipe (see `classwise list recipes`). Offline, about 20 s on 2 CPU cores. Evaluates clean, FGSM, PGD-20, Temperature-PGD-20 and CW-20
     at the training eps, prints the per-class table and writes a run directory with two PNGs.
     """
-    import torch
-
-    from classwise.core import ThreatModel, resolve_device
+    from classwise.core import resolve_device
     from classwise.data import load_dataset
-    from classwise.models import create_model, dataset_stats, save_checkpoint
+    from classwise.models import load_checkpoint
     from classwise.report.artifacts import write_evaluation
     from classwise.runs import RunDir, default_run_dir
-    from classwise.training import adversarial_fit
+    from classwise.training.config import resolve_config
+    from classwise.training.fit import FitCallbacks, fit
 
-    tm = ThreatModel("linf", eps)
+    cfg, recipe_path = resolve_config(recipe="digits", overrides={"epochs": epochs, "eps": eps, "seed": seed})
     dev = resolve_device(device)
-    torch.manual_seed(seed)
-    train, test = load_dataset("digits", "train"), load_dataset("digits", "test")
-    mean, std = dataset_stats("digits", train.in_channels)
-    model = create_model("small-cnn", num_classes=train.num_classes, in_channels=train.in_channels,
-                         input_size=train.input_size, mean=mean, std=std)
     run = RunDir(out or default_run_dir("demo", "digits"))
-    recipe = {"method": "pgd-at", "eps": tm.eps, "norm": "linf", "steps": 10, "alpha": 2.5 * tm.eps / 10,
-              "epochs": epochs, "batch_size": 64, "lr": 0.01, "optimizer": "adam", "schedule": "one-cycle",
-              "eps_warmup": 0.3}
-    console.print(f"[bold]classwise demo[/]: PGD-AT (eps={tm.eps:g}, PGD-10) of small-cnn on digits "
-                  f"({len(train)} train / {len(test)} test images), device {dev}")
+    test = load_dataset("digits", "test")
+    console.print(f"[bold]classwise demo[/]: PGD-AT (linf eps={cfg.eps:g}, PGD-{cfg.steps}) of small-cnn on the "
+                  f"bundled digits, recipe {recipe_path.name}, device {dev}")
     t0 = time.perf_counter()
     with _progress() as prog:
-        task = prog.add_task("training", total=epochs * len(train))
-        history = adversarial_fit(model, train, eps=tm.eps, steps=recipe["steps"], alpha=recipe["alpha"],
-                                  epochs=epochs, batch_size=recipe["batch_size"], lr=recipe["lr"], device=dev,
-                                  eps_warmup=recipe["eps_warmup"], optimizer=recipe["optimizer"],
-                                  seed=seed, on_batch=lambda k: prog.advance(task, k))
+        task: dict = {}
+        result = fit(cfg, run.path, device=dev, callbacks=FitCallbacks(
+            on_start=lambda first, total, n: task.setdefault("id", prog.add_task("training", total=total * n)),
+            on_batch=lambda e, k, loss: prog.advance(task["id"], k)))
     train_time = time.perf_counter() - t0
-    ckpt = save_checkpoint(run.file("checkpoints/model.safetensors"), model,
-                           {"dataset": "digits", "class_names": train.class_names, "recipe": recipe,
-                            "epoch": epochs, "threat_model": {"norm": "linf", "eps": tm.eps}})
-    e = tm.eps
+    model, meta = load_checkpoint(result.best, device=dev)
+    e = cfg.eps
     attacks = [f"fgsm:eps={e}", f"pgd:eps={e},steps=20", f"tpgd:eps={e},steps=20,T=0.5", f"cw:eps={e},steps=20"]
     t1 = time.perf_counter()
     outcomes = _evaluate_with_progress(model, test, attacks, batch_size=256, device=dev, seed=seed)
     eval_time = time.perf_counter() - t1
     res = write_evaluation(run, outcomes)
-    run.write_config({"command": "demo", "dataset": "digits", "split": "test", "model": "small-cnn",
-                      "train": recipe, "attacks": [outcomes.specs[a] for a in outcomes.attacks], "seed": seed,
+    run.write_config({"command": "demo", "train": {k: ("none" if v is None else v) for k, v in cfg.to_dict().items()},
+                      "evaluate": {"dataset": "digits", "split": "test",
+                                   "attacks": [outcomes.specs[a] for a in outcomes.attacks]},
                       "device": str(dev)})
     run.write_run_info(seed=seed, device=str(dev), extra={"train_seconds": round(train_time, 2),
-                                                          "eval_seconds": round(eval_time, 2),
-                                                          "history": history})
-    console.print(f"trained in {train_time:.0f}s (last epoch: loss {history[-1]['loss']:.3f}), "
-                  f"evaluated in {eval_time:.0f}s")
-    _show_results(outcomes, res["metrics"], {**res["files"], "checkpoint": ckpt, "run": run.path})
-    console.print(f"\nRe-evaluate this model: [bold]classwise evaluate --checkpoint {ckpt} "
-                  f"--attack pgd:eps={e},steps=100[/]")
+                                                          "eval_seconds": round(eval_time, 2)})
+    last = result.history[-1]
+    console.print(f"trained in {train_time:.0f}s ({len(result.history)} epochs; best validation robust accuracy "
+                  f"{meta['metrics']['val_robust_acc']:.3f} at epoch {meta['epoch']}), evaluated in {eval_time:.0f}s; "
+                  f"last epoch loss {last['train_loss']:.3f}", highlight=False)
+    _show_results(outcomes, res["metrics"], {**res["files"], "checkpoint": result.best,
+                                             "history": run.path / "history.jsonl", "run": run.path})
+    console.print(f"\nRe-evaluate this model: [bold]classwise evaluate --checkpoint {result.best} "
+                  f"--attack pgd:eps={e},steps=100[/]", soft_wrap=True)
 
 
 # --- evaluate -----------------------------------------------------------------------------------
@@ -277,6 +285,16 @@ def evaluate(
                                  "or --eps to run the default FGSM and PGD-20")
         specs = [AttackSpec("fgsm"), AttackSpec("pgd", {"steps": 20})]
     bound = [build_attack(s, defaults={"eps": default_eps} if default_eps is not None else None) for s in specs]
+    if sidecar and not (model or model_file):
+        want = (sidecar.get("in_channels"), sidecar.get("input_size"))
+        if None not in want and want != (data.in_channels, data.input_size):
+            raise ClasswiseError(
+                f"the checkpoint was trained on {sidecar.get('dataset')} images of {want[0]}x{want[1]}x{want[1]}, "
+                f"but {ds_name} has {data.in_channels}x{data.input_size}x{data.input_size}; "
+                "pass the checkpoint's own dataset (or none: it is read from the sidecar)")
+        if sidecar.get("dataset") and sidecar["dataset"] != ds_name:
+            err_console.print(f"warning: the checkpoint was trained on {sidecar['dataset']}, evaluating on {ds_name}",
+                              markup=False, highlight=False)
     k_model = _num_outputs(net, data)
     if k_model != data.num_classes:
         raise ClasswiseError(f"the model has {k_model} outputs but {ds_name} has {data.num_classes} classes; "
@@ -295,6 +313,111 @@ def evaluate(
     run.write_run_info(seed=seed, device=str(dev), extra={"eval_seconds": round(elapsed, 2)})
     console.print(f"evaluated in {elapsed:.1f}s")
     _show_results(outcomes, res["metrics"], {**res["files"], "run": run.path})
+
+
+# --- train --------------------------------------------------------------------------------------
+
+
+@app.command()
+def train(
+    dataset: Annotated[str | None, typer.Option(help="Dataset (default: the recipe's, else digits).")] = None,
+    model: Annotated[str | None, typer.Option(help="Architecture (see `classwise list models`).")] = None,
+    method: Annotated[str | None, typer.Option(help="Training method (see `classwise list methods`).")] = None,
+    recipe: Annotated[str | None, typer.Option(help="A recipe name (see `classwise list recipes`) or a .toml "
+                                                    "file; default: the bundled recipe of the dataset.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Override the recipe's epochs.")] = None,
+    eps: Annotated[str | None, typer.Option(help="Override the training eps (e.g. 0.3 or 8/255).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Override the batch size (global, over all processes).")] = None,
+    lr: Annotated[str | None, typer.Option(help="Override the learning rate.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override any recipe key: --set beta=3 "
+                                                              "--set class_weights=1,1,2,1 (repeatable).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Run directory (default: runs/train-DATASET-TIMESTAMP).")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --out from its last checkpoint.")] = False,
+    evaluate_test: Annotated[bool, typer.Option("--eval/--no-eval", help="Evaluate the best checkpoint on the "
+                                                                          "test split at the end.")] = True,
+    tensorboard: Annotated[bool, typer.Option(help="Also log to RUN/tensorboard (needs tensorboard).")] = False,
+    data_root: Annotated[Path | None, typer.Option(help="Dataset folder.")] = None,
+    download: Annotated[bool, typer.Option(help="Download the dataset if missing.")] = False,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    seed: Annotated[int | None, typer.Option(help="Seed of initialization, data order and attacks.")] = None,
+) -> None:
+    """Train a model (adversarially) from a recipe; checkpoints every epoch, per-class validation curves.
+
+    Under torchrun (`torchrun --nproc_per_node=N -m classwise train ...`) it trains with
+    DistributedDataParallel; class-wise validation counts are summed over processes.
+    """
+    import os
+
+    from classwise.core import resolve_device
+    from classwise.runs import RunDir, default_run_dir
+    from classwise.training.config import resolve_config
+    from classwise.training.fit import FitCallbacks, fit
+
+    overrides: dict = {"model": model, "method": method, "epochs": epochs, "eps": eps, "batch_size": batch_size,
+                       "lr": lr, "seed": seed, "tensorboard": tensorboard or None}
+    for item in set_ or []:
+        if "=" not in item:
+            raise ClasswiseError(f"--set {item!r}: write KEY=VALUE, e.g. --set beta=3")
+        k, v = item.split("=", 1)
+        overrides[k.strip()] = v.strip()
+    if resume and out is None:
+        raise ClasswiseError("--resume needs --out RUN_DIR naming the run to continue")
+    if resume and recipe is None and (out / "config.toml").is_file():
+        recipe = str(out / "config.toml")  # continue with the run's own resolved configuration
+    cfg, recipe_path = resolve_config(recipe=recipe, dataset=dataset, overrides=overrides)
+    dev = resolve_device(device)
+    main_proc = int(os.environ.get("RANK", "0")) == 0
+    out = out or default_run_dir("train", cfg.dataset)
+    run = RunDir(out) if main_proc else None
+    if run is not None:
+        # "none" (not omitted) for unset values, so re-reading this file with --resume gives the same config
+        run.write_config({k: ("none" if v is None else v) for k, v in cfg.to_dict().items()})
+    say = console.print if main_proc else (lambda *a, **k: None)
+    say(f"[bold]classwise train[/]: {cfg.method} of {cfg.model} on {cfg.dataset}, {cfg.norm} eps={cfg.eps:g}, "
+        f"{cfg.epochs} epochs" + (f" (recipe {recipe_path})" if recipe_path else "") + f" -> {out}")
+    t0 = time.perf_counter()
+    with _progress() as prog:
+        task: dict = {}
+
+        def on_start(first: int, total: int, n: int) -> None:
+            task["id"] = prog.add_task("training", total=(total - first + 1) * n)
+
+        def on_epoch(r: dict) -> None:
+            msg = f"epoch {r['epoch']:>3}: loss {r['train_loss']:.3f}  train acc {r['train_acc']:.3f}"
+            if "val_robust_acc" in r:
+                worst = min((v, i) for i, v in enumerate(r["val_robust_per_class"]) if v is not None)
+                msg += (f"  val clean {r['val_clean_acc']:.3f}  robust {r['val_robust_acc']:.3f}"
+                        f"  worst class {worst[1]} ({worst[0]:.2f})")
+            prog.console.print(msg + f"  [{r['seconds']:.1f}s]", highlight=False, markup=False)
+
+        result = fit(cfg, out, resume=resume, device=dev, data_root=data_root, download=download,
+                     callbacks=FitCallbacks(on_start=on_start, on_epoch=on_epoch,
+                                            on_batch=lambda e, k, loss: prog.advance(task["id"], k)))
+    elapsed = time.perf_counter() - t0
+    if run is None:
+        return
+    run.write_run_info(seed=cfg.seed, device=str(dev), extra={
+        "train_seconds": round(elapsed, 2), "recipe_file": str(recipe_path) if recipe_path else None})
+    if result.stopped_early:
+        err_console.print(f"warning: {result.stopped_early}", markup=False)
+    say(f"trained in {elapsed:.0f}s; checkpoints: {result.best} (best), {result.last} (last); "
+        f"per-epoch per-class curves: {out / 'history.jsonl'}", markup=False)
+    if evaluate_test:
+        from classwise.data import load_dataset
+        from classwise.models import load_checkpoint
+        from classwise.report.artifacts import write_evaluation
+
+        net, meta = load_checkpoint(result.best, device=dev)
+        test = load_dataset(cfg.dataset, "test", root=data_root, image_size=cfg.image_size)
+        if cfg.eval_limit:
+            test = test.take(cfg.eval_limit, seed=cfg.seed)
+        alpha = cfg.eval_alpha if cfg.eval_alpha is not None else 2.5 * cfg.eps / cfg.eval_steps
+        specs = [f"pgd:eps={cfg.eps},steps={cfg.eval_steps},alpha={alpha},norm={cfg.norm}"] if cfg.eps > 0 else []
+        outcomes = _evaluate_with_progress(net, test, specs, batch_size=max(256, cfg.batch_size), device=dev,
+                                           seed=cfg.seed)
+        res = write_evaluation(run, outcomes)
+        say(f"test evaluation of the best checkpoint (epoch {meta.get('epoch')}):")
+        _show_results(outcomes, res["metrics"], res["files"])
 
 
 def _peek_sidecar(checkpoint: Path) -> dict | None:
@@ -316,8 +439,10 @@ def main() -> None:
     try:
         app()
     except ClasswiseError as e:
-        err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
-        sys.exit(2)
+        from rich.text import Text
+
+        err_console.print(Text.assemble(("error:", "bold red"), " ", str(e)), highlight=False, soft_wrap=True)
+        sys.exit(getattr(e, "exit_code", 2))
     except KeyboardInterrupt:
         err_console.print("interrupted")
         sys.exit(130)

@@ -18,16 +18,19 @@ def class_table(df: pd.DataFrame, *, title: str = "Per-class accuracy (%)", wors
     worst_by = worst_by or acc_cols[-1]
     worst = df[worst_by].astype(float).idxmin() if df[worst_by].notna().any() else None
     t = Table(title=title, header_style="bold", show_lines=False)
-    t.add_column("class", justify="right")
-    t.add_column("name")
-    t.add_column("n", justify="right")
+    # digits-like datasets name classes by their index: one column is enough
+    names_are_indices = all(str(n) == str(c) for n, c in zip(df["name"], df["class"], strict=True))
+    t.add_column("class", justify="right", no_wrap=True)
+    if not names_are_indices:
+        t.add_column("name")
+    t.add_column("n", justify="right", no_wrap=True)
     for c in acc_cols:
-        t.add_column("clean" if c == "clean_acc" else c, justify="right", overflow="fold")
+        t.add_column("clean" if c == "clean_acc" else c, justify="right", no_wrap=True)
     for i, row in df.iterrows():
         style = "bold red" if i == worst else None
-        t.add_row(str(row["class"]), str(row["name"]), str(int(row["support"])),
-                  *[_pct(float(row[c])) for c in acc_cols], style=style)
-    mean = ["mean", "", str(int(df["support"].sum()))]
+        head = [str(row["class"])] + ([] if names_are_indices else [str(row["name"])])
+        t.add_row(*head, str(int(row["support"])), *[_pct(float(row[c])) for c in acc_cols], style=style)
+    mean = ["mean"] + ([] if names_are_indices else [""]) + [str(int(df["support"].sum()))]
     mean += [_pct(float(df[c].mean())) for c in acc_cols]
     t.add_section()
     t.add_row(*mean, style="dim")

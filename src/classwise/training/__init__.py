@@ -1,5 +1,12 @@
-"""Training. For now one plain PGD-AT loop (used by ``classwise demo``); the full engine comes next."""
+"""Training: methods as loss functions (``methods``), one loop (``fit.fit``), recipes (``config``).
 
-from classwise.training.simple import adversarial_fit
+>>> from classwise.training.config import resolve_config
+>>> from classwise.training.fit import fit
+>>> cfg, _ = resolve_config(recipe="digits", overrides={"method": "trades"})
+>>> result = fit(cfg, "runs/my-run")  # doctest: +SKIP
+"""
 
-__all__ = ["adversarial_fit"]
+from classwise.training.config import TrainConfig, resolve_config
+from classwise.training.methods import METHODS, MethodConfig, MethodOutput
+
+__all__ = ["METHODS", "MethodConfig", "MethodOutput", "TrainConfig", "resolve_config"]

@@ -1,0 +1,212 @@
+"""The training engine: config validation, schedules, augmentation, fit(), checkpoints, resume, safety."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from classwise.errors import ClasswiseError
+from classwise.models import load_checkpoint, read_state_dict
+from classwise.training import fit as fitmod
+from classwise.training.augment import augment_batch
+from classwise.training.config import TrainConfig, apply_overrides, recipe_names, resolve_config
+from classwise.training.fit import FitCallbacks, TrainingInterrupted, TrainingStopped, fit, lr_factor
+from classwise.training.methods import METHODS, MethodOutput
+
+
+def tiny_cfg(**kw) -> TrainConfig:
+    """digits, small-cnn, a few seconds per run."""
+    base = dict(dataset="digits", model="small-cnn", method="pgd-at", eps=0.1, steps=2, epochs=3, batch_size=128,
+                optimizer="adam", lr=0.005, schedule="onecycle", val_fraction=0.1, val_limit=60, val_steps=3,
+                train_limit=400, seed=0)
+    base.update(kw)
+    return apply_overrides(TrainConfig(), base, where="test").validate()
+
+
+# --- config ---------------------------------------------------------------------------------------
+
+
+def test_every_bundled_recipe_resolves():
+    names = recipe_names()
+    assert {"digits", "mnist", "fashion-mnist", "fashion-mnist-cpu", "cifar10", "cifar100", "svhn", "stl10",
+            "imagefolder"} <= set(names)
+    for name in names:
+        cfg, path = resolve_config(recipe=name)
+        assert path.name == f"{name}.toml"
+        assert cfg.eps > 0
+    cifar, _ = resolve_config(recipe="cifar10")
+    assert cifar.eps == pytest.approx(8 / 255) and cifar.alpha == pytest.approx(2 / 255)
+    assert cifar.model == "preact-resnet18" and cifar.batch_size == 128 and cifar.weight_decay == 5e-4
+
+
+def test_dataset_picks_its_recipe_and_flags_override():
+    cfg, path = resolve_config(dataset="digits", overrides={"epochs": 3, "eps": "1/10", "method": "trades"})
+    assert path.name == "digits.toml"
+    assert cfg.epochs == 3 and cfg.eps == pytest.approx(0.1) and cfg.method == "trades"
+    assert cfg.optimizer == "adam"  # from the recipe
+
+
+@pytest.mark.parametrize("content, match", [
+    ("epochz = 3\n", "unknown key 'epochz'"),
+    ('epochs = "many"\n', "epochs must be an integer"),
+    ("eps = true\n", "eps must be a number"),
+    ("eps = 1.5\n", "out of range"),
+    ('method = "adversarial"\n', "unknown training method 'adversarial'; choose one of"),
+    ("[train]\neps = 0.1\n", "unexpected table"),
+    ("eps = \n", "not valid TOML"),
+    ('schedule = "linear"\n', "unknown schedule 'linear'"),
+])
+def test_bad_recipes_get_one_line_errors(tmp_path, content, match):
+    p = tmp_path / "r.toml"
+    p.write_text(content)
+    with pytest.raises(ClasswiseError, match=match) as e:
+        resolve_config(recipe=p)
+    assert "\n" not in str(e.value)
+
+
+def test_unknown_recipe_lists_choices():
+    with pytest.raises(ClasswiseError, match="choose one of: .*cifar10"):
+        resolve_config(recipe="cifar11")
+
+
+def test_schedules():
+    cfg = TrainConfig(schedule="piecewise", milestones=[0.5, 0.75], lr_decay=0.1)
+    assert [lr_factor(cfg, t) for t in (0, 0.49, 0.5, 0.8)] == pytest.approx([1, 1, 0.1, 0.01])
+    one = TrainConfig(schedule="onecycle")
+    assert lr_factor(one, 0.0) < 0.1 and lr_factor(one, 0.25) == pytest.approx(1) and lr_factor(one, 0.999) < 0.01
+    cyc = TrainConfig(schedule="cyclic")
+    assert lr_factor(cyc, 0.4) == pytest.approx(1) and lr_factor(cyc, 0.2) == pytest.approx(0.5)
+    assert lr_factor(TrainConfig(schedule="cosine"), 0.5) == pytest.approx(0.5)
+
+
+def test_augment_crop_is_a_shift_and_flip_mirrors():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(16, 3, 8, 8)
+    out = augment_batch(x, "crop", g)
+    assert out.shape == x.shape
+    pad = 1
+    xp = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    for i in range(16):  # every output is some window of the zero-padded input
+        assert any(torch.equal(out[i], xp[i, :, dy:dy + 8, dx:dx + 8]) for dy in range(3) for dx in range(3))
+    flips = augment_batch(x, "crop-flip", torch.Generator().manual_seed(1))
+    assert not torch.equal(flips, augment_batch(x, "crop", torch.Generator().manual_seed(1)))
+    assert torch.equal(augment_batch(x, "crop", torch.Generator().manual_seed(3)),
+                       augment_batch(x, "crop", torch.Generator().manual_seed(3)))
+    assert augment_batch(x, "none") is x
+
+
+# --- fit ------------------------------------------------------------------------------------------
+
+
+def test_fit_writes_checkpoints_history_and_loadable_best(tmp_path):
+    cfg = tiny_cfg()
+    res = fit(cfg, tmp_path / "run", device="cpu")
+    hist = [json.loads(line) for line in (tmp_path / "run" / "history.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in hist] == [1, 2, 3] == [h["epoch"] for h in res.history]
+    h = hist[-1]
+    assert len(h["val_robust_per_class"]) == 10 and sum(h["val_support"]) == 60
+    assert 0 <= h["val_robust_acc"] <= h["val_clean_acc"] <= 1
+    ck = tmp_path / "run" / "checkpoints"
+    assert {"best.safetensors", "best.json", "last.safetensors", "last.json", "state-e0003.pt"} <= {
+        p.name for p in ck.iterdir()}
+    model, meta = load_checkpoint(res.best)  # no other information needed
+    assert meta["dataset"] == "digits" and meta["architecture"] == "small-cnn"
+    assert meta["recipe"]["method"] == "pgd-at" and meta["threat_model"]["eps"] == pytest.approx(0.1)
+    assert meta["epoch"] == max(hist, key=lambda r: r["val_robust_acc"])["epoch"]
+    assert model(torch.rand(2, 1, 8, 8)).shape == (2, 10)
+
+
+def test_fit_refuses_to_overwrite_and_to_resume_nothing(tmp_path):
+    cfg = tiny_cfg(epochs=1)
+    with pytest.raises(ClasswiseError, match="nothing to resume"):
+        fit(cfg, tmp_path / "run", resume=True, device="cpu")
+    fit(cfg, tmp_path / "run", device="cpu")
+    with pytest.raises(ClasswiseError, match="already holds a training run"):
+        fit(cfg, tmp_path / "run", device="cpu")
+
+
+def _stop_at(epoch: int):
+    def on_epoch(record):
+        if record["epoch"] == epoch:
+            raise KeyboardInterrupt
+
+    return FitCallbacks(on_epoch=on_epoch)
+
+
+def test_interrupt_then_resume_equals_uninterrupted(tmp_path):
+    cfg = tiny_cfg(epochs=4, method="trades", augment="crop-flip")
+    full = fit(cfg, tmp_path / "a", device="cpu")
+    with pytest.raises(TrainingInterrupted, match="continue with --resume"):
+        # the callback runs after epoch 2's checkpoint is written
+        fit(cfg, tmp_path / "b", device="cpu", callbacks=_stop_at(2))
+    assert (tmp_path / "b" / "checkpoints" / "interrupted.safetensors").is_file()
+    resumed = fit(cfg, tmp_path / "b", resume=True, device="cpu")
+    a, b = read_state_dict(full.last), read_state_dict(resumed.last)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3, 4]
+    assert resumed.history[-1]["train_loss"] == full.history[-1]["train_loss"]
+
+
+def test_resume_with_a_changed_config_is_refused(tmp_path):
+    fit(tiny_cfg(epochs=1), tmp_path / "run", device="cpu")
+    with pytest.raises(ClasswiseError, match="different configuration: eps"):
+        fit(tiny_cfg(epochs=2, eps=0.2), tmp_path / "run", resume=True, device="cpu")
+
+
+def test_corrupt_state_is_a_clear_error(tmp_path):
+    fit(tiny_cfg(epochs=1), tmp_path / "run", device="cpu")
+    (tmp_path / "run" / "checkpoints" / "state-e0001.pt").write_bytes(b"garbage")
+    with pytest.raises(ClasswiseError, match="cannot read training state .*corrupt"):
+        fit(tiny_cfg(epochs=2), tmp_path / "run", resume=True, device="cpu")
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+    calls = {"n": 0}
+    inner = METHODS.get("standard")
+
+    def nan_in_epoch_2(model, x, y, **kw):
+        calls["n"] += 1
+        out = inner(model, x, y, **kw)
+        if calls["n"] > 4:  # 400 training images / 128 = 4 batches per epoch
+            return MethodOutput(loss=out.loss * float("nan"), logits=out.logits, per_sample_loss=out.per_sample_loss)
+        return out
+
+    if "test-nan" not in METHODS:
+        METHODS.register("test-nan", nan_in_epoch_2)
+    with pytest.raises(TrainingStopped, match=r"loss became nan at epoch 2.*last good checkpoint \(epoch 1\)"):
+        fit(tiny_cfg(method="test-nan", epochs=3), tmp_path / "run", device="cpu")
+    meta = json.loads((tmp_path / "run" / "checkpoints" / "last.json").read_text())
+    assert meta["epoch"] == 1
+    w = read_state_dict(tmp_path / "run" / "checkpoints" / "last.safetensors")
+    assert all(torch.isfinite(t).all() for t in w.values())
+
+
+def test_fgsm_rs_catastrophic_overfitting_stops(tmp_path, monkeypatch):
+    scores = iter([0.5, 0.55, 0.1, 0.1])
+    real = fitmod.validate
+
+    def fake_validate(*a, **k):
+        r = real(*a, **k)
+        r["val_robust_acc"] = next(scores)
+        return r
+
+    monkeypatch.setattr(fitmod, "validate", fake_validate)
+    res = fit(tiny_cfg(method="fgsm-rs", epochs=4, schedule="cyclic"), tmp_path / "run", device="cpu")
+    assert res.stopped_early and "catastrophic overfitting at epoch 3" in res.stopped_early
+    assert [h["epoch"] for h in res.history] == [1, 2, 3]
+    assert json.loads((tmp_path / "run" / "checkpoints" / "best.json").read_text())["epoch"] == 2
+
+
+def test_class_weights_length_checked(tmp_path):
+    with pytest.raises(ClasswiseError, match="class_weights has 3 values but digits has 10 classes"):
+        fit(tiny_cfg(class_weights=[1, 2, 3]), tmp_path / "run", device="cpu")
+
+
+def test_history_lr_follows_schedule(tmp_path):
+    res = fit(tiny_cfg(epochs=2, schedule="constant", lr=0.003), tmp_path / "run", device="cpu")
+    assert all(math.isclose(h["lr"], 0.003) for h in res.history)
+    assert Path(res.run_dir, "history.jsonl").is_file()

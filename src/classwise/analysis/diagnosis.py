@@ -1,0 +1,86 @@
+"""E1 diagnosis: per-class clean and robust accuracy with Wilson intervals, vulnerability ranks, and the
+disparity statistics on the training and the test split side by side."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+
+from classwise.analysis._common import as_int, bottom_k_indices, default_bottom_k, names_for
+from classwise.analysis.classwise import confusion_matrix
+from classwise.analysis.stats import DISPARITY_STATS, disparity_stats, wilson_interval
+
+__all__ = ["class_report", "split_disparity"]
+
+
+def class_report(labels: npt.ArrayLike, clean_pred: npt.ArrayLike, adv_pred: npt.ArrayLike,
+                 class_names: Sequence[str], *, confidence: float = 0.95,
+                 bottom_k: int | None = None) -> pd.DataFrame:
+    """One row per class (K = ``len(class_names)``), in class order.
+
+    Columns: class, name, support, clean_acc, clean_lo, clean_hi, robust_acc, robust_lo, robust_hi (Wilson
+    at ``confidence``), attack_success_rate (share of the class's clean-correct samples the attack broke;
+    NaN if none), rank (1 = lowest robust accuracy, ties by class index; nullable Int64, <NA> for an empty
+    class), vulnerable (in the bottom-k by robust accuracy, k = ``max(1, K // 5)`` unless ``bottom_k``;
+    never an empty class). Clean mistakes count as non-robust. Accuracies of an empty class are NaN.
+    """
+    y, c, p = as_int(labels, "labels"), as_int(clean_pred, "clean_pred"), as_int(adv_pred, "adv_pred")
+    if not (y.shape == c.shape == p.shape):
+        raise ValueError(f"labels {y.shape}, clean_pred {c.shape} and adv_pred {p.shape} differ in shape")
+    k = len(class_names)
+    names = names_for(class_names, k)
+    clean_correct = np.diag(confusion_matrix(y, c, k))
+    support = confusion_matrix(y, c, k).sum(axis=1)
+    # robust = correct under the attack AND clean-correct: a clean mistake never counts as robust, even if
+    # a tool's adversarial prediction happened to land on the label.
+    robust_mask = (p == y) & (c == y)
+    robust_correct = np.bincount(y[robust_mask], minlength=k)
+    broken = np.bincount(y[(c == y) & ~robust_mask], minlength=k)
+    has = support > 0
+    safe = np.maximum(support, 1)
+    clean_acc = np.where(has, clean_correct / safe, np.nan)
+    robust_acc = np.where(has, robust_correct / safe, np.nan)
+    clean_lo, clean_hi = wilson_interval(clean_correct, support, confidence)
+    robust_lo, robust_hi = wilson_interval(robust_correct, support, confidence)
+    asr = np.where(clean_correct > 0, broken / np.maximum(clean_correct, 1), np.nan)
+
+    order = bottom_k_indices(robust_acc, k)
+    rank = pd.array([pd.NA] * k, dtype="Int64")
+    rank[order] = np.arange(1, len(order) + 1)
+    vulnerable = np.zeros(k, dtype=bool)
+    vulnerable[order[:default_bottom_k(k, bottom_k)]] = True
+    return pd.DataFrame({
+        "class": np.arange(k), "name": names, "support": support,
+        "clean_acc": clean_acc, "clean_lo": clean_lo, "clean_hi": clean_hi,
+        "robust_acc": robust_acc, "robust_lo": robust_lo, "robust_hi": robust_hi,
+        "attack_success_rate": asr, "rank": rank, "vulnerable": vulnerable,
+    })
+
+
+def _split_stats(split: Mapping[str, Any], which: str) -> dict[str, np.ndarray]:
+    try:
+        labels, preds, k = split["labels"], split["preds"], int(split["num_classes"])
+    except KeyError as e:
+        raise ValueError(f"{which} needs keys labels, preds, num_classes; missing {e}") from None
+    counts = confusion_matrix(labels, preds, k)
+    support = counts.sum(axis=1)
+    acc = np.where(support > 0, np.diag(counts) / np.maximum(support, 1), np.nan)
+    return disparity_stats(acc)
+
+
+def split_disparity(train: Mapping[str, Any], test: Mapping[str, Any]) -> pd.DataFrame:
+    """Disparity statistics on two splits: index ``DISPARITY_STATS``, columns train, test, diff = test - train.
+
+    ``train`` / ``test``: ``{"labels": (N,), "preds": (N,), "num_classes": K}``; pass adversarial
+    predictions for robust disparity, clean ones for clean disparity.
+    """
+    a, b = _split_stats(train, "train"), _split_stats(test, "test")
+    df = pd.DataFrame({"train": [float(a[s]) for s in DISPARITY_STATS],
+                       "test": [float(b[s]) for s in DISPARITY_STATS]},
+                      index=pd.Index(DISPARITY_STATS, name="stat"))
+    df["diff"] = df["test"] - df["train"]
+    return df

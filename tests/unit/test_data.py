@@ -497,3 +497,16 @@ def test_to_float():
     assert torch.equal(to_float(x), torch.tensor([0, 128 / 255, 1.0]))
     assert to_float(torch.tensor([0.5], dtype=torch.float64)).dtype == torch.float32
     assert os.fspath(default_data_root())
+
+
+def test_without_classes_drops_and_renumbers():
+    from classwise.data import load_dataset
+
+    test = load_dataset("digits", "test")
+    part = test.without_classes([3, 7])
+    assert part.num_classes == 8 and part.class_names == ["0", "1", "2", "4", "5", "6", "8", "9"]
+    assert part.meta["class_map"] == [0, 1, 2, 4, 5, 6, 8, 9]
+    old = test.labels[torch.as_tensor(part.meta["index"])]
+    assert not bool(((old == 3) | (old == 7)).any())
+    assert torch.equal(torch.as_tensor(part.meta["class_map"])[part.labels], old)
+    assert len(part) == int(((test.labels != 3) & (test.labels != 7)).sum())

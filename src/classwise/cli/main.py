@@ -420,6 +420,228 @@ def train(
         _show_results(outcomes, res["metrics"], res["files"])
 
 
+# --- study, remove-class, report, compare ---------------------------------------------------------
+
+
+@app.command()
+def study(
+    dataset: Annotated[str, typer.Option(help="Dataset (its bundled recipe is used).")] = "digits",
+    scale: Annotated[str, typer.Option(help="smoke (CPU-sized: <= 15 epochs, PGD-5 training, 1000 test images) "
+                                            "or full (the dataset's recipe: a GPU job).")] = "smoke",
+    checkpoint: Annotated[list[str] | None, typer.Option(
+        "--checkpoint", help="Reuse a trained model instead of training it: DEFENSE=PATH with DEFENSE one of "
+                             "pgd-at, trades, mart (repeatable).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Run directory (default: runs/study-DATASET-TIMESTAMP).")] = None,
+    eval_limit: Annotated[int | None, typer.Option(min=1, help="Test images to evaluate (stratified subset).")] = None,
+    data_root: Annotated[Path | None, typer.Option(help="Dataset folder.")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    seed: Annotated[int, typer.Option(help="Seed of training and attacks.")] = 0,
+) -> None:
+    """The paper's study in one command: PGD-AT, TRADES and MART models, FGSM/PGD/CW/Temperature-PGD,
+    analyses E1-E5, and a verdict on each of the paper's claims 1-5, in report.html."""
+    from classwise.runs import RunDir, default_run_dir
+    from classwise.study.paper import run_study
+    from classwise.training.fit import FitCallbacks
+
+    ckpts = {}
+    for item in checkpoint or []:
+        if "=" not in item:
+            raise ClasswiseError(f"--checkpoint {item!r}: write DEFENSE=PATH, e.g. pgd-at=runs/x/checkpoints/best.safetensors")
+        k, v = item.split("=", 1)
+        ckpts[k.strip().lower()] = v.strip()
+    out = out or default_run_dir("study", dataset)
+    run = RunDir(out)
+    console.print(f"[bold]classwise study[/]: {dataset}, scale {scale} -> {out}")
+    t0 = time.perf_counter()
+    with _progress() as prog:
+        task: dict = {}
+
+        def on_start(first: int, total: int, n: int) -> None:
+            if "id" in task:
+                prog.remove_task(task["id"])
+            task["id"] = prog.add_task("training", total=(total - first + 1) * n)
+
+        res = run_study(dataset, out, scale=scale, checkpoints=ckpts, device=device, data_root=data_root, seed=seed,
+                        eval_limit=eval_limit,
+                        callbacks=FitCallbacks(on_start=on_start, on_batch=lambda e, k, loss: prog.advance(task["id"], k)),
+                        on_stage=lambda s: prog.console.print(f"  {s}", highlight=False, markup=False))
+    run.write_config({"command": "study", "dataset": dataset, "scale": scale, "seed": seed,
+                      "checkpoints": ckpts, "eval_limit": eval_limit,
+                      "train": {k: ("none" if v is None else v) for k, v in res.summary["config"].items()},
+                      "attacks": res.summary["attacks"]})
+    run.write_run_info(seed=seed, device=str(device), extra={"seconds": round(time.perf_counter() - t0, 1)})
+    report = _study_report(res, out)
+    _print_claims(res.claims)
+    console.print(f"study done in {time.perf_counter() - t0:.0f}s; report: {report}", highlight=False, soft_wrap=True)
+
+
+def _study_report(res, out: Path) -> Path:
+    from classwise.report.html import build_report
+
+    return build_report({
+        "title": f"classwise study: {res.summary['dataset']} ({res.summary['scale']})",
+        "settings": res.outcomes, "claims": res.claims, "norms": res.norms, "history": res.history,
+        "config": (out / "config.toml").read_text() if (out / "config.toml").is_file() else "",
+        "run_dir": str(out),
+    }, out / "report.html")
+
+
+def _print_claims(claims) -> None:
+    from rich.table import Table
+
+    colors = {"supported": "green", "not supported": "red", "inconclusive": "yellow"}
+    t = Table(title="The paper's claims", header_style="bold", show_lines=True)
+    for col in ("#", "claim", "statistic", "value", "interval", "verdict"):
+        t.add_column(col, overflow="fold")
+    for c in claims:
+        iv = "" if c.interval is None else f"[{c.interval[0]:.3f}, {c.interval[1]:.3f}]"
+        t.add_row(str(c.id), c.title, c.statistic, f"{c.value:.3f}", iv,
+                  f"[{colors.get(c.verdict, 'white')}]{c.verdict}[/]")
+    console.print(t)
+
+
+@app.command("remove-class")
+def remove_class_cmd(
+    run: Annotated[Path, typer.Option(help="A run directory written by `classwise train` (or demo).")],
+    source: Annotated[str, typer.Option(help="Source class S (index or name).")],
+    target: Annotated[str, typer.Option(help="Target class T that S's examples are attacked into.")],
+    control: Annotated[str | None, typer.Option(help="Control class to remove instead (default: the class S's "
+                                                      "examples go to least).")] = None,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Override the recipe's epochs for the retraining.")] = None,
+    attack: Annotated[str | None, typer.Option(help="Attack spec (default: the run's own evaluation attack).")] = None,
+    strong_attack: Annotated[str | None, typer.Option(help="Stronger attack (default: PGD with 5x steps, 3 restarts).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder (default: RUN/remove-S-T).")] = None,
+    data_root: Annotated[Path | None, typer.Option(help="Dataset folder.")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    seed: Annotated[int, typer.Option(help="Seed of the attacks.")] = 0,
+) -> None:
+    """E2b: retrain without the class T that S's examples are pushed into; are those examples robust now?
+
+    Also retrains without a control class C as a baseline. Writes remove_class.json."""
+    from rich.table import Table
+
+    from classwise.study.remove_class import remove_class
+    from classwise.training.fit import FitCallbacks
+
+    console.print(f"[bold]classwise remove-class[/]: {run}, source {source}, target {target}")
+    with _progress() as prog:
+        task: dict = {}
+
+        def on_start(first: int, total: int, n: int) -> None:
+            if "id" in task:
+                prog.remove_task(task["id"])
+            task["id"] = prog.add_task("retraining", total=(total - first + 1) * n)
+
+        res = remove_class(run, source=source, target=target, control=control, out=out, epochs=epochs, attack=attack,
+                           strong_attack=strong_attack, device=device, data_root=data_root, seed=seed,
+                           callbacks=FitCallbacks(on_start=on_start,
+                                                  on_batch=lambda e, k, loss: prog.advance(task["id"], k)))
+    n = res.class_names
+    t = Table(title=f"{len(res.indices)} test examples of {n[res.source]!r} attacked into {n[res.target]!r}: "
+                    "share still classified correctly", header_style="bold")
+    for col in ("model", "attack", "robust", "share", "95% interval", "now pushed into"):
+        t.add_column(col)
+    for r in res.rows:
+        t.add_row(r.model, r.attack, f"{r.robust}/{r.n}", f"{100 * r.share:.1f}%",
+                  f"[{100 * r.lo:.1f}, {100 * r.hi:.1f}]", r.top_target)
+    console.print(t)
+
+
+@app.command()
+def report(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory (evaluate, train, demo or study).")],
+    out: Annotated[Path | None, typer.Option(help="HTML file (default: RUN_DIR/report.html).")] = None,
+) -> None:
+    """Write one self-contained report.html (figures embedded, no network) and the figures as PNGs."""
+    from classwise.report.html import build_run_report
+
+    if not run_dir.is_dir():
+        raise ClasswiseError(f"run directory {run_dir} not found")
+    norms = None
+    for name in ("best.safetensors", "model.safetensors", "last.safetensors"):
+        ck = run_dir / "checkpoints" / name
+        if ck.is_file():
+            from classwise.models import load_checkpoint
+            from classwise.study.common import weight_norms
+
+            try:
+                norms = weight_norms(load_checkpoint(ck)[0])
+            except ClasswiseError as e:
+                err_console.print(f"warning: no weight norms ({e})", markup=False, highlight=False)
+            break
+    if (run_dir / "study.json").is_file():
+        path = _rebuild_study_report(run_dir, out)
+    else:
+        path = build_run_report(run_dir, out=out, norms=norms)
+    console.print(f"report: {path}", highlight=False, soft_wrap=True)
+
+
+def _rebuild_study_report(run_dir: Path, out: Path | None) -> Path:
+    import json
+
+    import numpy as np
+
+    from classwise.evaluation import Outcomes
+    from classwise.report.html import build_report
+    from classwise.study.paper import DEFENSES, DISPLAY, analyse
+
+    outcomes = {DISPLAY[d]: Outcomes.load(run_dir / "models" / d / "outcomes.npz") for d in DEFENSES}
+    saved = json.loads((run_dir / "study.json").read_text())
+    norms = {d: np.asarray(v["norms"]) for d, v in saved.get("weight_norm", {}).items()}
+    claims, _ = analyse(outcomes, norms)
+    history = {}
+    for d in DEFENSES:
+        h = run_dir / "models" / d / "history.jsonl"
+        if h.is_file():
+            history[DISPLAY[d]] = [json.loads(x) for x in h.read_text().splitlines() if x.strip()]
+    return build_report({"title": f"classwise study: {saved.get('dataset')} ({saved.get('scale')})",
+                         "settings": outcomes, "claims": claims, "norms": norms, "history": history,
+                         "config": (run_dir / "config.toml").read_text() if (run_dir / "config.toml").is_file() else "",
+                         "run_dir": str(run_dir)}, out or run_dir / "report.html")
+
+
+@app.command()
+def compare(
+    runs: Annotated[list[Path], typer.Argument(help="Two or more run directories evaluated on the same test samples; "
+                                                    "the first is the baseline.")],
+    attack: Annotated[str | None, typer.Option(help="Which attack's robustness to compare (default: the worst case "
+                                                    "over each run's attacks).")] = None,
+    out: Annotated[Path | None, typer.Option(help="HTML file (default: FIRST_RUN/compare.html).")] = None,
+) -> None:
+    """Class-wise deltas between runs with a paired McNemar test per class, as a table and in HTML."""
+    import numpy as np
+    from rich.table import Table
+
+    from classwise.analysis import mcnemar_per_class
+    from classwise.evaluation import WORST_CASE, Outcomes
+    from classwise.report.html import build_compare_report
+
+    if len(runs) < 2:
+        raise ClasswiseError("compare needs at least two run directories")
+    loaded = [Outcomes.load(r / "outcomes.npz") for r in runs]
+    base = loaded[0]
+    for r, o in zip(runs[1:], loaded[1:], strict=True):
+        if o.dataset != base.dataset or o.split != base.split or not np.array_equal(o.index, base.index):
+            raise ClasswiseError(f"{r} was evaluated on other samples than {runs[0]} "
+                                 f"({o.dataset}/{o.split}, {len(o)} samples vs {base.dataset}/{base.split}, "
+                                 f"{len(base)}); evaluate both with the same --dataset, --split and --limit")
+    pick = lambda o: attack or (WORST_CASE if len(o.attacks) > 1 else (o.attacks[0] if o.attacks else "clean"))  # noqa: E731
+    for r, o in zip(runs[1:], loaded[1:], strict=True):
+        df = mcnemar_per_class(base.labels, base.pred(pick(base)) == base.labels, o.pred(pick(o)) == o.labels,
+                               base.class_names)
+        t = Table(title=f"{r} vs {runs[0]} ({pick(o)} vs {pick(base)}): robust accuracy per class, McNemar test",
+                  header_style="bold")
+        for col in ("class", "n", "baseline", "this run", "delta", "p", ""):
+            t.add_column(col, justify="left" if col == "class" else "right")
+        for _, row in df.iterrows():
+            t.add_row(str(row["name"]), str(int(row["n"])), f"{100 * row['acc_a']:.1f}", f"{100 * row['acc_b']:.1f}",
+                      f"{100 * row['delta']:+.1f}", f"{row['p_value']:.3g}", "*" if row["significant"] else "",
+                      style="bold" if row["class"] == -1 else None)
+        console.print(t)
+    path = build_compare_report(runs, out or runs[0] / "compare.html", attack=attack)
+    console.print(f"report: {path}", highlight=False, soft_wrap=True)
+
+
 def _peek_sidecar(checkpoint: Path) -> dict | None:
     from classwise.models.checkpoint import _resolve_checkpoint_path, read_sidecar
 

@@ -79,6 +79,27 @@ class ImageData:
         return ImageData(self.name, self.split, self.class_names, self.labels[idx],
                          dataset=Subset(self.dataset, idx.tolist()), num_workers=self.num_workers, meta=meta)
 
+    def without_classes(self, classes: Sequence[int]) -> ImageData:
+        """Drop the samples of ``classes`` and renumber the rest 0..K'-1 in their old order.
+
+        Used by the remove-a-class experiment (a model retrained without the class examples are pushed
+        into). ``meta["class_map"]`` maps each new index to the old one.
+        """
+        drop = sorted({int(c) for c in classes})
+        if any(not 0 <= c < self.num_classes for c in drop):
+            raise ValueError(f"classes to drop must lie in [0, {self.num_classes})")
+        keep_classes = [c for c in range(self.num_classes) if c not in drop]
+        remap = torch.full((self.num_classes,), -1, dtype=torch.long)
+        remap[keep_classes] = torch.arange(len(keep_classes))
+        idx = (remap[self.labels] >= 0).nonzero().squeeze(1)
+        part = self.subset(idx)
+        part.class_names = [self.class_names[c] for c in keep_classes]
+        part.labels = remap[part.labels]
+        part.meta["class_map"] = keep_classes
+        if part.dataset is not None:
+            part.dataset = _Relabel(part.dataset, remap)
+        return part
+
     def take(self, limit: int | None, *, stratified: bool = True, seed: int = 0) -> ImageData:
         """At most ``limit`` samples; stratified keeps class proportions (deterministic for a seed)."""
         if limit is None or limit >= len(self):
@@ -136,3 +157,17 @@ def to_float(x: torch.Tensor) -> torch.Tensor:
     if x.dtype == torch.uint8:
         return x.float().div_(255.0)
     return x.float()
+
+
+class _Relabel(Dataset):
+    """A dataset view whose labels go through ``remap`` (old index -> new index)."""
+
+    def __init__(self, base: Dataset, remap: torch.Tensor) -> None:
+        self.base, self.remap = base, remap
+
+    def __len__(self) -> int:
+        return len(self.base)  # type: ignore[arg-type]
+
+    def __getitem__(self, i: int):
+        x, y = self.base[i]
+        return x, int(self.remap[int(y)])

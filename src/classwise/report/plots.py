@@ -14,6 +14,7 @@ import numpy as np
 from classwise.io import atomic_write
 
 if TYPE_CHECKING:
+    import pandas as pd
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
@@ -103,6 +104,276 @@ def plot_confusion(
     ax.set_ylabel("true class")
     ax.set_title(title)
     return ax
+
+
+# --- class-wise analyses (E1-E5): each takes a table from classwise.analysis and draws it -------------
+
+_CLEAN, _ROBUST, _VULN, _GREY = "#9ecae1", "#de2d26", "#67000d", "#bdbdbd"
+
+
+def _class_ticks(ax: Axes, names: Sequence[str], *, axis: str = "x", highlight: Sequence[bool] | None = None,
+                 pos: Sequence[float] | None = None) -> None:
+    """Class names as tick labels (rotated when many); highlighted ones bold and dark red."""
+    k = len(names)
+    pos = np.arange(k) if pos is None else np.asarray(pos)
+    rot = 0 if k <= 6 and max((len(str(n)) for n in names), default=0) <= 8 else 45
+    size = 9 if k <= 20 else 7 if k <= 40 else 5
+    if axis == "x":
+        ax.set_xticks(pos)
+        labels = ax.set_xticklabels([str(n) for n in names], rotation=rot, ha="right" if rot else "center",
+                                    fontsize=size, rotation_mode="anchor" if rot else "default")
+    else:
+        ax.set_yticks(pos)
+        labels = ax.set_yticklabels([str(n) for n in names], fontsize=size)
+    if highlight is not None:
+        for lab, h in zip(labels, highlight, strict=False):
+            if h:
+                lab.set_color(_VULN)
+                lab.set_fontweight("bold")
+
+
+def _wide(k: int, height: float = 4.2) -> tuple[float, float]:
+    return (min(18.0, max(6.5, 0.5 * k + 2.5)), height)
+
+
+def plot_class_accuracy_ci(class_report: pd.DataFrame, *, ax: Axes | None = None, title: str | None = None) -> Axes:
+    """Per-class clean and robust accuracy with their intervals, sorted by robustness (worst first).
+
+    ``class_report`` is the table of :func:`classwise.analysis.class_report` (columns name, clean_acc,
+    clean_lo, clean_hi, robust_acc, robust_lo, robust_hi, vulnerable); accuracies are fractions. The
+    vulnerable classes get a dark bar edge, a ``!`` above the bar and a bold dark-red tick label.
+    """
+    plt = _plt()
+    df = class_report.copy()
+    rob = df["robust_acc"].to_numpy(float)
+    order = np.argsort(np.nan_to_num(rob, nan=np.inf), kind="stable")
+    df = df.iloc[order].reset_index(drop=True)
+    k = len(df)
+    if ax is None:
+        _, ax = plt.subplots(figsize=_wide(k))
+    pos = np.arange(k)
+    w = 0.4
+
+    def err(col: str) -> np.ndarray:
+        v, lo, hi = (100 * df[c].to_numpy(float) for c in (f"{col}_acc", f"{col}_lo", f"{col}_hi"))
+        return np.nan_to_num(np.vstack([v - lo, hi - v]).clip(min=0))
+
+    vuln = df["vulnerable"].fillna(False).to_numpy(bool) if "vulnerable" in df else np.zeros(k, bool)
+    ekw = {"elinewidth": 0.9, "capsize": 2, "ecolor": "#333333"}
+    ax.bar(pos - w / 2, 100 * df["clean_acc"].to_numpy(float), w, yerr=err("clean"), label="clean",
+           color=_CLEAN, error_kw=ekw)
+    bars = ax.bar(pos + w / 2, 100 * rob[order], w, yerr=err("robust"), label="robust", color=_ROBUST,
+                  error_kw=ekw, edgecolor=[_VULN if v else _ROBUST for v in vuln], linewidth=[1.8 if v else 0 for v in vuln])
+    for b, v, is_v, hi in zip(bars, rob[order], vuln, df["robust_hi"].to_numpy(float), strict=False):
+        if np.isfinite(v) and k <= 30:
+            top = 100 * (hi if np.isfinite(hi) else v)
+            ax.annotate(f"{100 * v:.0f}" + (" !" if is_v else ""), (b.get_x() + b.get_width() / 2, top),
+                        ha="center", va="bottom", fontsize=7, color=_VULN if is_v else "black",
+                        fontweight="bold" if is_v else "normal", xytext=(0, 1), textcoords="offset points")
+    handles, _ = ax.get_legend_handles_labels()
+    if vuln.any():
+        from matplotlib.patches import Patch
+
+        handles.append(Patch(facecolor=_ROBUST, edgecolor=_VULN, linewidth=1.8, label="vulnerable (!)"))
+    _class_ticks(ax, df["name"].tolist(), highlight=vuln)
+    ax.set_xlim(-0.7, k - 0.3)
+    ax.set_ylim(0, 124)
+    ax.set_yticks(range(0, 101, 20))
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title(title or "Per-class accuracy with 95% intervals (sorted by robust accuracy)")
+    ax.legend(handles=handles, loc="upper left", ncol=3, fontsize=8, frameon=False)
+    ax.grid(axis="y", alpha=0.3)
+    return ax
+
+
+def plot_consistency(matrix: pd.DataFrame, *, ax: Axes | None = None, title: str | None = None,
+                     vmin: float = -1.0) -> Axes:
+    """Annotated heat-map of a square settings x settings correlation matrix (e.g. Spearman rho)."""
+    plt = _plt()
+    m = matrix.to_numpy(float)
+    names = [str(c) for c in matrix.columns]
+    k = len(names)
+    if ax is None:
+        size = min(12.0, max(3.8, 0.55 * k + 2.4))
+        _, ax = plt.subplots(figsize=(size + 1.2, size))
+    im = ax.imshow(m, cmap="RdBu", vmin=vmin, vmax=1.0)
+    ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="rank correlation")
+    if k <= 16:
+        for i in range(k):
+            for j in range(k):
+                if np.isfinite(m[i, j]):
+                    ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=8,
+                            color="white" if abs(m[i, j]) > 0.6 else "black")
+    _class_ticks(ax, names)
+    ax.set_yticks(range(k))
+    ax.set_yticklabels(names, fontsize=9 if k <= 10 else 7)
+    ax.set_title(title or "Consistency of class-wise robustness across settings")
+    return ax
+
+
+def plot_attack_gain(gain: pd.DataFrame, *, ax: Axes | None = None, weak_label: str = "weak",
+                     strong_label: str = "strong", bottom_k: int | Sequence[int] | None = None) -> Axes:
+    """Per-class drop in robust accuracy from a weaker to a stronger attack, classes sorted by their
+    robustness under the weaker attack (least robust left).
+
+    ``gain`` is the table of :func:`classwise.analysis.attack_gain` (columns name, weak, strong, drop,
+    share_of_drop; fractions). ``bottom_k`` marks the vulnerable classes in dark red: an int k (the k
+    least robust under the weaker attack) or the class indices themselves (``attack_gain``'s summary).
+    """
+    plt = _plt()
+    weak = gain["weak"].to_numpy(float)
+    order = np.argsort(np.nan_to_num(weak, nan=np.inf), kind="stable")
+    df = gain.iloc[order].reset_index(drop=True)
+    k = len(df)
+    if ax is None:
+        _, ax = plt.subplots(figsize=_wide(k, 3.8))
+    drop = 100 * df["drop"].to_numpy(float)
+    if bottom_k is None or isinstance(bottom_k, (int, np.integer)):
+        hot = np.arange(k) < int(bottom_k or 0)
+    else:
+        hot = np.isin(df["class"].to_numpy(), np.asarray(list(bottom_k), dtype=int))
+    ax.bar(np.arange(k), np.nan_to_num(drop), color=[_VULN if h else "#fb6a4a" for h in hot], width=0.65)
+    if k <= 30:
+        for i, (d, s) in enumerate(zip(drop, df["share_of_drop"].to_numpy(float), strict=False)):
+            if np.isfinite(d):
+                txt = f"{d:.0f}" + (f"\n{100 * s:.0f}%" if np.isfinite(s) and s > 0 else "")
+                ax.annotate(txt, (i, max(d, 0)), ha="center", va="bottom", fontsize=6.5,
+                            xytext=(0, 1), textcoords="offset points")
+    ax.axhline(0, color="black", lw=0.8)
+    _class_ticks(ax, df["name"].tolist(), highlight=hot)
+    ax.set_xlim(-0.7, k - 0.3)
+    top = np.nanmax(drop) if np.isfinite(drop).any() else 0
+    ax.set_ylim(min(0, np.nanmin(drop) * 1.2 if np.isfinite(drop).any() else 0) - 1, max(5, top * 1.3 + 2))
+    ax.set_ylabel("drop in robust accuracy (points)")
+    ax.set_xlabel(f"class, sorted by robust accuracy under {weak_label} (least robust left)")
+    ax.set_title(f"Attack gain per class: {weak_label} \u2192 {strong_label} (label: drop, share of total drop)")
+    ax.grid(axis="y", alpha=0.3)
+    return ax
+
+
+def plot_weight_norm(norms: Sequence[float], robust: Sequence[float], class_names: Sequence[str], *,
+                     ax: Axes | None = None, robust_label: str = "robust") -> Axes:
+    """Scatter of each class's last-layer weight norm against its robust accuracy, one label per class,
+    with a least-squares line as a visual guide (the correlations belong in the text, not here)."""
+    plt = _plt()
+    x, y = np.asarray(norms, float), 100 * np.asarray(robust, float)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6.2, 4.4))
+    ok = np.isfinite(x) & np.isfinite(y)
+    ax.scatter(x[ok], y[ok], s=28, color=_ROBUST, edgecolor="black", linewidth=0.5, zorder=3)
+    if len(class_names) <= 40:
+        for xi, yi, n in zip(x, y, class_names, strict=False):
+            if np.isfinite(xi) and np.isfinite(yi):
+                ax.annotate(str(n), (xi, yi), xytext=(4, 3), textcoords="offset points", fontsize=8)
+    if ok.sum() >= 2 and np.ptp(x[ok]) > 0:
+        slope, icpt = np.polyfit(x[ok], y[ok], 1)
+        xs = np.linspace(x[ok].min(), x[ok].max(), 50)
+        ax.plot(xs, slope * xs + icpt, color="#444444", lw=1, ls="--", label="least-squares line")
+        ax.legend(loc="best", fontsize=8, frameon=False)
+    ax.set_xlabel("L2 norm of the class's last-layer weight row")
+    ax.set_ylabel(f"{robust_label} accuracy (%)")
+    ax.set_title("Classifier weight norm vs robustness per class")
+    ax.grid(alpha=0.3)
+    return ax
+
+
+def plot_training_curves(history: Sequence[dict], class_names: Sequence[str], *, ax: Axes | None = None,
+                         title: str | None = None) -> Axes:
+    """Per-epoch validation robust accuracy of every class (thin lines), the overall clean and robust
+    accuracy (black), and the class that is worst at the last epoch (thick dark red).
+
+    ``history`` holds the records of ``history.jsonl`` (keys epoch, val_robust_per_class, val_clean_acc,
+    val_robust_acc); records without validation are skipped and a ``None`` class value is a gap.
+    """
+    plt = _plt()
+    recs = [r for r in history if r.get("val_robust_per_class") is not None]
+    if ax is None:
+        _, ax = plt.subplots(figsize=(8.5, 4.4))
+    if not recs:
+        ax.text(0.5, 0.5, "no per-class validation in this history", ha="center", va="center",
+                transform=ax.transAxes)
+        ax.set_axis_off()
+        return ax
+    epochs = np.array([r["epoch"] for r in recs])
+    k = len(class_names)
+    per = np.array([[np.nan if v is None else v for v in (list(r["val_robust_per_class"]) + [None] * k)[:k]]
+                    for r in recs], float) * 100
+    last = per[-1]
+    worst = int(np.nanargmin(last)) if np.isfinite(last).any() else None
+    cmap = plt.get_cmap("tab10" if k <= 10 else "tab20")
+    for c in range(k):
+        if c == worst:
+            continue
+        ax.plot(epochs, per[:, c], lw=1, alpha=0.55 if k <= 20 else 0.3, color=cmap(c % cmap.N),
+                label=str(class_names[c]) if k <= 10 else None)
+    if worst is not None:
+        ax.plot(epochs, per[:, worst], lw=2.8, color=_VULN, marker="o", ms=3,
+                label=f"worst at the end: {class_names[worst]} ({last[worst]:.0f}%)", zorder=4)
+    for key, style, lab in (("val_robust_acc", "-", "overall robust"), ("val_clean_acc", ":", "overall clean")):
+        vals = np.array([np.nan if r.get(key) is None else r[key] for r in recs], float) * 100
+        if np.isfinite(vals).any():
+            ax.plot(epochs, vals, color="black", lw=1.8, ls=style, label=lab, zorder=5)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation accuracy (%)")
+    ax.set_ylim(-2, 102)
+    ax.set_title(title or "Per-class validation robust accuracy during training")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=7.5, frameon=False)
+    return ax
+
+
+def plot_compare(mcnemar: pd.DataFrame, *, ax: Axes | None = None, label_a: str = "A", label_b: str = "B",
+                 title: str | None = None) -> Axes:
+    """Per-class change in accuracy from ``label_a`` to ``label_b`` (acc_b - acc_a, in points) from
+    :func:`classwise.analysis.mcnemar_per_class`; significant classes (McNemar) get a solid bar and a
+    ``*``, the others a hatched pale one. The overall row (class -1) is drawn apart at the right."""
+    plt = _plt()
+    df = mcnemar[mcnemar["class"] >= 0].reset_index(drop=True)
+    allrow = mcnemar[mcnemar["class"] < 0]
+    names = df["name"].astype(str).tolist() + (["all"] if len(allrow) else [])
+    delta = 100 * np.concatenate([df["delta"].to_numpy(float), allrow["delta"].to_numpy(float)])
+    sig = np.concatenate([df["significant"].fillna(False).to_numpy(bool),
+                          allrow["significant"].fillna(False).to_numpy(bool)])
+    k = len(names)
+    if ax is None:
+        _, ax = plt.subplots(figsize=_wide(k, 3.8))
+    pos = np.arange(k, dtype=float)
+    if len(allrow):
+        pos[-1] += 0.6
+    colors = [("#2171b5" if d >= 0 else _ROBUST) if s else ("#c6dbef" if d >= 0 else "#fcbba1")
+              for d, s in zip(np.nan_to_num(delta), sig, strict=False)]
+    bars = ax.bar(pos, np.nan_to_num(delta), color=colors, width=0.65, edgecolor="#555555", linewidth=0.5)
+    for b, s in zip(bars, sig, strict=False):
+        if not s:
+            b.set_hatch("///")
+    for x, d, s in zip(pos, delta, sig, strict=False):
+        if np.isfinite(d):
+            ax.annotate(f"{d:+.1f}" + ("*" if s else ""), (x, d), ha="center", va="bottom" if d >= 0 else "top",
+                        fontsize=7, fontweight="bold" if s else "normal",
+                        xytext=(0, 2 if d >= 0 else -2), textcoords="offset points")
+    ax.axhline(0, color="black", lw=0.8)
+    _class_ticks(ax, names, pos=pos)
+    lim = np.nanmax(np.abs(delta)) if np.isfinite(delta).any() else 1
+    ax.set_ylim(-max(lim, 1) * 1.35, max(lim, 1) * 1.35)
+    ax.set_xlim(pos[0] - 0.7, pos[-1] + 0.7)
+    ax.set_ylabel(f"{label_b} \u2212 {label_a} (points)")
+    ax.set_title(title or f"Per-class accuracy change, {label_a} \u2192 {label_b} (* McNemar significant)")
+    ax.grid(axis="y", alpha=0.3)
+    return ax
+
+
+def figure_png(fig: Figure, *, dpi: int = 110) -> bytes:
+    """The figure as PNG bytes (tight layout) and close it; for embedding in HTML."""
+    import io
+
+    plt = _plt()
+    try:
+        fig.tight_layout()
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+        return buf.getvalue()
+    finally:
+        plt.close(fig)
 
 
 def save_figure(fig: Figure, path: str | Path, *, dpi: int = 120) -> Path:

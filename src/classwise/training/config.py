@@ -73,6 +73,7 @@ class TrainConfig:
     # class-wise training (weights / eps per class; None = uniform)
     class_weights: list[float] | None = None
     class_eps: list[float] | None = None
+    exclude_classes: list[int] | None = None  # train without these classes (remove-a-class experiment, E2b)
     # fgsm-rs: catastrophic overfitting guard (validation PGD accuracy collapsing)
     co_drop: float = 0.2  # a fall of the validation robust accuracy by this much from its best ...
     co_action: str = "stop"  # ... stops training (stop) or only warns (warn)

@@ -237,6 +237,11 @@ def fit(
 
     full = load_dataset(cfg.dataset, "train", root=data_root, download=download, image_size=cfg.image_size)
     full.num_workers = cfg.num_workers
+    if cfg.exclude_classes:
+        try:
+            full = full.without_classes(cfg.exclude_classes)
+        except ValueError as e:
+            raise ClasswiseError(f"exclude_classes: {e}") from None
     train, val = split_train_val(full, cfg)
     k = full.num_classes
 
@@ -282,6 +287,7 @@ def fit(
         if v is not None and len(v) != k:
             raise ClasswiseError(f"{name} has {len(v)} values but {cfg.dataset} has {k} classes")
     meta_base = {"dataset": cfg.dataset, "class_names": full.class_names, "recipe": cfg.to_dict(),
+                 "class_map": full.meta.get("class_map"),
                  "method": cfg.method, "threat_model": {"norm": cfg.norm, "eps": cfg.eps}}
     tb = _tensorboard(out, cfg) if info.is_main else None
     if info.is_main:

@@ -1,0 +1,164 @@
+"""The paper's study in one call: train PGD-AT, TRADES and MART (or reuse checkpoints), evaluate FGSM,
+PGD, CW and Temperature-PGD, run E1-E5, and state each of the paper's claims 1-5 with its statistic,
+its interval and a verdict. See PAPER.md (shared) and docs/study.md for the decisions taken.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from classwise import analysis as A
+from classwise.core import resolve_device
+from classwise.data import load_dataset
+from classwise.errors import ClasswiseError
+from classwise.evaluation import WORST_CASE, Outcomes, evaluate
+from classwise.io import atomic_write_json
+from classwise.models import load_checkpoint
+from classwise.report.artifacts import write_evaluation
+from classwise.runs import RunDir
+from classwise.study.common import eval_attack_specs, weight_norms
+from classwise.training.config import TrainConfig, resolve_config
+from classwise.training.fit import FitCallbacks, fit
+
+log = logging.getLogger(__name__)
+
+DEFENSES = ("pgd-at", "trades", "mart")
+DISPLAY = {"pgd-at": "PGD-AT", "trades": "TRADES", "mart": "MART"}
+SCALES = ("smoke", "full")
+
+
+def smoke_overrides(cfg: TrainConfig) -> dict[str, Any]:
+    """A CPU-sized version of a recipe: fewer epochs, a cheaper training attack, a training subset."""
+    return {"epochs": min(cfg.epochs, 15), "steps": min(cfg.steps, 5),
+            "alpha": None if cfg.alpha is None else cfg.alpha * cfg.steps / min(cfg.steps, 5),
+            "train_limit": min(cfg.train_limit or 5000, 5000), "val_limit": min(cfg.val_limit or 500, 500)}
+
+
+@dataclass
+class StudyResult:
+    out: Path
+    claims: list[Any]
+    outcomes: dict[str, Outcomes]
+    norms: dict[str, np.ndarray]
+    history: dict[str, list[dict]] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+def _robust_vectors(outcomes: Mapping[str, Outcomes]) -> dict[str, np.ndarray]:
+    """Per-class robust accuracy of every (defense, attack) setting (E3 input)."""
+    vec = {}
+    for d, o in outcomes.items():
+        for a in o.attacks:
+            vec[f"{d} / {a}"] = A.class_accuracy(o.labels, o.pred(a), o.num_classes)[0]
+    return vec
+
+
+def run_study(
+    dataset: str,
+    out: str | Path,
+    *,
+    scale: str = "smoke",
+    checkpoints: Mapping[str, str | Path] | None = None,
+    device: str | torch.device = "auto",
+    data_root: str | Path | None = None,
+    seed: int = 0,
+    eval_limit: int | None = None,
+    callbacks: FitCallbacks | None = None,
+    on_stage: Callable[[str], None] | None = None,
+) -> StudyResult:
+    if scale not in SCALES:
+        raise ClasswiseError(f"unknown scale {scale!r}; choose one of: {', '.join(SCALES)}")
+    checkpoints = dict(checkpoints or {})
+    unknown = sorted(set(checkpoints) - set(DEFENSES))
+    if unknown:
+        raise ClasswiseError(f"--checkpoint {unknown[0]}=...: unknown defense; choose one of: {', '.join(DEFENSES)}")
+    dev = resolve_device(device)
+    out = Path(out)
+    base, recipe_path = resolve_config(dataset=dataset, overrides={"seed": seed})
+    if scale == "smoke":
+        base = dataclasses.replace(base, **smoke_overrides(base)).validate()
+        eval_limit = eval_limit or 1000
+    stage = on_stage or (lambda s: log.info(s))
+    test = load_dataset(base.dataset, "test", root=data_root, image_size=base.image_size).take(eval_limit, seed=seed)
+    attacks = eval_attack_specs(base.eps, base.norm, steps=base.eval_steps, alpha=base.eval_alpha)
+
+    outcomes: dict[str, Outcomes] = {}
+    norms: dict[str, np.ndarray] = {}
+    history: dict[str, list[dict]] = {}
+    models = {}
+    for method in DEFENSES:
+        name = DISPLAY[method]
+        sub = out / "models" / method
+        if method in checkpoints:
+            stage(f"{name}: loading {checkpoints[method]}")
+            model, _ = load_checkpoint(checkpoints[method], device=dev)
+        else:
+            stage(f"{name}: training ({base.epochs} epochs)")
+            cfg = dataclasses.replace(base, method=method).validate()
+            res = fit(cfg, sub, device=dev, data_root=data_root, callbacks=callbacks)
+            history[name] = res.history
+            model, _ = load_checkpoint(res.best, device=dev)
+        models[name] = model
+        stage(f"{name}: evaluating {len(attacks)} attacks on {len(test)} test images")
+        o = evaluate(model, test, attacks, device=dev, seed=seed)
+        write_evaluation(RunDir(sub), o)
+        outcomes[name] = o
+        norms[name] = weight_norms(model)
+
+    # E1 on the training split too (train-vs-test disparity), for PGD-AT under PGD
+    stage("PGD-AT: evaluating PGD on training images (train vs test disparity)")
+    train = load_dataset(base.dataset, "train", root=data_root, image_size=base.image_size).take(
+        len(test), seed=seed)
+    o_train = evaluate(models["PGD-AT"], train, attacks[1:2], device=dev, seed=seed)
+
+    claims, summary = analyse(outcomes, norms, o_train)
+    summary.update({"dataset": base.dataset, "scale": scale, "recipe": str(recipe_path) if recipe_path else None,
+                    "config": base.to_dict(), "attacks": attacks, "test_samples": len(test),
+                    "checkpoints": {k: str(v) for k, v in checkpoints.items()}})
+    atomic_write_json(out / "study.json", {**summary, "claims": [c.to_dict() for c in claims]})
+    return StudyResult(out, claims, outcomes, norms, history, summary)
+
+
+def analyse(outcomes: Mapping[str, Outcomes], norms: Mapping[str, np.ndarray],
+            train_outcomes: Outcomes | None = None) -> tuple[list[Any], dict[str, Any]]:
+    """Claims 1-5 from per-sample outcomes of the three defenses (no model needed but for the norms)."""
+    primary = "PGD-AT" if "PGD-AT" in outcomes else next(iter(outcomes))
+    o = outcomes[primary]
+    pgd_label = next(a for a in o.attacks if a.startswith("PGD"))
+    fgsm_label = next((a for a in o.attacks if a.startswith("FGSM")), o.attacks[0])
+    k = o.num_classes
+    names = o.class_names
+    pgd_pred = o.pred(pgd_label)
+    robust = _robust_vectors(outcomes)
+    rob_pgd = A.class_accuracy(o.labels, pgd_pred, k)[0]
+    claims = [
+        A.claim_discrepancy(o.labels, pgd_pred, k, class_names=names),
+        A.claim_flows(o.labels, o.clean_pred, pgd_pred, names),
+        A.claim_consistency(robust),
+        A.claim_gain(A.class_accuracy(o.labels, o.pred(fgsm_label), k)[0],
+                     A.class_accuracy(o.labels, o.pred(WORST_CASE), k)[0]),
+        A.claim_weight_norm(norms[primary], rob_pgd),
+    ]
+    summary: dict[str, Any] = {
+        "primary": {"defense": primary, "attack": pgd_label},
+        "defenses": {d: oo.summary() for d, oo in outcomes.items()},
+        "weight_norm": {d: {"norms": norms[d].tolist(),
+                            **A.weight_norm_correlation(norms[d], A.class_accuracy(
+                                oo.labels, oo.pred(pgd_label), k)[0])} for d, oo in outcomes.items() if d in norms},
+        "consistency": json.loads(A.consistency(robust).to_json(orient="records")),
+    }
+    if train_outcomes is not None:
+        tr = {"labels": train_outcomes.labels, "preds": train_outcomes.pred(train_outcomes.attacks[0]),
+              "num_classes": k}
+        te = {"labels": o.labels, "preds": pgd_pred, "num_classes": k}
+        summary["train_vs_test"] = json.loads(A.split_disparity(tr, te).to_json(orient="index"))
+    return claims, summary

@@ -1,0 +1,171 @@
+"""E2b, the remove-a-class experiment (Tian et al. 2021, claim 2).
+
+Take the test examples of a source class S that the attack pushed into a target class T. Retrain the
+same recipe without class T and attack those examples again (also with a stronger attack): if T was
+what made them vulnerable, many now have no adversarial counterpart inside the eps-ball and stay S.
+As a control, retrain without a class C that S's examples rarely go to: they should stay vulnerable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from classwise.analysis import wilson_interval
+from classwise.attacks import build_attack
+from classwise.core import resolve_device
+from classwise.data import load_dataset
+from classwise.errors import ClasswiseError
+from classwise.evaluation import Outcomes
+from classwise.io import atomic_write_json
+from classwise.models import load_checkpoint
+from classwise.runs import read_config
+from classwise.study.common import class_index
+from classwise.training.config import TrainConfig, apply_overrides
+from classwise.training.fit import FitCallbacks, fit
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RemovalRow:
+    model: str  # "original", "without T", "without C"
+    removed: int | None
+    attack: str
+    n: int
+    robust: int  # still classified as the source class after the attack
+    share: float
+    lo: float
+    hi: float
+    top_target: str = ""  # where the broken ones go now
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class RemovalResult:
+    source: int
+    target: int
+    control: int
+    class_names: list[str]
+    indices: list[int]  # test-split positions of the S->T examples
+    rows: list[RemovalRow] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        n = self.class_names
+        return {"source": self.source, "source_name": n[self.source], "target": self.target,
+                "target_name": n[self.target], "control": self.control, "control_name": n[self.control],
+                "n_examples": len(self.indices), "indices": self.indices, "rows": [r.to_dict() for r in self.rows]}
+
+
+def _run_config(run: Path) -> TrainConfig:
+    path = run / "config.toml"
+    if not path.is_file():
+        raise ClasswiseError(f"{run} has no config.toml; --run must be a directory written by `classwise train`")
+    raw = read_config(path)
+    if "train" in raw and isinstance(raw["train"], dict):  # a demo run keeps the training config in [train]
+        raw = raw["train"]
+    keys = set(TrainConfig.keys())
+    return apply_overrides(TrainConfig(), {k: v for k, v in raw.items() if k in keys}, where=str(path)).validate()
+
+
+def pick_control(outcomes: Outcomes, attack: str, source: int, target: int) -> int:
+    """The class (not S, not T) that S's broken examples went to least often; ties: the lowest index."""
+    y, p, c = outcomes.labels, outcomes.pred(attack), outcomes.clean_pred
+    broken = (y == source) & (c == source) & (p != source)
+    counts = np.bincount(p[broken], minlength=outcomes.num_classes).astype(float)
+    counts[[source, target]] = np.inf
+    return int(np.argmin(counts))
+
+
+def remove_class(
+    run: str | Path,
+    *,
+    source: str | int,
+    target: str | int,
+    control: str | int | None = None,
+    out: str | Path | None = None,
+    epochs: int | None = None,
+    attack: str | None = None,
+    strong_attack: str | None = None,
+    device: str | torch.device = "auto",
+    data_root: str | Path | None = None,
+    seed: int = 0,
+    callbacks: FitCallbacks | None = None,
+) -> RemovalResult:
+    """Run E2b on a trained run; returns the shares of S->T examples still robust per model and attack."""
+    run = Path(run)
+    dev = resolve_device(device)
+    cfg = _run_config(run)
+    outcomes = Outcomes.load(run / "outcomes.npz")
+    if not outcomes.attacks:
+        raise ClasswiseError(f"{run}/outcomes.npz holds no attack; evaluate the run with an attack first")
+    attack_label = outcomes.attacks[0]
+    names = outcomes.class_names
+    s = class_index(source, names, what="source class")
+    t = class_index(target, names, what="target class")
+    if s == t:
+        raise ClasswiseError("source and target must be different classes")
+    c = class_index(control, names, what="control class") if control is not None else pick_control(
+        outcomes, attack_label, s, t)
+    if c in (s, t):
+        raise ClasswiseError("the control class must differ from source and target")
+    y, cp, ap = outcomes.labels, outcomes.clean_pred, outcomes.pred(attack_label)
+    sel = np.flatnonzero((y == s) & (cp == s) & (ap == t))
+    if len(sel) == 0:
+        raise ClasswiseError(f"no test example of {names[s]!r} was attacked into {names[t]!r} under {attack_label}; "
+                             "pick a target from the run's confusion flows (metrics.json: dominant_target)")
+    positions = outcomes.index[sel]
+    test = load_dataset(cfg.dataset, outcomes.split, root=data_root, image_size=cfg.image_size).subset(positions)
+    x, y_src = test.tensors(dev)
+    spec = outcomes.specs.get(attack_label) or {}
+    weak = build_attack(attack) if attack else build_attack(_spec_str(spec))
+    if strong_attack:
+        strong = build_attack(strong_attack)
+    else:  # 5x the steps (at least 100) and 3 restarts of PGD at the same budget
+        sp = spec.get("params", {})
+        strong = build_attack(f"pgd:eps={sp.get('eps', cfg.eps)},norm={sp.get('norm', cfg.norm)},"
+                              f"steps={max(100, 5 * int(sp.get('steps', 20)))},restarts=3")
+    out = Path(out) if out else run / f"remove-{s}-{t}"
+    result = RemovalResult(s, t, c, list(names), [int(i) for i in positions])
+
+    def measure(label: str, model, removed: int | None) -> None:
+        keep = [k for k in range(len(names)) if k != removed]
+        new_src = keep.index(s)
+        yy = torch.full_like(y_src, new_src)
+        for a in (weak, strong):
+            g = torch.Generator().manual_seed(seed)
+            x_adv = a(model, x, yy, generator=g)
+            with torch.no_grad():
+                pred = model(x_adv).argmax(1).cpu().numpy()
+            ok = int((pred == new_src).sum())
+            lo, hi = wilson_interval(np.array([ok]), np.array([len(pred)]))
+            others = pred[pred != new_src]
+            top = names[keep[int(np.bincount(others).argmax())]] if len(others) else ""
+            result.rows.append(RemovalRow(label, removed, a.label, len(pred), ok, ok / len(pred), float(lo[0]),
+                                          float(hi[0]), top))
+
+    original, _ = load_checkpoint(run / "checkpoints" / "best.safetensors", device=dev)
+    measure("original", original, None)
+    for removed, tag in ((t, "target"), (c, "control")):
+        sub = out / f"without-{removed}"
+        rcfg = dataclasses.replace(cfg, exclude_classes=[removed], epochs=epochs or cfg.epochs).validate()
+        log.info("retraining without class %s (%s) into %s", names[removed], tag, sub)
+        res = fit(rcfg, sub, device=dev, data_root=data_root, callbacks=callbacks)
+        model, _ = load_checkpoint(res.best, device=dev)
+        measure(f"without {names[removed]} ({tag})", model, removed)
+    atomic_write_json(out / "remove_class.json", result.to_dict())
+    return result
+
+
+def _spec_str(spec: dict[str, Any]) -> str:
+    params = dict(spec.get("params", {}))
+    params.pop("early_stop", None)
+    return spec.get("name", "pgd") + ":" + ",".join(f"{k}={v}" for k, v in params.items())

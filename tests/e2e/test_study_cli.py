@@ -1,0 +1,110 @@
+"""`classwise study`, `remove-class`, `report` and `compare` end to end on digits."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+VERDICTS = {"supported", "not supported", "inconclusive"}
+FAST_TRAIN = ["--dataset", "digits", "--epochs", "3", "--set", "steps=3", "--set", "eval_steps=5",
+              "--set", "val_limit=60"]
+
+
+def cli(cwd: Path, *args: str, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
+    env = dict(os.environ, CLASSWISE_DATA=str(cwd / "data"), COLUMNS="160")
+    p = subprocess.run([sys.executable, "-m", "classwise", *args], cwd=cwd, env=env, capture_output=True,
+                       text=True, timeout=timeout)
+    if check and p.returncode != 0:
+        raise AssertionError(f"exit {p.returncode}\nstdout:\n{p.stdout[-3000:]}\nstderr:\n{p.stderr[-3000:]}")
+    return p
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """Three small digits runs (pgd-at, trades, mart), 3 epochs each."""
+    root = tmp_path_factory.mktemp("study")
+    for m in ("pgd-at", "trades", "mart"):
+        cli(root, "train", *FAST_TRAIN, "--method", m, "--out", m)
+    return root
+
+
+def check_study_dir(d: Path) -> dict:
+    s = json.loads((d / "study.json").read_text())
+    assert [c["id"] for c in s["claims"]] == [1, 2, 3, 4, 5]
+    for c in s["claims"]:
+        assert c["verdict"] in VERDICTS and c["statistic"] and c["detail"]
+    assert set(s["defenses"]) == {"PGD-AT", "TRADES", "MART"}
+    for d_ in ("pgd-at", "trades", "mart"):
+        m = json.loads((d / "models" / d_ / "metrics.json").read_text())
+        assert {"FGSM", "PGD-20", "CW-20", "T-PGD-20(T=0.5)", "worst-case"} <= set(m["attacks"])
+    html = (d / "report.html").read_text()
+    assert "data:image/png;base64," in html and "https://" not in html.split("</style>")[-1].split("<footer")[0]
+    for c in s["claims"]:
+        assert c["verdict"] in html
+    return s
+
+
+def test_study_reusing_checkpoints(trained, tmp_path):
+    ck = [f"--checkpoint={m}={trained / m / 'checkpoints' / 'best.safetensors'}" for m in ("pgd-at", "trades", "mart")]
+    p = cli(tmp_path, "study", "--dataset", "digits", "--out", "S", "--eval-limit", "200", *ck)
+    assert "The paper's claims" in p.stdout
+    s = check_study_dir(tmp_path / "S")
+    assert s["test_samples"] == 200
+    # `classwise report` rebuilds the study report from the saved outcomes
+    (tmp_path / "S" / "report.html").unlink()
+    cli(tmp_path, "report", "S")
+    assert (tmp_path / "S" / "report.html").is_file()
+
+
+@pytest.mark.slow
+def test_study_smoke_from_scratch(tmp_path):
+    """The acceptance run: trains three models; under 10 minutes on 2 CPU cores."""
+    import time
+
+    t0 = time.time()
+    cli(tmp_path, "study", "--dataset", "digits", "--scale", "smoke", "--out", "S")
+    assert time.time() - t0 < 600
+    s = check_study_dir(tmp_path / "S")
+    verdicts = {c["id"]: c["verdict"] for c in s["claims"]}
+    assert verdicts[1] == "supported", verdicts  # the class gap on digits is large (demo: 25% vs 93%)
+
+
+def test_remove_class(trained, tmp_path):
+    run = trained / "pgd-at"
+    m = json.loads((run / "metrics.json").read_text())
+    per = m["attacks"]["PGD-5"]["per_class"]
+    # the class with the most examples pushed into its dominant target
+    src = max(per, key=lambda r: (r["dominant_target_share"] or 0) * (1 - (r["robust_acc"] or 1)))
+    p = cli(tmp_path, "remove-class", "--run", str(run), "--source", src["name"], "--target",
+            str(src["dominant_target"]), "--epochs", "2", "--out", "rc")
+    res = json.loads((tmp_path / "rc" / "remove_class.json").read_text())
+    assert res["source"] == src["class"] and res["target"] == src["dominant_target"]
+    assert res["control"] not in (res["source"], res["target"]) and res["n_examples"] >= 1
+    models = [r["model"] for r in res["rows"]]
+    assert models[0] == "original" and any("(target)" in x for x in models) and any("(control)" in x for x in models)
+    assert len(res["rows"]) == 6  # 3 models x (attack, stronger attack)
+    for r in res["rows"]:
+        assert 0 <= r["lo"] <= r["share"] <= r["hi"] <= 1 and r["n"] == res["n_examples"]
+    assert "still classified correctly" in p.stdout
+    bad = cli(tmp_path, "remove-class", "--run", str(run), "--source", "3", "--target", "3", check=False)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: source and target must be different")
+    bad = cli(tmp_path, "remove-class", "--run", str(run), "--source", "kangaroo", "--target", "3", check=False)
+    assert bad.returncode == 2 and "unknown source class 'kangaroo'" in bad.stderr
+
+
+def test_report_and_compare(trained, tmp_path):
+    a, b = trained / "pgd-at", trained / "trades"
+    cli(tmp_path, "report", str(a), "--out", "a.html")
+    html = (tmp_path / "a.html").read_text()
+    assert html.count("data:image/png;base64,") >= 3
+    p = cli(tmp_path, "compare", str(a), str(b), "--out", "cmp.html")
+    assert "McNemar" in p.stdout and (tmp_path / "cmp.html").is_file()
+    ev = cli(tmp_path, "evaluate", "--checkpoint", str(a / "checkpoints" / "best.safetensors"), "--limit", "50",
+             "--out", "small")
+    bad = cli(tmp_path, "compare", str(a), "small", check=False)
+    assert bad.returncode == 2 and "other samples" in bad.stderr, (ev.stdout, bad.stderr)

@@ -1,0 +1,375 @@
+"""HTML reports and their figures: self-contained pages built from real run directories.
+
+The run directories come from the real pipeline, in process: an untrained small CNN evaluated on 200
+digits with FGSM and PGD-5, written with ``write_evaluation`` (no training: a few seconds in all).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+from html import unescape
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from classwise.errors import ClasswiseError
+from classwise.evaluation import WORST_CASE, Outcomes
+
+PNG = b"\x89PNG\r\n\x1a\n"
+DATA_URI = "data:image/png;base64,"
+CIFAR = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+# --- helpers ----------------------------------------------------------------------------------------------
+
+
+class _Page(HTMLParser):
+    """Every tag with its attributes, the text of cells whose class includes ``name``, and all text."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str]]] = []
+        self.names: list[str] = []
+        self.text: list[str] = []
+        self._in_name = 0
+
+    def handle_starttag(self, tag, attrs):
+        a = {k: v or "" for k, v in attrs}
+        self.tags.append((tag, a))
+        if tag == "td" and "name" in a.get("class", "").split():
+            self._in_name += 1
+
+    def handle_endtag(self, tag):
+        if tag == "td" and self._in_name:
+            self._in_name -= 1
+
+    def handle_data(self, data):
+        self.text.append(data)
+        if self._in_name and data.strip():
+            self.names.append(data.strip())
+
+
+def parse(html: str) -> _Page:
+    p = _Page()
+    p.feed(html)
+    return p
+
+
+def images(html: str) -> list[bytes]:
+    """Decoded PNG bytes of every <img>; fails on any image that is not an inline PNG."""
+    out = []
+    for tag, a in parse(html).tags:
+        if tag == "img":
+            src = a["src"]
+            assert src.startswith(DATA_URI), src[:60]
+            out.append(base64.b64decode(src[len(DATA_URI):], validate=True))
+    return out
+
+
+def assert_self_contained(html: str) -> None:
+    page = parse(html)
+    assert "http://" not in html and "https://" not in html and "//cdn" not in html
+    for tag, a in page.tags:
+        assert tag not in ("script", "link", "iframe", "object", "embed"), tag
+        if "href" in a:
+            assert a["href"].startswith("#"), a["href"]
+        if "src" in a:
+            assert a["src"].startswith(DATA_URI), a["src"][:60]
+        assert not any(k.startswith("on") for k in a), (tag, a)  # no inline event handlers either
+    assert "url(" not in html  # no CSS-loaded resource
+
+
+def assert_pngs_decode(blobs: list[bytes]) -> None:
+    import matplotlib.image as mpimg
+
+    for b in blobs:
+        assert b[:8] == PNG
+        arr = mpimg.imread(io.BytesIO(b), format="png")
+        assert arr.ndim == 3 and arr.shape[0] > 100 and arr.shape[1] > 100
+        assert arr[..., :3].std() > 0.05  # not a blank canvas
+
+
+def _subset(o: Outcomes, attacks: list[str]) -> Outcomes:
+    return Outcomes(o.labels, o.clean_pred, {a: o.adv_pred[a] for a in attacks}, list(o.class_names), o.index,
+                    {a: o.specs[a] for a in attacks if a in o.specs}, o.dataset, o.split)
+
+
+def _write_run(path: Path, outcomes: Outcomes, *, history: bool = False, config: dict | None = None) -> Path:
+    from classwise.report.artifacts import write_evaluation
+    from classwise.runs import RunDir
+
+    run = RunDir(path)
+    write_evaluation(run, outcomes)
+    run.write_config(config or {"command": "evaluate", "dataset": outcomes.dataset, "model": "small-cnn"})
+    run.write_run_info(seed=0, device="cpu")
+    if history:
+        rng = np.random.default_rng(0)
+        recs = []
+        for e in range(1, 7):
+            per = [float(np.clip(0.12 * e * (0.4 + c / 12) + rng.normal(0, 0.02), 0, 1)) for c in range(10)]
+            per[4] = None if e == 2 else per[4]  # an empty validation class: a gap, not a zero
+            recs.append({"epoch": e, "train_loss": 2.0 / e, "val_clean_acc": 0.15 * e, "val_robust_acc": 0.1 * e,
+                         "val_robust_per_class": per})
+        (path / "history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    return path
+
+
+@pytest.fixture(scope="module")
+def outcomes():
+    """Real outcomes: an untrained small-cnn on 200 digits, FGSM and PGD-5 at eps 0.1."""
+    import torch
+
+    from classwise.data import load_dataset
+    from classwise.evaluation import evaluate
+    from classwise.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("small-cnn", num_classes=10, in_channels=1, input_size=8)
+    data = load_dataset("digits", "test").take(200)
+    return evaluate(model, data, ["fgsm:eps=0.1", "pgd:eps=0.1,steps=5"], device="cpu")
+
+
+@pytest.fixture(scope="module")
+def run2(outcomes, tmp_path_factory):
+    return _write_run(tmp_path_factory.mktemp("run") / "two-attacks", outcomes, history=True)
+
+
+# --- run reports --------------------------------------------------------------------------------------------
+
+
+def test_run_report_is_self_contained_with_every_figure(run2, outcomes):
+    from classwise.report.html import build_run_report
+
+    before = {f: (run2 / f).read_bytes() for f in ("metrics.json", "outcomes.npz")}
+    norms = np.linspace(1.0, 2.0, 10)
+    path = build_run_report(run2, norms=norms)
+    assert path == run2 / "report.html"
+    html = path.read_text(encoding="utf-8")
+    assert_self_contained(html)
+    blobs = images(html)
+    # E1 bars, E2 confusion, E3 consistency, E4 attack gain, E5 weight norm, training curves
+    assert len(blobs) == html.count(DATA_URI) == 6
+    assert_pngs_decode(blobs)
+    # each embedded figure is also a PNG under plots/, byte for byte
+    saved = {p.read_bytes() for p in (run2 / "plots").glob("*.png")}
+    assert all(b in saved for b in blobs)
+    for stem in ("class_accuracy_ci", "confusion", "consistency", "attack_gain", "weight_norm", "training_curves"):
+        assert (run2 / "plots" / f"{stem}.png").is_file(), stem
+    # reading a run never rewrites its data
+    assert all((run2 / f).read_bytes() == b for f, b in before.items())
+    # every section is there, and the per-class table names every class
+    page = parse(html)
+    ids = {a.get("id") for _, a in page.tags}
+    assert {"summary", "per-class", "flows", "consistency", "attack-gain", "weight-norm", "training", "config"} <= ids
+    assert set(outcomes.class_names) <= set(page.names)
+    # the headline number is the one metrics.json holds
+    metrics = json.loads((run2 / "metrics.json").read_text())
+    assert f"{100 * metrics['attacks'][WORST_CASE]['robust_accuracy']:.1f}%" in html
+    assert f"{100 * metrics['clean']['accuracy']:.1f}%" in html
+    assert "small-cnn" in html and "FGSM" in html and "PGD-5" in html
+    assert 'command = "evaluate"' in unescape(html)  # config.toml verbatim in a <pre>
+
+
+def test_one_attack_and_clean_only_runs(outcomes, tmp_path):
+    from classwise.report.html import build_run_report
+
+    one = _write_run(tmp_path / "one", _subset(outcomes, [outcomes.attacks[1]]), history=True)
+    html = build_run_report(one).read_text()
+    assert_self_contained(html)
+    ids = {a.get("id") for _, a in parse(html).tags}
+    assert {"per-class", "flows", "training"} <= ids
+    assert not ids & {"consistency", "attack-gain", "weight-norm"}  # need 2 attacks / norms
+    assert_pngs_decode(images(html))
+    assert len(images(html)) == 3
+
+    zero = _write_run(tmp_path / "zero", _subset(outcomes, []))
+    html = build_run_report(zero, out=tmp_path / "elsewhere" / "r.html").read_text()
+    assert (tmp_path / "elsewhere" / "r.html").is_file() and not (zero / "report.html").exists()
+    assert_self_contained(html)
+    ids = {a.get("id") for _, a in parse(html).tags}
+    assert "per-class" in ids and not ids & {"flows", "consistency", "attack-gain", "training"}
+    assert "No attack was run" in html and images(html) == []
+    assert set(outcomes.class_names) <= set(parse(html).names)
+
+
+def test_missing_outcomes_is_a_one_line_error(tmp_path):
+    from classwise.report.html import build_run_report
+
+    with pytest.raises(ClasswiseError, match="no outcomes file"):
+        build_run_report(tmp_path)
+
+
+# --- the lower-level entry point: studies ----------------------------------------------------------------
+
+
+def _synthetic(seed: int, shift: float, names=CIFAR, n_per: int = 40) -> Outcomes:
+    rng = np.random.default_rng(seed)
+    k = len(names)
+    y = np.repeat(np.arange(k), n_per)
+    rob = np.linspace(0.2, 0.8, k)
+    clean = np.where(rng.random(len(y)) < 0.9, y, rng.integers(0, k, len(y)))
+    keep1 = rng.random(len(y)) < np.clip(rob[y] + shift, 0, 1)
+    a1 = np.where((clean == y) & ~keep1, (y + 1) % k, clean)
+    keep2 = rng.random(len(y)) < 0.8
+    a2 = np.where((a1 == y) & ~keep2, (y + 2) % k, a1)
+    return Outcomes(y, clean, {"FGSM": a1, "PGD-20": a2}, list(names), np.arange(len(y)), {}, "cifar10", "test")
+
+
+def test_study_report_renders_claims_norms_and_history(tmp_path):
+    import classwise.analysis as A
+    from classwise.report.html import build_report
+
+    settings = {"PGD-AT": _synthetic(1, 0.0), "TRADES": _synthetic(2, 0.05)}
+    o = settings["PGD-AT"]
+    rob = A.class_accuracy(o.labels, o.pred("PGD-20"), 10)[0]
+    claims = [A.claim_discrepancy(o.labels, o.pred("PGD-20"), 10, class_names=CIFAR, n_boot=200),
+              A.claim_weight_norm(np.linspace(1, 2, 10), rob)]
+    hist = [{"epoch": e, "val_clean_acc": 0.1 * e, "val_robust_acc": 0.05 * e,
+             "val_robust_per_class": [0.05 * e] * 10} for e in range(1, 5)]
+    out = build_report({"settings": settings, "claims": claims, "norms": {"pgd-at": np.linspace(1, 2, 10)},
+                        "history": {"TRADES": hist}, "config": {"dataset": "cifar10", "eps": "8/255"},
+                        "title": "A study", "run_dir": "/runs/study", "n_boot": 200,
+                        "plots_dir": tmp_path / "plots"}, tmp_path / "study.html")
+    html = out.read_text()
+    assert_self_contained(html)
+    page = parse(html)
+    for c in claims:
+        assert c.title in unescape(html)
+        kind = c.verdict.replace(" ", "-")
+        assert ("span", {"class": f"badge {kind}"}) in page.tags
+    # per setting: E1 + E2 (2 each), E3 over 4 (setting, attack) vectors, E4 per setting, E5 for PGD-AT, curves
+    assert len(images(html)) == 2 * 2 + 1 + 2 + 1 + 1
+    assert_pngs_decode(images(html))
+    assert "PGD-AT / FGSM" in html and "TRADES / PGD-20" in html  # consistency labels
+    assert {"cat", "truck"} <= set(page.names) and 'eps = "8/255"' in unescape(html) and "/runs/study" in html
+    assert {p.name for p in (tmp_path / "plots").glob("*.png")} >= {
+        "pgd-at-class_accuracy_ci.png", "trades-confusion.png", "consistency.png", "pgd-at-weight_norm.png",
+        "trades-training_curves.png"}
+    # the second setting is collapsed, the first open
+    details = [a for t, a in page.tags if t == "details" and a.get("class") == "setting"]
+    assert details and "open" in details[0] and any("open" not in a for a in details)
+
+
+def test_text_is_escaped_and_bad_norms_are_refused(tmp_path):
+    from classwise.report.html import build_report, render_report
+
+    names = [f"<script>alert({i})</script>" if i == 3 else f"c&{i}" for i in range(10)]
+    o = _synthetic(0, 0.0, names=names)
+    html = render_report({"settings": {"<b>x</b>": o}, "title": "t <i>", "config": 'a = "</pre><script>"'})
+    assert "<script" not in html and "&lt;script&gt;alert(3)&lt;/script&gt;" in html
+    assert "<b>x</b>" not in html and "c&amp;1" in html
+    assert_self_contained(html)
+    with pytest.raises(ClasswiseError, match="one per class"):
+        build_report({"settings": {"m": o}, "norms": np.ones(3)}, tmp_path / "x.html")
+    assert not (tmp_path / "x.html").exists()
+    with pytest.raises(ClasswiseError, match="at least one setting"):
+        render_report({"settings": {}})
+
+
+# --- compare -------------------------------------------------------------------------------------------------
+
+
+def _flip(o: Outcomes, share: float, seed: int) -> Outcomes:
+    """Another model on the same samples: some robust-wrong samples become right."""
+    rng = np.random.default_rng(seed)
+    adv = {a: np.where(rng.random(len(o)) < share, o.labels, p) for a, p in o.adv_pred.items()}
+    clean = np.where(rng.random(len(o)) < share, o.labels, o.clean_pred)
+    adv = {a: np.where(clean == o.labels, p, clean) for a, p in adv.items()}
+    return Outcomes(o.labels, clean, adv, list(o.class_names), o.index, dict(o.specs), o.dataset, o.split)
+
+
+def test_compare_report_and_alignment(outcomes, run2, tmp_path):
+    from classwise.report.html import build_compare_report
+
+    better = _flip(outcomes, 0.5, 1)
+    b = _write_run(tmp_path / "better", better)
+    perm = np.random.default_rng(3).permutation(len(better))  # same samples, stored in another order
+    shuffled = Outcomes(better.labels[perm], better.clean_pred[perm], {a: p[perm] for a, p in better.adv_pred.items()},
+                        list(better.class_names), better.index[perm], dict(better.specs), better.dataset, better.split)
+    s = _write_run(tmp_path / "shuffled", shuffled)
+    out = build_compare_report([run2, b, s], tmp_path / "cmp.html", plots_dir=tmp_path / "cmp-plots")
+    html = out.read_text()
+    assert_self_contained(html)
+    assert len(images(html)) == 4  # robust + clean change for each of the two later runs
+    assert_pngs_decode(images(html))
+    assert "McNemar" in html and set(outcomes.class_names) <= set(parse(html).names)
+    # aligning by sample index gives the shuffled copy exactly the same tables as the original
+    sec_b = html.split('id="vs-better"')[1].split("<section")[0]
+    sec_s = html.split('id="vs-shuffled"')[1].split("<section")[0]
+    tables = lambda sec: re.findall(r"<table>.*?</table>", sec, flags=re.S)  # noqa: E731
+    assert len(tables(sec_b)) == 2
+    assert [t.replace("shuffled", "better") for t in tables(sec_s)] == tables(sec_b)
+    overall = float(np.mean(better.robust(WORST_CASE)) - np.mean(outcomes.robust(WORST_CASE)))
+    assert f"{100 * overall:+.1f} points" in sec_b
+
+
+def test_compare_refuses_other_datasets_and_samples(outcomes, run2, tmp_path):
+    from classwise.report.html import build_compare_report
+
+    other = Outcomes(outcomes.labels, outcomes.clean_pred, dict(outcomes.adv_pred), list(outcomes.class_names),
+                     outcomes.index, dict(outcomes.specs), "mnist", outcomes.split)
+    with pytest.raises(ClasswiseError, match="digits/test") as e:
+        build_compare_report([run2, _write_run(tmp_path / "mnist", other)], tmp_path / "c.html")
+    assert "\n" not in str(e.value)
+    fewer = Outcomes(outcomes.labels[:150], outcomes.clean_pred[:150], {a: p[:150] for a, p in outcomes.adv_pred.items()},
+                     list(outcomes.class_names), outcomes.index[:150], dict(outcomes.specs), outcomes.dataset,
+                     outcomes.split)
+    with pytest.raises(ClasswiseError, match="different samples"):
+        build_compare_report([run2, _write_run(tmp_path / "fewer", fewer)], tmp_path / "c.html")
+    with pytest.raises(ClasswiseError, match="no attack 'CW-20'"):
+        build_compare_report([run2, run2], tmp_path / "c.html", attack="CW-20")
+    assert not (tmp_path / "c.html").exists()
+
+
+# --- figures -----------------------------------------------------------------------------------------------
+
+
+def test_plots_draw_names_and_marks_without_computing(outcomes):
+    import classwise.analysis as A
+    from classwise.report import plots
+
+    o = _synthetic(0, 0.0)
+    cr = A.class_report(o.labels, o.clean_pred, o.pred("PGD-20"), CIFAR, bottom_k=2)
+    ax = plots.plot_class_accuracy_ci(cr)
+    labels = [t.get_text() for t in ax.get_xticklabels()]
+    order = cr.sort_values("robust_acc", kind="stable")["name"].tolist()
+    assert labels == order  # names, sorted by robustness
+    vuln = set(cr.loc[cr["vulnerable"], "name"])
+    assert {t.get_text() for t in ax.get_xticklabels() if t.get_fontweight() == "bold"} == vuln
+    heights = [p.get_height() for p in ax.patches][10:20]  # the robust bars
+    np.testing.assert_allclose(heights, 100 * np.sort(cr["robust_acc"].to_numpy()))
+    plots.figure_png(ax.figure)
+
+    gain, summ = A.attack_gain(*(A.class_accuracy(o.labels, o.pred(a), 10)[0] for a in ("FGSM", "PGD-20")),
+                               class_names=CIFAR)
+    ax = plots.plot_attack_gain(gain, bottom_k=summ["bottom_k"])
+    weak_order = gain.sort_values("weak", kind="stable")
+    assert [t.get_text() for t in ax.get_xticklabels()] == weak_order["name"].tolist()
+    np.testing.assert_allclose([p.get_height() for p in ax.patches], 100 * weak_order["drop"].to_numpy())
+    plots.figure_png(ax.figure)
+
+    mc = A.mcnemar_per_class(o.labels, o.robust("FGSM"), o.robust("PGD-20"), CIFAR)
+    ax = plots.plot_compare(mc)
+    assert [t.get_text() for t in ax.get_xticklabels()] == [*CIFAR, "all"]
+    plots.figure_png(ax.figure)
+
+    hist = [{"epoch": 1, "val_robust_per_class": [0.5] * 9 + [None]},
+            {"epoch": 2, "val_robust_per_class": [0.6] * 9 + [0.1], "val_robust_acc": 0.5, "val_clean_acc": 0.9},
+            {"epoch": 3}]  # a record without validation is skipped
+    ax = plots.plot_training_curves(hist, CIFAR)
+    assert any("worst at the end: truck" in t.get_text() for t in ax.get_legend().get_texts())
+    plots.figure_png(ax.figure)
+
+    ax = plots.plot_weight_norm(np.linspace(1, 2, 10), np.linspace(0.1, 0.9, 10), CIFAR)
+    assert {t.get_text() for t in ax.texts} == set(CIFAR)
+    plots.figure_png(ax.figure)
+
+    m = A.consistency_matrix({"a": np.arange(10.0), "b": np.arange(10.0)[::-1], "c": np.arange(10.0)})
+    ax = plots.plot_consistency(m)
+    assert sorted(t.get_text() for t in ax.texts) == sorted(["1.00"] * 5 + ["-1.00"] * 4)
+    assert plots.figure_png(ax.figure)[:8] == PNG

@@ -39,6 +39,7 @@ class Outcomes:
     specs: dict[str, dict[str, Any]] = field(default_factory=dict)
     dataset: str = ""
     split: str = "test"
+    mode: str = "independent"  # or "cascade": attack i's column is then the worst case over attacks 1..i
 
     def __post_init__(self) -> None:
         n = len(self.labels)
@@ -84,6 +85,24 @@ class Outcomes:
             raise ClasswiseError(f"no attack {attack!r} in these outcomes; choose one of: "
                                  f"{', '.join(['clean', *self.attacks, WORST_CASE])}") from None
 
+    def broken_by(self) -> np.ndarray:
+        """Per sample (N,) object array: "clean" for a clean mistake, else the first attack (in run order)
+        that broke it, else "" (robust under every attack)."""
+        out = np.full(len(self), "", dtype=object)
+        out[self.clean_pred != self.labels] = "clean"
+        for a in self.attacks:
+            hit = (out == "") & (self.adv_pred[a] != self.labels)
+            out[hit] = a
+        return out
+
+    def broken_by_table(self) -> pd.DataFrame:
+        """Counts per class of what broke each sample: columns clean, each attack, robust."""
+        by = self.broken_by()
+        cols = ["clean", *self.attacks, ""]
+        data = {("robust" if c == "" else c): np.bincount(self.labels[by == c], minlength=self.num_classes)
+                for c in cols}
+        return pd.DataFrame({"class": np.arange(self.num_classes), "name": self.class_names, **data})
+
     # --- class-wise views -------------------------------------------------------------------------
 
     def class_table(self, *, worst_case: bool = True) -> pd.DataFrame:
@@ -108,6 +127,7 @@ class Outcomes:
             "schema_version": 1,
             "dataset": self.dataset,
             "split": self.split,
+            "mode": self.mode,
             "num_samples": int(len(self)),
             "num_classes": k,
             "class_names": list(names),
@@ -122,6 +142,12 @@ class Outcomes:
             "attacks": {},
         }
         attacks = self.attacks + ([WORST_CASE] if len(self.attacks) > 1 else [])
+        if len(self.attacks) > 1:
+            by = self.broken_by()
+            out["broken_by"] = {
+                "overall": {("robust" if c == "" else c): int((by == c).sum()) for c in ["clean", *self.attacks, ""]},
+                "per_class": json_records(self.broken_by_table()),
+            }
         for a in attacks:
             rob_acc, _ = class_accuracy(self.labels, self.pred(a), k)
             rob = self.robust(a)
@@ -155,7 +181,7 @@ class Outcomes:
         for i, a in enumerate(self.attacks):
             arrays[f"adv_{i}"] = _compact(self.adv_pred[a])
         meta = {"attacks": self.attacks, "specs": self.specs, "class_names": self.class_names,
-                "dataset": self.dataset, "split": self.split, "format": "classwise-outcomes/1"}
+                "dataset": self.dataset, "split": self.split, "mode": self.mode, "format": "classwise-outcomes/1"}
         arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
         buf = io.BytesIO()
         np.savez_compressed(buf, **arrays)
@@ -172,9 +198,14 @@ class Outcomes:
                 adv = {a: z[f"adv_{i}"].astype(np.int64) for i, a in enumerate(meta["attacks"])}
                 return cls(z["labels"].astype(np.int64), z["clean_pred"].astype(np.int64), adv,
                            meta["class_names"], z["index"], meta.get("specs", {}), meta.get("dataset", ""),
-                           meta.get("split", "test"))
+                           meta.get("split", "test"), meta.get("mode", "independent"))
         except (OSError, ValueError, KeyError) as e:
             raise ClasswiseError(f"cannot read outcomes {path}: {e}") from None
+
+
+def json_records(df: pd.DataFrame) -> list[dict[str, Any]]:
+    """A DataFrame as JSON-ready records (numpy scalars become Python ones)."""
+    return json.loads(df.to_json(orient="records"))
 
 
 def _compact(a: np.ndarray) -> np.ndarray:

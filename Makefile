@@ -36,6 +36,11 @@ test: install-dev
 test-fast: install-dev
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
+# Speed and strength against torchattacks, ART and foolbox (numbers for humans, not a test).
+bench: install-dev
+	$(PIP) install -q -e '.[dev,bench]'
+	$(PY) benchmarks/bench_attacks.py $(BENCH_ARGS)
+
 lint: install-dev
 	$(VENV)/bin/ruff check src tests benchmarks
 

@@ -108,3 +108,27 @@ def test_report_and_compare(trained, tmp_path):
              "--out", "small")
     bad = cli(tmp_path, "compare", str(a), "small", check=False)
     assert bad.returncode == 2 and "other samples" in bad.stderr, (ev.stdout, bad.stderr)
+
+
+def test_evaluate_sanity_flags_fire_on_a_softmax_model(trained, tmp_path):
+    """A model that returns probabilities is flagged on stderr and in metrics.json; a normal one is not."""
+    (tmp_path / "soft.py").write_text(
+        "import torch\n"
+        "from classwise.models import create_model\n"
+        "def factory(num_classes):\n"
+        "    return torch.nn.Sequential(create_model('small-cnn', num_classes=num_classes, in_channels=1,"
+        " input_size=8), torch.nn.Softmax(dim=1))\n")
+    import torch
+
+    from classwise.models import read_state_dict
+
+    sd = read_state_dict(trained / "pgd-at" / "checkpoints" / "best.safetensors")
+    torch.save({f"0.{k}": v for k, v in sd.items()}, tmp_path / "soft.pt")
+    p = cli(tmp_path, "evaluate", "--dataset", "digits", "--model-file", "soft.py:factory", "--checkpoint", "soft.pt",
+            "--attack", "pgd:eps=0.2,steps=5", "--limit", "100", "--out", "ev")
+    assert "[probabilities]" in p.stderr
+    m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert "probabilities" in [f["name"] for f in m["checks"]]
+    ok = cli(tmp_path, "evaluate", "--checkpoint", str(trained / "pgd-at" / "checkpoints" / "best.safetensors"),
+             "--limit", "100", "--out", "ev2")
+    assert "warning:" not in ok.stderr and json.loads((tmp_path / "ev2" / "metrics.json").read_text())["checks"] == []

@@ -15,6 +15,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from classwise.attacks.adapters import from_torchattacks, torchattacks_attack
+from classwise.attacks.apgd import apgd, apgd_ce, apgd_dlr, apgd_t, dlr_targeted_loss
+from classwise.attacks.autoattack import autoattack
 from classwise.attacks.geometry import ascent_step, project, random_init
 from classwise.attacks.losses import (
     cross_entropy,
@@ -34,9 +37,17 @@ ATTACKS.register("fgsm", fgsm, help="Fast Gradient Sign Method: one step of size
 ATTACKS.register("pgd", pgd, help="Projected Gradient Descent (linf/l2), random start, restarts, targeted")
 ATTACKS.register("tpgd", tpgd, help="Temperature-PGD (Tian et al. 2021): PGD on CE(softmax(z/T))")
 ATTACKS.register("cw", cw, help="CW-k: PGD on the Carlini-Wagner margin loss")
+ATTACKS.register("apgd-ce", apgd_ce, help="Auto-PGD (Croce & Hein 2020) on cross-entropy, adaptive step, momentum")
+ATTACKS.register("apgd-dlr", apgd_dlr, help="Auto-PGD on the Difference of Logits Ratio loss")
+ATTACKS.register("apgd-t", apgd_t, help="targeted Auto-PGD on targeted DLR, top-n_target_classes targets in turn")
+ATTACKS.register("autoattack", autoattack,
+                 help="AutoAttack worst case: APGD-CE, APGD-T (+ FAB-T, Square via torchattacks in 'standard')")
+ATTACKS.register("ta", torchattacks_attack,
+                 help="any torchattacks attack by name (ta:name=FAB,eps=8/255,steps=100); extra keys go to it")
 
 # Arguments an attack takes from its caller, never from a spec string.
 _RUNTIME_ARGS = {"model", "x", "y", "generator", "target", "targeted"}  # targets come from code
+_RUNTIME_ARGS |= {"return_broken_by"}  # changes the return type: code only
 
 
 def attack_params(name: str) -> dict[str, Any]:
@@ -47,6 +58,21 @@ def attack_params(name: str) -> dict[str, Any]:
         for p in inspect.signature(fn).parameters.values()
         if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in _RUNTIME_ARGS
     }
+
+
+def _takes_extra(name: str) -> bool:
+    """Whether attack ``name`` forwards keys it does not name (``**params``, as ``ta`` does)."""
+    return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in inspect.signature(ATTACKS.get(name)).parameters.values())
+
+
+def _convert_extra(value: Any) -> Any:
+    """A forwarded key's value: numbers such as ``8/255`` become floats, other strings stay as written."""
+    if isinstance(value, str):
+        try:
+            return parse_number(value)
+        except ClasswiseError:
+            return value
+    return value
 
 
 def _convert(attack: str, key: str, value: Any, default: Any) -> Any:
@@ -120,12 +146,19 @@ def build_attack(spec: AttackSpec | str, *, defaults: dict[str, Any] | None = No
     merged = {k: v for k, v in (defaults or {}).items() if k in accepted}
     merged.update(spec.params)
     unknown = sorted(set(spec.params) - set(accepted))
+    if unknown and _takes_extra(spec.name):  # forwarded as given, checked by the attack itself
+        merged = {k: v for k, v in merged.items() if k in accepted}
+        extra = {k: _convert_extra(spec.params[k]) for k in unknown}
+        unknown = []
+    else:
+        extra = {}
     if unknown:
         raise ClasswiseError(
             f"attack {spec.name!r} has no parameter {', '.join(map(repr, unknown))}; "
             f"it takes: {', '.join(accepted)}"
         )
     kwargs = {k: _convert(spec.name, k, v, accepted[k]) for k, v in merged.items()}
+    kwargs.update(extra)
     missing = [k for k, d in accepted.items() if d is inspect.Parameter.empty and k not in kwargs]
     if missing:
         raise ClasswiseError(
@@ -142,4 +175,6 @@ __all__ = [
     "fgsm", "pgd", "tpgd", "cw", "iterative_attack",
     "project", "ascent_step", "random_init",
     "make_loss", "cross_entropy", "temperature_cross_entropy", "cw_loss", "dlr_loss", "margin",
+    "apgd", "apgd_ce", "apgd_dlr", "apgd_t", "autoattack", "dlr_targeted_loss",
+    "from_torchattacks", "torchattacks_attack",
 ]

@@ -249,6 +249,9 @@ def evaluate(
     cascade: Annotated[bool, typer.Option(help="Run the attacks in order on the samples still robust "
                                                "(AutoAttack-style worst case; attack i's column is then the "
                                                "worst case over attacks 1..i).")] = False,
+    checks: Annotated[bool, typer.Option("--checks/--no-checks", help="After the evaluation, run sanity checks "
+                                         "for gradient masking and evaluation bugs on <= 200 samples "
+                                         "(see docs/checks.md); fired flags go to stderr and metrics.json.")] = True,
 ) -> None:
     """Attack a trained model and report robustness class by class.
 
@@ -283,6 +286,7 @@ def evaluate(
         net, meta = load_checkpoint(checkpoint, device=dev, model=net)
     else:
         net, meta = load_checkpoint(checkpoint, device=dev)
+    was_training = net.training
     default_eps = eps or (meta.get("threat_model") or {}).get("eps")
     specs = [AttackSpec.parse(s) for s in (attack or [])]
     if not specs:
@@ -313,6 +317,17 @@ def evaluate(
                                        precision=precision, channels_last=channels_last, cascade=cascade)
     elapsed = time.perf_counter() - t0
     res = write_evaluation(run, outcomes)
+    if checks:
+        from classwise.evaluation.checks import flags_to_json, run_checks
+
+        ref = next((a for a in bound if a.eps > 0), None)  # the budget the checks probe around
+        flags = run_checks(net, data, outcomes, eps=ref.eps if ref else 0.0,
+                           norm=ref.norm.value if ref else "linf", device=dev, sample=200, seed=seed,
+                           was_training=was_training)
+        for f in flags:
+            err_console.print(str(f), markup=False, highlight=False, soft_wrap=True)
+        res["metrics"]["checks"] = flags_to_json(flags)
+        run.write_metrics(res["metrics"])
     run.write_config({"command": "evaluate", "checkpoint": str(checkpoint), "dataset": ds_name, "split": split,
                       "limit": limit, "model": model or meta.get("architecture"), "model_file": model_file,
                       "normalize": normalize, "batch_size": batch_size, "data_root": data_root,

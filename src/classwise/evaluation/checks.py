@@ -1,0 +1,360 @@
+"""Evaluation sanity flags: cheap tests that a robustness number can be trusted.
+
+Each check looks for one known way an evaluation goes wrong (Athalye et al. 2018, "Obfuscated
+gradients give a false sense of security"; Carlini et al. 2019, "On evaluating adversarial
+robustness"): masked or broken gradients, a softmax at the end of the model, a stochastic forward pass,
+a model evaluated in train mode, a weaker attack beating a stronger one, robust accuracy that does not
+fall as the budget grows, and an unbounded attack that cannot break the model. Each check returns a
+:class:`Flag` when it fires and ``None`` when all is well; :func:`run_checks` runs them all and returns
+only the flags that fired. See docs/checks.md for thresholds and what to do.
+
+>>> flags = run_checks(model, test, outcomes, eps=8 / 255)  # doctest: +SKIP
+>>> [f.name for f in flags]  # doctest: +SKIP
+[]
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from classwise.attacks import ATTACKS, attack_params
+from classwise.attacks.pgd import pgd
+from classwise.core import Norm, parse_number, resolve_device
+from classwise.data.base import ImageData
+from classwise.errors import ClasswiseError
+from classwise.evaluation.outcomes import Outcomes
+
+log = logging.getLogger(__name__)
+
+Severity = Literal["warning", "error"]
+
+ZERO_GRAD_SHARE = 0.10  # gradients: more than this share of samples with an all-zero input gradient
+PROB_TOL = 1e-3  # probabilities: rows summing to 1 within this
+RANDOM_TOL = 1e-5  # randomness: max |logits_1 - logits_2| above this
+ORDER_SLACK = 0.01  # attack_order: a weaker attack may beat a stronger one by at most 1 point
+MONOTONE_SLACK = 1  # eps_monotone: robust accuracy may rise by at most one sample
+UNBOUNDED_MAX = 0.01  # unbounded: robust accuracy under an unbounded PGD-50 must be <= 1%
+
+# Attack strength tiers for attack_order; within a tier, the same attack with more steps is stronger.
+_TIERS = {"fgsm": 0, "pgd": 1, "tpgd": 1, "cw": 1, "apgd-ce": 2, "apgd-dlr": 2, "apgd-t": 2, "autoattack": 3}
+# Parameters that make two runs of the same attack comparable by steps (restarts only add strength).
+_BUDGET_KEYS = {"eps", "norm", "steps", "restarts", "n_restarts", "alpha", "random_start", "early_stop"}
+
+
+@dataclass
+class Flag:
+    """A check that fired. ``message`` is one line: what it means and what to do."""
+
+    name: str
+    severity: Severity
+    message: str
+    value: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        if d["value"] is not None and not math.isfinite(d["value"]):
+            d["value"] = None  # metrics.json is strict JSON
+        return d
+
+    def __str__(self) -> str:
+        return f"{self.severity}: [{self.name}] {self.message}"
+
+
+def flags_to_json(flags: list[Flag]) -> list[dict[str, Any]]:
+    """The ``metrics["checks"]`` payload: ``[{"name", "severity", "message", "value"}, ...]``."""
+    return [f.to_dict() for f in flags]
+
+
+# --- helpers --------------------------------------------------------------------------------------
+
+
+@contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    """Eval mode inside, the model's own ``training`` flags (module by module) restored after."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, t in modes:
+            m.training = t
+
+
+def _model_device(model: nn.Module) -> torch.device | None:
+    for t in model.parameters():
+        return t.device
+    for t in model.buffers():
+        return t.device
+    return None
+
+
+@torch.no_grad()
+def _robust_count(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
+    return int((model(x).argmax(1) == y).sum())
+
+
+def _chunks(n: int, size: int) -> Iterator[slice]:
+    for i in range(0, n, size):
+        yield slice(i, min(n, i + size))
+
+
+# --- the checks: each returns a Flag when it fires, else None ----------------------------------------
+
+
+def check_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 200) -> Flag | None:
+    """Input gradients of the per-sample CE loss: non-finite anywhere -> error; all-zero for more than
+    10% of the samples -> warning. ``x``: (N, C, H, W) in [0, 1]; ``y``: (N,)."""
+    n = len(y)
+    if n == 0:
+        return None
+    nonfinite = zero = 0
+    with _eval_mode(model):
+        for s in _chunks(n, batch_size):
+            xs = x[s].detach().clone().requires_grad_(True)
+            loss = F.cross_entropy(model(xs), y[s], reduction="sum")
+            (g,) = torch.autograd.grad(loss, xs)
+            g = g.flatten(1)
+            bad = ~torch.isfinite(g).all(dim=1)
+            nonfinite += int(bad.sum())
+            zero += int(((g == 0).all(dim=1) & ~bad).sum())
+    if nonfinite:
+        return Flag("gradients", "error",
+                    f"input gradients are NaN/inf for {nonfinite}/{n} samples: gradient attacks are meaningless "
+                    "here; find the non-differentiable op (sqrt/log/division at 0) and fix or smooth it",
+                    nonfinite / n)
+    if zero / n > ZERO_GRAD_SHARE:
+        return Flag("gradients", "warning",
+                    f"the input gradient is exactly zero for {zero}/{n} samples ({zero / n:.0%}): gradient masking "
+                    "or non-differentiable layers (rounding, quantization, saturated softmax); also evaluate "
+                    "with an attack that needs no gradient (e.g. Square via torchattacks) or a margin loss (cw)",
+                    zero / n)
+    return None
+
+
+@torch.no_grad()
+def check_probabilities(model: nn.Module, x: torch.Tensor) -> Flag | None:
+    """Outputs all in [0, 1] with rows summing to 1 (within 1e-3) -> warning: the model ends with a softmax."""
+    if len(x) == 0:
+        return None
+    with _eval_mode(model):
+        out = model(x).float()
+    dev = (out.sum(dim=1) - 1).abs().max().item()
+    if bool(((out >= 0) & (out <= 1)).all()) and dev <= PROB_TOL:
+        return Flag("probabilities", "warning",
+                    "the model outputs probabilities (it ends with a softmax): cross-entropy on probabilities "
+                    "gives vanishing gradients and overstates robustness; remove the softmax and pass logits",
+                    dev)
+    return None
+
+
+@torch.no_grad()
+def check_randomness(model: nn.Module, x: torch.Tensor) -> Flag | None:
+    """Two clean forward passes in eval mode differing by more than 1e-5 (max abs, logits) -> warning."""
+    if len(x) == 0:
+        return None
+    with _eval_mode(model):
+        a, b = model(x).float(), model(x).float()
+    diff = (a - b).abs().max().item() if torch.isfinite(a).all() and torch.isfinite(b).all() else math.inf
+    if diff > RANDOM_TOL:
+        return Flag("randomness", "warning",
+                    f"two forward passes on the same inputs differ (max |logit diff| {diff:.3g}): the model is "
+                    "stochastic, a single attack run is a lucky draw; attack with EOT (average gradients over "
+                    "draws) and report the spread of robust accuracy over several evaluations", diff)
+    return None
+
+
+def check_train_mode(was_training: bool | None) -> Flag | None:
+    """The model was handed over in train mode -> warning (attacks run in eval mode; say so)."""
+    if was_training:
+        return Flag("train_mode", "warning",
+                    "the model was given in train mode; attacks ran in eval mode (batch-norm running statistics, "
+                    "no dropout) and the mode was restored; call model.eval() yourself if that is not intended",
+                    None)
+    return None
+
+
+def _attack_key(spec: dict[str, Any]) -> tuple[str, float, str, int, int, dict[str, Any]] | None:
+    """(name, eps, norm, steps, restarts, other params) of an outcomes spec, or None if not comparable."""
+    name = str(spec.get("name", "")).lower()
+    if name not in _TIERS:
+        return None
+    params = dict(spec.get("params") or {})
+    # Parameters a spec leaves out take the attack's defaults (apgd-*/autoattack may not be registered).
+    defaults = {k: v for k, v in attack_params(name).items() if v is not inspect.Parameter.empty} \
+        if name in ATTACKS else {}
+    full = {**defaults, **params}
+    if "eps" not in full:
+        return None
+    try:
+        eps = parse_number(full["eps"], name="eps")
+        norm = Norm.parse(full.get("norm", "linf")).value
+    except ClasswiseError:
+        return None
+    steps = int(full.get("steps", 1 if name == "fgsm" else 100))
+    restarts = int(full.get("restarts", full.get("n_restarts", 1)))
+    other = {k: v for k, v in full.items() if k not in _BUDGET_KEYS}
+    return name, eps, norm, steps, restarts, other
+
+
+def _weaker(a: tuple, b: tuple) -> bool:
+    """Is attack ``a`` expected to be no stronger than ``b`` (same eps and norm already checked)?"""
+    (na, _, _, sa, ra, oa), (nb, _, _, sb, rb, ob) = a, b
+    if _TIERS[na] != _TIERS[nb]:
+        return _TIERS[na] < _TIERS[nb]
+    # Same attack with the same loss settings: fewer steps (and no more restarts) is weaker.
+    return na == nb and oa == ob and sa <= sb and ra <= rb and (sa, ra) != (sb, rb)
+
+
+def check_attack_order(outcomes: Outcomes | None) -> Flag | None:
+    """A weaker attack scoring lower robust accuracy than a stronger one (same eps and norm) by more
+    than 1 point -> warning: the gradient-masking signature."""
+    if outcomes is None or len(outcomes) == 0:
+        return None
+    keys = {a: _attack_key(outcomes.specs.get(a) or {}) for a in outcomes.attacks}
+    acc = {a: float(outcomes.robust(a).mean()) for a in outcomes.attacks if keys[a] is not None}
+    bad: list[tuple[float, str, str]] = []
+    for wa, ka in keys.items():
+        for st, kb in keys.items():
+            if ka is None or kb is None or wa == st:
+                continue
+            if ka[2] != kb[2] or not math.isclose(ka[1], kb[1], rel_tol=1e-6, abs_tol=1e-9):
+                continue
+            gap = acc[st] - acc[wa]
+            if _weaker(ka, kb) and gap > ORDER_SLACK + 1e-9:
+                bad.append((gap, wa, st))
+    if not bad:
+        return None
+    gap, wa, st = max(bad)
+    more = f" (+{len(bad) - 1} more pair(s))" if len(bad) > 1 else ""
+    return Flag("attack_order", "warning",
+                f"the weaker attack {wa} ({acc[wa]:.1%}) beats the stronger {st} ({acc[st]:.1%}) by "
+                f"{gap * 100:.1f} points{more}: a gradient-masking signature; use more steps, restarts, a margin "
+                "loss or AutoAttack, and trust the lowest number", gap)
+
+
+def check_eps_monotone(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str | Norm = "linf",
+                       steps: int = 10, batch_size: int = 200) -> Flag | None:
+    """Deterministic PGD-10 at eps/2, eps, 2*eps: robust accuracy rising with eps (by more than one
+    sample), or not falling at all from eps/2 to 2*eps while above 0, -> warning."""
+    n = len(y)
+    if n == 0 or not eps > 0:
+        return None
+    norm = Norm.parse(norm)
+    levels = [eps / 2, eps, 2 * eps]
+    counts = []
+    with _eval_mode(model):
+        for e in levels:
+            c = 0
+            for s in _chunks(n, batch_size):
+                x_adv = pgd(model, x[s], y[s], eps=e, steps=steps, norm=norm, random_start=False)
+                c += _robust_count(model, x_adv, y[s])
+            counts.append(c)
+    curve = ", ".join(f"{e:.4g}: {c / n:.1%}" for e, c in zip(levels, counts, strict=True))
+    rise = max(counts[1] - counts[0], counts[2] - counts[1])
+    if rise > MONOTONE_SLACK:
+        return Flag("eps_monotone", "warning",
+                    f"robust accuracy rises with eps under PGD-{steps} ({curve}): the attack is not finding the "
+                    "worst case (gradient masking or a too-small step); use more steps, restarts and a "
+                    "gradient-free attack", rise / n)
+    if counts[2] >= counts[0] > 0:
+        return Flag("eps_monotone", "warning",
+                    f"robust accuracy does not fall when eps grows 4x under PGD-{steps} ({curve}): the attack "
+                    "barely moves the model (gradient masking); check the gradients flag and try a "
+                    "gradient-free attack", counts[2] / n)
+    return None
+
+
+def check_unbounded(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str | Norm = "linf",
+                    steps: int = 50, batch_size: int = 200) -> Flag | None:
+    """PGD-50 with a budget covering the whole [0, 1] box (linf eps 1, step 0.1; l2 eps sqrt(d), step
+    0.1*sqrt(d)) and no random start: robust accuracy above 1% -> error."""
+    n = len(y)
+    if n == 0:
+        return None
+    norm = Norm.parse(norm)
+    scale = 1.0 if norm is Norm.LINF else math.sqrt(x[0].numel())
+    c = 0
+    with _eval_mode(model):
+        for s in _chunks(n, batch_size):
+            x_adv = pgd(model, x[s], y[s], eps=scale, alpha=0.1 * scale, steps=steps, norm=norm, random_start=False)
+            c += _robust_count(model, x_adv, y[s])
+    if c / n > UNBOUNDED_MAX:
+        return Flag("unbounded", "error",
+                    f"PGD-{steps} with an unbounded budget ({norm.value} eps={scale:.4g}) leaves {c / n:.1%} robust "
+                    "(should be ~0%): attacks cannot reach the whole input space: gradient masking or a bug; "
+                    "do not trust any robust accuracy from gradient attacks on this model", c / n)
+    return None
+
+
+# --- all together ---------------------------------------------------------------------------------
+
+
+def run_checks(
+    model: nn.Module,
+    data: ImageData,
+    outcomes: Outcomes | None = None,
+    *,
+    eps: float,
+    norm: str = "linf",
+    device: str | torch.device = "auto",
+    sample: int = 200,
+    seed: int = 0,
+    was_training: bool | None = None,
+    batch_size: int = 200,
+) -> list[Flag]:
+    """Run every check on a class-stratified sample of at most ``sample`` images of ``data``; return the
+    flags that fired (``[]``: nothing suspicious).
+
+    ``was_training`` says whether the model was in train mode when handed to the evaluation (default:
+    its mode now). ``device="auto"`` uses the model's own device. The model is left exactly as found:
+    its mode, its device, its parameters and their ``.grad`` (gradients are taken with
+    ``torch.autograd.grad`` with respect to inputs only); the global RNG state is restored too.
+    """
+    if sample < 1:
+        raise ClasswiseError(f"sample must be >= 1, got {sample}")
+    eps = parse_number(eps, name="eps")
+    norm_ = Norm.parse(norm)
+    if was_training is None:
+        was_training = model.training
+    home = _model_device(model)
+    dev = (home or resolve_device("auto")) if str(device) == "auto" else resolve_device(device)
+    part = data.take(sample, seed=seed)
+    x, y = part.tensors(device=dev)
+    moved = home is not None and home != dev
+    flags: list[Flag | None] = [check_train_mode(was_training), check_attack_order(outcomes)]
+    cuda = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == "cuda" else []
+    try:
+        if moved:
+            model.to(dev)
+        with torch.random.fork_rng(devices=cuda), _eval_mode(model):
+            flags.append(check_gradients(model, x, y, batch_size=batch_size))
+            flags.append(check_probabilities(model, x))
+            flags.append(check_randomness(model, x))
+            flags.append(check_eps_monotone(model, x, y, eps=eps, norm=norm_, batch_size=batch_size))
+            flags.append(check_unbounded(model, x, y, norm=norm_, batch_size=batch_size))
+    finally:
+        if moved:
+            model.to(home)
+    fired = [f for f in flags if f is not None]
+    order = {"error": 0, "warning": 1}
+    fired.sort(key=lambda f: order[f.severity])
+    for f in fired:
+        log.info("%s", f)
+    return fired
+
+
+__all__ = [
+    "Flag", "run_checks", "flags_to_json",
+    "check_gradients", "check_probabilities", "check_randomness", "check_train_mode",
+    "check_attack_order", "check_eps_monotone", "check_unbounded",
+]

@@ -1,0 +1,217 @@
+"""Evaluation sanity flags: each fires on a model built to trigger it and stays silent on PGD-AT."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from classwise.evaluation import Outcomes, evaluate
+from classwise.evaluation.checks import (
+    Flag,
+    check_attack_order,
+    check_eps_monotone,
+    check_gradients,
+    check_probabilities,
+    check_randomness,
+    check_train_mode,
+    check_unbounded,
+    flags_to_json,
+    run_checks,
+)
+
+EPS = 0.2  # the at_model's training eps (conftest.DIGITS_EPS)
+
+
+class Round(nn.Module):
+    """Quantizes inputs to 5 levels: zero input gradient almost everywhere."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.round(x * 4) / 4
+
+
+class NaNGrad(nn.Module):
+    """Same logits as ``net``, but d sqrt(0 * x) / dx = 0 * inf = NaN."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x) + torch.sqrt(x.flatten(1) * 0).sum(1, keepdim=True)
+
+
+class Noisy(nn.Module):
+    """Gaussian noise on the logits at every forward pass, in eval mode too."""
+
+    def __init__(self, net: nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.net(x)
+        return z + torch.randn_like(z)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """8x8 images gain nothing from threads, and two spinning threads on a busy 2-core box run the
+    PGD loops here 100x slower; restore the session's setting afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def xy(digits):
+    return digits[1].take(200, seed=0).tensors()
+
+
+@pytest.fixture(scope="module")
+def rounded(at_model):
+    return nn.Sequential(Round(), at_model).eval()
+
+
+def names(flags: list[Flag]) -> list[str]:
+    return [f.name for f in flags]
+
+
+# --- one check at a time ----------------------------------------------------------------------------
+
+
+def test_gradients_zero_on_rounding_model(rounded, at_model, xy):
+    x, y = xy
+    f = check_gradients(rounded, x, y)
+    assert f is not None and f.name == "gradients" and f.severity == "warning"
+    assert f.value == pytest.approx(1.0)  # every sample: rounding has no gradient anywhere
+    assert check_gradients(at_model, x, y) is None
+
+
+def test_gradients_nan_is_an_error(at_model, xy):
+    x, y = xy
+    f = check_gradients(NaNGrad(at_model).eval(), x, y)
+    assert f is not None and f.severity == "error" and f.value == pytest.approx(1.0)
+
+
+def test_probabilities(at_model, xy):
+    x, _ = xy
+    f = check_probabilities(nn.Sequential(at_model, nn.Softmax(1)).eval(), x)
+    assert f is not None and f.name == "probabilities" and f.value < 1e-3
+    assert check_probabilities(at_model, x) is None
+
+
+def test_randomness(at_model, xy):
+    x, _ = xy
+    f = check_randomness(Noisy(at_model).eval(), x)
+    assert f is not None and f.name == "randomness" and f.value > 1
+    assert check_randomness(at_model, x) is None
+
+
+def test_train_mode():
+    assert check_train_mode(True).name == "train_mode"
+    assert check_train_mode(False) is None and check_train_mode(None) is None
+
+
+def _outcomes(robust: dict[str, int], specs: dict[str, dict], n: int = 100) -> Outcomes:
+    """Hand-made outcomes on n samples, all clean-correct; attack a leaves robust[a] samples robust."""
+    labels = np.arange(n) % 10
+    adv = {a: np.where(np.arange(n) < r, labels, (labels + 1) % 10) for a, r in robust.items()}
+    return Outcomes(labels, labels.copy(), adv, [str(c) for c in range(10)], specs=specs)
+
+
+def _spec(name: str, **params) -> dict:
+    return {"name": name, "params": {"eps": 0.2, "norm": "linf", **params}}
+
+
+def test_attack_order_fgsm_beating_pgd_fires():
+    o = _outcomes({"fgsm": 40, "pgd-20": 45}, {"fgsm": _spec("fgsm"), "pgd-20": _spec("pgd", steps=20)})
+    f = check_attack_order(o)
+    assert f is not None and f.name == "attack_order" and f.value == pytest.approx(0.05)
+    assert "fgsm" in f.message and "pgd-20" in f.message
+
+
+def test_attack_order_fewer_steps_beating_more_fires():
+    o = _outcomes({"pgd-10": 40, "pgd-50": 42}, {"pgd-10": _spec("pgd", steps=10), "pgd-50": _spec("pgd", steps=50)})
+    assert check_attack_order(o).value == pytest.approx(0.02)
+
+
+@pytest.mark.parametrize("robust, specs", [
+    # the normal ordering
+    ({"fgsm": 60, "pgd-20": 45, "apgd": 44, "aa": 43},
+     {"fgsm": _spec("fgsm"), "pgd-20": _spec("pgd", steps=20), "apgd": _spec("apgd-ce", steps=100),
+      "aa": _spec("autoattack")}),
+    # within one point: random-start noise
+    ({"pgd-10": 44, "pgd-50": 45}, {"pgd-10": _spec("pgd", steps=10), "pgd-50": _spec("pgd", steps=50)}),
+    # different eps or norm: not comparable
+    ({"fgsm": 30, "pgd": 60}, {"fgsm": _spec("fgsm", eps=0.3), "pgd": _spec("pgd", steps=20)}),
+    ({"fgsm": 30, "pgd": 60}, {"fgsm": _spec("fgsm", norm="l2"), "pgd": _spec("pgd", steps=20)}),
+    # different losses with different steps: no expected order
+    ({"pgd-10": 30, "cw-20": 40}, {"pgd-10": _spec("pgd", steps=10), "cw-20": _spec("cw", steps=20)}),
+])
+def test_attack_order_silent(robust, specs):
+    assert check_attack_order(_outcomes(robust, specs)) is None
+
+
+def test_attack_order_without_outcomes():
+    assert check_attack_order(None) is None
+
+
+def test_eps_monotone(rounded, at_model, xy):
+    x, y = xy
+    f = check_eps_monotone(rounded, x, y, eps=EPS)
+    assert f is not None and f.name == "eps_monotone" and f.severity == "warning"
+    assert check_eps_monotone(at_model, x, y, eps=EPS) is None
+
+
+def test_unbounded(rounded, at_model, xy):
+    x, y = xy
+    f = check_unbounded(rounded, x, y)
+    assert f is not None and f.severity == "error" and f.value > 0.5
+    assert check_unbounded(at_model, x, y) is None
+    assert check_unbounded(at_model, x[:50], y[:50], norm="l2") is None
+
+
+# --- all together ------------------------------------------------------------------------------------
+
+
+def _state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_run_checks_silent_on_at_model_and_leaves_it_alone(at_model, digits):
+    test = digits[1]
+    before = _state(at_model)
+    outcomes = evaluate(at_model, test.take(100), [f"fgsm:eps={EPS}", f"pgd:eps={EPS},steps=10"], device="cpu")
+    flags = run_checks(at_model, test, outcomes, eps=EPS, sample=200)
+    assert flags == []
+    assert not at_model.training
+    assert all(p.grad is None for p in at_model.parameters())
+    assert all(torch.equal(v, before[k]) for k, v in at_model.state_dict().items())
+
+
+def test_run_checks_restores_train_mode_and_rng(at_model, digits):
+    net = copy.deepcopy(at_model).train()
+    before = _state(net)
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    flags = run_checks(net, digits[1], eps=EPS, sample=60)
+    assert names(flags) == ["train_mode"]
+    assert net.training and all(m.training for m in net.modules())
+    assert all(p.grad is None for p in net.parameters())
+    assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())
+    assert torch.equal(torch.rand(3), expected)  # the caller's random stream is untouched
+
+
+def test_run_checks_collects_and_serializes(rounded, digits):
+    flags = run_checks(rounded, digits[1], eps=EPS, sample=100)
+    assert names(flags)[0] == "unbounded"  # errors first
+    assert set(names(flags)) == {"unbounded", "gradients", "eps_monotone"}
+    payload = json.loads(json.dumps({"checks": flags_to_json(flags)}, allow_nan=False))
+    assert all(set(d) == {"name", "severity", "message", "value"} for d in payload["checks"])
+    assert all("\n" not in d["message"] for d in payload["checks"])

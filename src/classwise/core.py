@@ -119,6 +119,15 @@ class AttackSpec:
     def display(self) -> str:
         if self.label:
             return self.label
+        special = {"apgd-ce": "APGD-CE", "apgd-dlr": "APGD-DLR", "apgd-t": "APGD-T", "autoattack": "AutoAttack"}
+        if self.name in special:
+            base = special[self.name]
+            if self.name == "autoattack":
+                return base + (f"({self.params['version']})" if self.params.get("version", "standard") != "standard"
+                               else "")
+            return f"{base}-{self.params['steps']}" if "steps" in self.params else base
+        if self.name == "ta":
+            return "TA-" + str(self.params.get("name", "APGD"))
         steps = self.params.get("steps")
         name = self.name.upper() if self.name in ("fgsm", "pgd", "cw", "tpgd") else self.name
         if self.name == "tpgd":

@@ -159,6 +159,8 @@ def build_attack(spec: AttackSpec | str, *, defaults: dict[str, Any] | None = No
         )
     kwargs = {k: _convert(spec.name, k, v, accepted[k]) for k, v in merged.items()}
     kwargs.update(extra)
+    if "steps" in accepted and "steps" not in kwargs and accepted["steps"] is not inspect.Parameter.empty:
+        kwargs["steps"] = accepted["steps"]  # record the step count that runs (it names the attack: PGD-20)
     missing = [k for k, d in accepted.items() if d is inspect.Parameter.empty and k not in kwargs]
     if missing:
         raise ClasswiseError(

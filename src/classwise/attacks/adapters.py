@@ -128,12 +128,17 @@ def from_torchattacks(attack_obj: Any) -> Callable[..., torch.Tensor]:
 
 
 def _find_class(ta: Any, name: str) -> type:
-    classes = {n.lower(): getattr(ta, n) for n in getattr(ta, "__all__", dir(ta))
-               if inspect.isclass(getattr(ta, n, None))}
+    """``torchattacks.<name>``, matched case-insensitively among its attack classes."""
+    base = getattr(ta, "Attack", object)
+    classes = {}
+    for n in getattr(ta, "__all__", dir(ta)):
+        obj = getattr(ta, n, None)
+        if inspect.isclass(obj) and issubclass(obj, base) and obj is not base:
+            classes[n.lower()] = obj
     cls = classes.get(str(name).lower())
-    if cls is None or not callable(getattr(cls, "forward", None)):
+    if cls is None:
         raise ClasswiseError(f"torchattacks has no attack {name!r}; choose one of: "
-                             f"{', '.join(sorted(getattr(ta, n).__name__ for n in classes))}")
+                             f"{', '.join(sorted(c.__name__ for c in classes.values()))}")
     return cls
 
 

@@ -119,16 +119,30 @@ class _Run:
         self.found = torch.zeros(n, dtype=torch.bool, device=x.device)
 
 
+def checkpoints(steps: int) -> list[int]:
+    """Iterations (1-based counts of steps taken) after which APGD checks its step size.
+
+    The reference's integer version of p_0 = 0, p_1 = 0.22, p_{j+1} = p_j + max(p_j - p_{j-1} - 0.03,
+    0.06): windows of int(0.22 N) steps, each int(0.03 N) shorter than the last, never below
+    int(0.06 N) (each at least 1). For N = 100: 22, 41, 57, 70, 80, 87, 93, 99.
+    """
+    window = max(int(0.22 * steps), 1)
+    shortest, shrink = max(int(0.06 * steps), 1), max(int(0.03 * steps), 1)
+    out, at = [], window
+    while at <= steps:
+        out.append(at)
+        window = max(window - shrink, shortest)
+        at += window
+    return out
+
+
 def _apgd_run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, t: torch.Tensor | None, *, loss_fn,
               eps: Budget, norm: Norm, steps: int, rho: float, generator: torch.Generator | None,
               early_stop: bool) -> _Run:
     """One APGD run from a fresh random start on all rows of ``x`` (whose eps must be > 0)."""
     out = _Run(x)
     n = x.shape[0]
-    k = max(int(0.22 * steps), 1)          # first checkpoint window (p_1 = 0.22)
-    k_min = max(int(0.06 * steps), 1)      # windows never shorter than 6% of the steps
-    k_dec = max(int(0.03 * steps), 1)      # each window is 3% shorter than the previous one
-
+    checks = set(checkpoints(steps))
     cur = _start(x, norm, eps, generator)
     logits, loss, grad = _loss_and_grad(model, cur, y, t, loss_fn)
     step = (2.0 * eps).clone() if isinstance(eps, torch.Tensor) else torch.full((n,), 2.0 * eps, device=x.device)
@@ -156,7 +170,7 @@ def _apgd_run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, t: torch.Tenso
         return s
 
     s = record(logits)
-    since = 0
+    last_check = 0
     for i in range(steps):
         if s["rows"].numel() == 0:
             break
@@ -175,9 +189,9 @@ def _apgd_run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, t: torch.Tenso
             s["best_grad"] = torch.where(better.view(-1, *([1] * (new.ndim - 1))), grad, s["best_grad"])
             s["best_loss"] = torch.where(better, loss, s["best_loss"])
         s = record(logits)
-        since += 1
-        if since == k:
-            few_ups = s["n_up"] <= k * rho
+        if i + 1 in checks:
+            window, last_check = i + 1 - last_check, i + 1
+            few_ups = s["n_up"] <= window * rho
             stalled = ~s["reduced"] & (s["ckpt_best"] >= s["best_loss"])
             halve = few_ups | stalled
             s["reduced"], s["ckpt_best"] = halve, s["best_loss"].clone()
@@ -187,8 +201,6 @@ def _apgd_run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, t: torch.Tenso
                 s["cur"] = torch.where(h, s["best"], s["cur"])
                 s["grad"] = torch.where(h, s["best_grad"], s["grad"])
             s["n_up"] = torch.zeros_like(s["n_up"])
-            since = 0
-            k = max(k - k_dec, k_min)
     out.best[s["rows"]], out.best_loss[s["rows"]] = s["best"], s["best_loss"]
     return out
 

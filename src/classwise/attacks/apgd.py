@@ -268,12 +268,18 @@ def apgd(
             break
         r = _apgd_run(model, x[idx], y[idx], None, loss_fn=loss_fn, eps=_take(eps, idx), norm=norm,
                       steps=int(steps), rho=float(rho), generator=generator, early_stop=early_stop)
-        better = r.best_loss > best_loss[idx]
-        out[idx[better]] = r.best[better]
-        best_loss[idx[better]] = r.best_loss[better]
-        out[idx[r.found]] = r.adv[r.found]
-        found[idx[r.found]] = True
+        _merge(r, idx, out, best_loss, found)
     return out.detach()
+
+
+def _merge(r, idx: torch.Tensor, out: torch.Tensor, best_loss: torch.Tensor, found: torch.Tensor) -> None:
+    """Fold one run over the rows ``idx`` into the running result (in place): a higher-loss point
+    replaces the kept one, and an adversarial point found always wins."""
+    better = r.best_loss > best_loss[idx]
+    out[idx[better]] = r.best[better]
+    best_loss[idx[better]] = r.best_loss[better]
+    out[idx[r.found]] = r.adv[r.found]
+    found[idx[r.found]] = True
 
 
 def apgd_t(
@@ -320,11 +326,7 @@ def apgd_t(
                 break
             r = _apgd_run(model, x[idx], y[idx], ranked[idx, rank], loss_fn=_targeted, eps=_take(eps, idx),
                           norm=norm, steps=int(steps), rho=float(rho), generator=generator, early_stop=True)
-            better = r.best_loss > best_loss[idx]
-            out[idx[better]] = r.best[better]
-            best_loss[idx[better]] = r.best_loss[better]
-            out[idx[r.found]] = r.adv[r.found]
-            found[idx[r.found]] = True
+            _merge(r, idx, out, best_loss, found)
     return out.detach()
 
 

@@ -169,6 +169,8 @@ def bench_autoattack(name, model, x, y, eps):
     aa = ATTACKS.get("autoattack")
     t = time.perf_counter(); ours = aa(model, x, y, eps=eps, version="standard"); to = time.perf_counter() - t  # noqa: E702
     ta = torchattacks.AutoAttack(model, norm="Linf", eps=eps, version="standard", n_classes=10, seed=SEED)
+    for member in ta._autoattack.attacks[:3]:  # APGD, APGD-T, FAB: torchattacks defaults to 10 steps,
+        member.steps = 100                     # the reference uses 100 (PEERS.md)
     t = time.perf_counter(); theirs = ta(x, y); tt = time.perf_counter() - t  # noqa: E702
     print(f"\n== {name}: AutoAttack (standard) on {len(y)} images at eps={eps:.4g}")
     print(f"classwise autoattack: {to:.1f}s robust {acc(model, ours, y):.3f}; torchattacks AutoAttack: {tt:.1f}s "

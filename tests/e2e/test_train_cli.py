@@ -132,3 +132,29 @@ def test_list_recipes_and_methods(tmp_path):
     out = cli(tmp_path, "list", "methods").stdout
     for m in ("standard", "pgd-at", "trades", "mart", "fgsm-rs"):
         assert m in out
+
+
+@pytest.mark.slow
+def test_torchrun_sharded_evaluation_equals_one_process(tmp_path):
+    """evaluate under torchrun (2 gloo processes) gives the very same per-sample outcomes, random starts included."""
+    import numpy as np
+
+    from classwise.evaluation import Outcomes
+
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or shutil.which("torchrun")
+    if torchrun is None:
+        pytest.skip("torchrun not found beside the interpreter")
+    cli(tmp_path, "train", *FAST, "--epochs", "1", "--no-eval", "--out", "run")
+    ev = ["evaluate", "--checkpoint", "run/checkpoints/best.safetensors", "--limit", "150", "--batch-size", "32",
+          "--device", "cpu", "--no-checks", "--attack", "pgd:eps=0.2,steps=5", "--attack", "fgsm:eps=0.2"]
+    p = subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", "-m", "classwise", *ev, "--out", "sharded"],
+                       cwd=tmp_path, env=env(tmp_path), capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    cli(tmp_path, *ev, "--out", "single")
+    a, b = Outcomes.load(tmp_path / "sharded" / "outcomes.npz"), Outcomes.load(tmp_path / "single" / "outcomes.npz")
+    assert len(a) == len(b) == 150
+    for key in ("labels", "clean_pred", "index"):
+        np.testing.assert_array_equal(getattr(a, key), getattr(b, key))
+    assert a.attacks == b.attacks
+    for k in a.attacks:
+        np.testing.assert_array_equal(a.adv_pred[k], b.adv_pred[k])

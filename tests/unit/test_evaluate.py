@@ -67,3 +67,11 @@ def test_channels_last_same_predictions(at_model, test_data):
 def test_unknown_precision(at_model, test_data):
     with pytest.raises(ClasswiseError, match="unknown precision 'fp8'; choose one of: fp32, bf16"):
         evaluate(at_model, test_data, DET[:1], device="cpu", precision="fp8")
+
+
+def test_auto_batch_size_on_cpu(at_model, test_data):
+    import torch
+
+    from classwise.evaluation import auto_batch_size
+
+    assert auto_batch_size(at_model, test_data, torch.device("cpu")) == 256

@@ -235,7 +235,8 @@ def evaluate(
     eps: Annotated[str | None, typer.Option(help="Default eps for attack specs that give none (e.g. 8/255).")] = None,
     split: Annotated[str, typer.Option(help="train or test.")] = "test",
     limit: Annotated[int | None, typer.Option(min=1, help="Evaluate a class-stratified subset of N samples.")] = None,
-    batch_size: Annotated[int, typer.Option(min=1)] = 256,
+    batch_size: Annotated[str, typer.Option(help="Images per batch, or auto (256 on CPU; on CUDA the largest "
+                                                 "that fits, halved).")] = "256",
     data_root: Annotated[Path | None, typer.Option(help="Dataset folder (default: $CLASSWISE_DATA or "
                                                             "~/.cache/classwise/data).")] = None,
     download: Annotated[bool, typer.Option(help="Download the dataset if missing (torchvision datasets).")] = False,
@@ -256,7 +257,11 @@ def evaluate(
     """Attack a trained model and report robustness class by class.
 
     Writes metrics.json, outcomes.npz (per-sample), config.toml, run.json and plots/ into the run directory.
+    Under `torchrun --nproc_per_node=N -m classwise evaluate ...` the batches are shared out over the
+    processes and the per-sample outcomes gathered: the numbers equal a one-process run's.
     """
+    import os
+
     from classwise.attacks import build_attack
     from classwise.core import AttackSpec, resolve_device
     from classwise.data import load_dataset
@@ -309,13 +314,27 @@ def evaluate(
     if k_model != data.num_classes:
         raise ClasswiseError(f"the model has {k_model} outputs but {ds_name} has {data.num_classes} classes; "
                              "check --dataset and --checkpoint")
-    run = RunDir(out or default_run_dir("evaluate", ds_name))
+    if batch_size.strip().lower() == "auto":
+        from classwise.evaluation import auto_batch_size
+
+        bs = auto_batch_size(net, data, dev)
+    else:
+        try:
+            bs = int(batch_size)
+        except ValueError:
+            raise ClasswiseError(f"--batch-size must be a positive integer or auto, got {batch_size!r}") from None
+        if bs < 1:
+            raise ClasswiseError(f"--batch-size must be a positive integer or auto, got {batch_size!r}")
+    main_proc = int(os.environ.get("RANK", "0")) == 0
+    run = RunDir(out or default_run_dir("evaluate", ds_name)) if main_proc else None
     console.print(f"[bold]classwise evaluate[/]: {len(data)} {ds_name} {split} images, "
                   f"{len(bound)} attack(s), device {dev}")
     t0 = time.perf_counter()
-    outcomes = _evaluate_with_progress(net, data, bound, batch_size=batch_size, device=dev, seed=seed,
+    outcomes = _evaluate_with_progress(net, data, bound, batch_size=bs, device=dev, seed=seed,
                                        precision=precision, channels_last=channels_last, cascade=cascade)
     elapsed = time.perf_counter() - t0
+    if not main_proc:
+        return  # under torchrun every process holds the gathered outcomes; rank 0 writes them
     res = write_evaluation(run, outcomes)
     if checks:
         from classwise.evaluation.checks import flags_to_json, run_checks
@@ -330,7 +349,7 @@ def evaluate(
         run.write_metrics(res["metrics"])
     run.write_config({"command": "evaluate", "checkpoint": str(checkpoint), "dataset": ds_name, "split": split,
                       "limit": limit, "model": model or meta.get("architecture"), "model_file": model_file,
-                      "normalize": normalize, "batch_size": batch_size, "data_root": data_root,
+                      "normalize": normalize, "batch_size": bs, "data_root": data_root,
                       "precision": precision, "channels_last": channels_last, "cascade": cascade,
                       "attacks": [outcomes.specs[a] for a in outcomes.attacks], "seed": seed, "device": str(dev)})
     run.write_run_info(seed=seed, device=str(dev), extra={"eval_seconds": round(elapsed, 2)})
@@ -437,7 +456,7 @@ def train(
         alpha = cfg.eval_alpha if cfg.eval_alpha is not None else 2.5 * cfg.eps / cfg.eval_steps
         specs = [f"pgd:eps={cfg.eps},steps={cfg.eval_steps},alpha={alpha},norm={cfg.norm}"] if cfg.eps > 0 else []
         outcomes = _evaluate_with_progress(net, test, specs, batch_size=max(256, cfg.batch_size), device=dev,
-                                           seed=cfg.seed)
+                                           seed=cfg.seed, distributed=False)  # rank 0 alone, other ranks are done
         res = write_evaluation(run, outcomes)
         say(f"test evaluation of the best checkpoint (epoch {meta.get('epoch')}):")
         _show_results(outcomes, res["metrics"], res["files"])

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from classwise import dist as D
 from classwise.attacks import BoundAttack, build_attack
 from classwise.core import AttackSpec, resolve_device
 from classwise.data.base import ImageData
@@ -32,6 +33,37 @@ def _bind(attacks: Sequence[BoundAttack | AttackSpec | str]) -> list[BoundAttack
 @torch.no_grad()
 def _predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return model(x).argmax(dim=1)
+
+
+def _generator(seed: int, attack: int, batch: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed * 1_000_003 + attack * 100_003 + batch)
+
+
+def auto_batch_size(model: nn.Module, data: ImageData, device: torch.device, *, cpu_default: int = 256,
+                    largest: int = 4096) -> int:
+    """A batch size for attacking ``model`` on ``device``.
+
+    CPU: ``cpu_default`` (larger batches gain nothing there). CUDA: the largest power of two up to
+    ``largest`` whose forward + input-gradient pass fits in memory, halved to leave room for the
+    attacks' extra tensors.
+    """
+    if device.type != "cuda":
+        return cpu_default
+    x1, _ = next(data.batches(1, device=device))
+    fits = 0
+    bs = 16
+    while bs <= largest:
+        try:
+            x = x1.expand(bs, *x1.shape[1:]).clone().requires_grad_(True)
+            (g,) = torch.autograd.grad(model(x).float().sum(), x)
+            del x, g
+            fits = bs
+            bs *= 2
+        except torch.OutOfMemoryError:
+            break
+        finally:
+            torch.cuda.empty_cache()
+    return max(16, fits // 2)
 
 
 PRECISIONS = ("fp32", "bf16")
@@ -77,13 +109,19 @@ def evaluate(
     precision: str = "fp32",
     channels_last: bool = False,
     cascade: bool = False,
+    distributed: bool = True,
 ) -> Outcomes:
     """Classify ``data`` clean and under each attack; return per-sample :class:`Outcomes`.
 
     The model runs in eval mode (its mode is restored afterwards). Only samples classified correctly
     when clean are attacked: a clean mistake is non-robust under every attack. Each attack draws its
     randomness from its own generator seeded from ``seed``, so adding an attack does not change
-    another's results.
+    another's results; the generator of each (attack, batch) pair is seeded from ``(seed, attack, batch)``,
+    so results do not depend on how batches are spread over processes.
+
+    Under torchrun (``WORLD_SIZE`` > 1, ``distributed=True``) batches are dealt out round-robin to the
+    processes and the per-sample outcomes gathered: every process returns the same :class:`Outcomes`,
+    identical to a one-process run with the same ``batch_size``.
 
     ``cascade=True`` runs the attacks in order on the samples still robust (AutoAttack-style): far less
     work, the worst case over the list is the same, but the column of attack i then holds the worst
@@ -100,30 +138,38 @@ def evaluate(
     try:
         net = prepare_model(model, dev, precision=precision, channels_last=channels_last)
         mf = torch.channels_last if channels_last else torch.contiguous_format
-        gens = [torch.Generator().manual_seed(seed * 1009 + i) for i in range(len(bound))]
-        labels, clean, adv = [], [], [[] for _ in bound]
-        for x, y in data.batches(batch_size, device=dev):
+        info = D.init_from_env(dev) if distributed else D.DistInfo()
+        per_batch: list[tuple[int, torch.Tensor, torch.Tensor, list[torch.Tensor]]] = []
+        for b, (x, y) in enumerate(data.batches(batch_size, device=dev)):
+            if b % info.world != info.rank:
+                continue  # another process's batch (under torchrun)
             x = x.contiguous(memory_format=mf) if x.ndim == 4 else x
             p = _predict(net, x)
             ok = p == y
-            labels.append(y.cpu())
-            clean.append(p.cpu())
             if progress:
-                progress("clean", len(y))
+                progress("clean", len(y) * info.world)
             still = ok.clone()  # robust so far (cascade)
             last = p.clone()
+            advs = []
             for i, attack in enumerate(bound):
                 todo = still if cascade else ok
                 pa = last.clone() if cascade else p.clone()
                 if bool(todo.any()):
-                    x_adv = attack(net, x[todo], y[todo], generator=gens[i])
+                    x_adv = attack(net, x[todo], y[todo], generator=_generator(seed, i, b))
                     pa[todo] = _predict(net, x_adv)
                 if cascade:
                     still &= pa == y
                     last = pa
-                adv[i].append(pa.cpu())
+                advs.append(pa.cpu())
                 if progress:
-                    progress(attack.label, len(y))
+                    progress(attack.label, len(y) * info.world)
+            per_batch.append((b, y.cpu(), p.cpu(), advs))
+        if info.enabled:  # every process gets every batch, back in dataset order
+            per_batch = sorted((r for part in D.all_gather_object(per_batch, info) for r in part),
+                               key=lambda r: r[0])
+        labels = [r[1] for r in per_batch]
+        clean = [r[2] for r in per_batch]
+        adv = [[r[3][i] for r in per_batch] for i in range(len(bound))]
     finally:
         model.train(was_training)
 

@@ -31,13 +31,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from classwise import dist as D
 from classwise.attacks import pgd
 from classwise.core import resolve_device
 from classwise.data import ImageData, load_dataset
 from classwise.errors import ClasswiseError
 from classwise.io import atomic_write, atomic_write_text
 from classwise.models import create_model, dataset_stats, save_checkpoint
-from classwise.training import dist as D
 from classwise.training.augment import augment_batch
 from classwise.training.config import TrainConfig
 from classwise.training.methods import METHODS, MethodConfig

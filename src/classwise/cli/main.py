@@ -333,6 +333,7 @@ def evaluate(
     outcomes = _evaluate_with_progress(net, data, bound, batch_size=bs, device=dev, seed=seed,
                                        precision=precision, channels_last=channels_last, cascade=cascade)
     elapsed = time.perf_counter() - t0
+    _end_distributed()
     if not main_proc:
         return  # under torchrun every process holds the gathered outcomes; rank 0 writes them
     res = write_evaluation(run, outcomes)
@@ -436,6 +437,7 @@ def train(
                      callbacks=FitCallbacks(on_start=on_start, on_epoch=on_epoch,
                                             on_batch=lambda e, k, loss: prog.advance(task["id"], k)))
     elapsed = time.perf_counter() - t0
+    _end_distributed()
     if run is None:
         return
     run.write_run_info(seed=cfg.seed, device=str(dev), extra={
@@ -682,6 +684,16 @@ def compare(
         console.print(t)
     path = build_compare_report(runs, out or runs[0] / "compare.html", attack=attack)
     console.print(f"report: {path}", highlight=False, soft_wrap=True)
+
+
+def _end_distributed() -> None:
+    """Under torchrun: wait for every process, then leave the process group. A process that exits with
+    the group still up can abort in gloo's threads ("terminate called without an active exception")."""
+    import torch.distributed as tdist
+
+    if tdist.is_available() and tdist.is_initialized():
+        tdist.barrier()
+        tdist.destroy_process_group()
 
 
 def _peek_sidecar(checkpoint: Path) -> dict | None:

@@ -6,7 +6,7 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -75,3 +75,19 @@ def _json_default(o: Any) -> Any:
     if isinstance(o, os.PathLike):
         return os.fspath(o)
     raise TypeError(f"not JSON serializable: {type(o).__name__}")
+
+
+def toml_safe(obj: Any) -> Any:
+    """A value TOML can hold: None dropped (TOML has no null), tuples as lists, Paths as strings,
+    enums by value, numpy scalars as Python ones."""
+    if isinstance(obj, Mapping):
+        return {str(k): toml_safe(v) for k, v in obj.items() if v is not None}
+    if isinstance(obj, (list, tuple)):
+        return [toml_safe(v) for v in obj if v is not None]
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if hasattr(obj, "item") and hasattr(obj, "dtype"):  # numpy scalars
+        return obj.item()
+    if hasattr(obj, "value") and not isinstance(obj, (int, float, str, bool)):  # enums
+        return obj.value
+    return obj

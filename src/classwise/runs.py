@@ -23,7 +23,7 @@ import torch
 
 from classwise import __version__
 from classwise.errors import ClasswiseError
-from classwise.io import atomic_write_json, atomic_write_text
+from classwise.io import atomic_write_json, atomic_write_text, toml_safe
 
 try:  # Python >= 3.11
     import tomllib
@@ -34,19 +34,6 @@ except ModuleNotFoundError:  # pragma: no cover
 def default_run_dir(kind: str, dataset: str) -> Path:
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     return Path("runs") / f"{kind}-{dataset}-{stamp}"
-
-
-def _toml_safe(obj: Any) -> Any:
-    """TOML has no null: drop None values; tuples become lists; Paths become strings."""
-    if isinstance(obj, dict):
-        return {str(k): _toml_safe(v) for k, v in obj.items() if v is not None}
-    if isinstance(obj, (list, tuple)):
-        return [_toml_safe(v) for v in obj if v is not None]
-    if isinstance(obj, Path):
-        return str(obj)
-    if hasattr(obj, "value") and not isinstance(obj, (int, float, str, bool)):  # enums
-        return obj.value
-    return obj
 
 
 class RunDir:
@@ -77,7 +64,7 @@ class RunDir:
         import tomli_w
 
         text = "# Resolved configuration of this run (written by classwise " + __version__ + ")\n"
-        return atomic_write_text(self.file("config.toml"), text + tomli_w.dumps(_toml_safe(config)))
+        return atomic_write_text(self.file("config.toml"), text + tomli_w.dumps(toml_safe(config)))
 
     def write_run_info(self, *, seed: int, device: str, extra: dict[str, Any] | None = None) -> Path:
         info = {

@@ -577,18 +577,9 @@ def _config_text(cfg: Any) -> str:
         return cfg
     import tomli_w
 
-    def clean(o: Any) -> Any:
-        if isinstance(o, Mapping):
-            return {str(k): clean(v) for k, v in o.items() if v is not None}
-        if isinstance(o, (list, tuple)):
-            return [clean(v) for v in o if v is not None]
-        if isinstance(o, Path):
-            return str(o)
-        if isinstance(o, np.generic):
-            return o.item()
-        return o
+    from classwise.io import toml_safe
 
-    return tomli_w.dumps(clean(cfg))
+    return tomli_w.dumps(toml_safe(cfg))
 
 
 def _summary(heads: Mapping[str, dict], primary: str) -> tuple[list[Card], list[Table]]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from classwise.attacks.geometry import ascent_step, clip_box, project, random_init
+from classwise.attacks.geometry import _per_sample, ascent_step, clip_box, project, random_init
 from classwise.attacks.losses import LossFn, make_loss
 from classwise.core import Norm, parse_number
 from classwise.errors import ClasswiseError
@@ -70,6 +70,89 @@ def _fooled(logits: torch.Tensor, labels: torch.Tensor, targeted: bool) -> torch
     return pred == labels if targeted else pred != labels
 
 
+def _box(x: torch.Tensor, norm: Norm, eps: Budget) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """linf: the per-pixel bounds ``[max(x - eps, 0), min(x + eps, 1)]`` of the ball and the box together,
+    so that one clamp projects onto both; l2: None (the ball is not a box)."""
+    if norm is not Norm.LINF:
+        return None
+    e = _per_sample(eps, x)
+    return (x - e).clamp_(min=0), (x + e).clamp_(max=1)
+
+
+def _layout(x: torch.Tensor) -> torch.memory_format:
+    """The caller's memory layout of ``x``: iterates are made in it, so the model sees what the caller
+    gave (a 1-channel batch is stored alike either way, but convolutions and pools pick kernels by
+    the strides, and the faster one differs by model)."""
+    return torch.channels_last if x.ndim == 4 and x.stride(1) == 1 and x.shape[1] > 0 else torch.contiguous_format
+
+
+def _fresh(like: torch.Tensor, fmt: torch.memory_format) -> torch.Tensor:
+    return torch.empty(like.shape, dtype=like.dtype, device=like.device, memory_format=fmt)
+
+
+def _step(xa: torch.Tensor, x_adv: torch.Tensor, grad: torch.Tensor, norm: Norm, eps: Budget, alpha: Budget,
+          bounds: tuple[torch.Tensor, torch.Tensor] | None, fmt: torch.memory_format) -> torch.Tensor:
+    """One projected ascent step from ``x_adv``: inside the eps-ball around ``xa`` and inside [0, 1]."""
+    if bounds is not None:  # linf: sign step, then one clamp onto the (ball and box) bounds
+        s = grad.sign_()
+        if isinstance(alpha, torch.Tensor):
+            nxt = torch.addcmul(x_adv, _per_sample(alpha, s), s)
+        else:
+            nxt = torch.add(x_adv, s, alpha=alpha)
+        return torch.clamp(nxt, bounds[0], bounds[1], out=_fresh(nxt, fmt))
+    delta = project(x_adv - xa + ascent_step(grad, norm, alpha), norm, eps)
+    return torch.add(xa, delta, out=_fresh(xa, fmt)).clamp_(0, 1)
+
+
+def _ascent(model: nn.Module, xa: torch.Tensor, la: torch.Tensor, idx: torch.Tensor, start: torch.Tensor, *,
+            loss: LossFn, eps: Budget, alpha: Budget, steps: int, norm: Norm, targeted: bool, early_stop: bool,
+            final_check: bool, fmt: torch.memory_format) -> tuple[torch.Tensor, torch.Tensor]:
+    """One run of projected ascent from ``xa + start`` (rows ``idx`` of the caller's batch).
+
+    Returns ``(x_adv, fooled)`` for the rows of ``xa``. With ``early_stop`` a row leaves at the first
+    iterate that fools the model, and that iterate is its ``x_adv``; the others get the last iterate.
+    ``fooled`` is known for rows that left early and, with ``final_check``, for the rest (one more forward).
+    The iterate itself is what is kept and stepped (not a perturbation): in linf one clamp onto
+    precomputed bounds projects onto the ball and the box at once, three elementwise ops per step.
+    """
+    bounds = _box(xa, norm, eps)
+    cur = torch.add(xa, start, out=_fresh(xa, fmt))
+    cur = cur.clamp_(bounds[0], bounds[1]) if bounds is not None else cur.clamp_(0, 1)
+    n = xa.shape[0]
+    out: torch.Tensor | None = None  # made at the first fooled row, when every row is still here
+    fooled_all = torch.zeros(n, dtype=torch.bool, device=xa.device)
+    rows = torch.arange(n, device=xa.device)
+    for _ in range(steps):
+        cur.requires_grad_(True)
+        logits = model(cur)
+        (grad,) = torch.autograd.grad(loss(logits, la, idx).sum(), cur)
+        cur = cur.detach()
+        if early_stop:
+            fooled = _fooled(logits.detach(), la, targeted)
+            if bool(fooled.any()):
+                if out is None:
+                    out = cur.clone()
+                else:
+                    out[rows[fooled]] = cur[fooled]
+                fooled_all[rows[fooled]] = True
+                keep = ~fooled
+                rows, xa, la, idx, cur, grad = rows[keep], xa[keep], la[keep], idx[keep], cur[keep], grad[keep]
+                eps, alpha = _take(eps, keep), _take(alpha, keep)
+                if bounds is not None:
+                    bounds = (bounds[0][keep], bounds[1][keep])
+                if rows.numel() == 0:
+                    return out, fooled_all
+        cur = _step(xa, cur, grad, norm, eps, alpha, bounds, fmt)
+    if out is None:
+        out = cur
+    else:
+        out[rows] = cur
+    if final_check:
+        with torch.no_grad():
+            fooled_all[rows] = _fooled(model(cur), la, targeted)
+    return out, fooled_all
+
+
 def iterative_attack(
     model: nn.Module,
     x: torch.Tensor,
@@ -110,48 +193,34 @@ def iterative_attack(
         raise ClasswiseError("a targeted attack needs target labels (target=...)")
     labels = (target if targeted else y).to(x.device)
     x = x.detach()
-    x_adv = x.clone()
     n = x.shape[0]
-    done = torch.zeros(n, dtype=torch.bool, device=x.device)
     if n == 0 or _all_zero(eps):
-        return x_adv
-
+        return x.clone()
+    x_adv = x.clone()
+    done = torch.zeros(n, dtype=torch.bool, device=x.device)
+    every = torch.arange(n, device=x.device)
+    fmt = _layout(x)
     for _r in range(max(1, restarts)):
-        active = torch.arange(n, device=x.device) if not early_stop and restarts == 1 else (~done).nonzero().squeeze(1)
+        active = every if not early_stop and restarts == 1 else (~done).nonzero().squeeze(1)
         if active.numel() == 0:
             break
-        xa, la = x[active], labels[active]
+        whole = active.numel() == n
+        xa, la = (x, labels) if whole else (x[active], labels[active])
         eps_a, alpha_a = _take(eps, active), _take(alpha, active)
         if init is not None:
-            delta = clip_box(xa, project(init.detach().to(xa)[active], norm, eps_a))
+            start = clip_box(xa, project(init.detach().to(xa)[active], norm, eps_a))
         elif random_start:
-            delta = random_init(xa, norm, eps_a, generator)
+            start = random_init(xa, norm, eps_a, generator)
         else:
-            delta = torch.zeros_like(xa)
-        for _ in range(steps):
-            delta.requires_grad_(True)
-            logits = model(xa + delta)
-            losses = loss(logits, la, active)
-            (grad,) = torch.autograd.grad(losses.sum(), delta)
-            delta = delta.detach()
-            if early_stop:
-                fooled = _fooled(logits.detach(), la, targeted)
-                if bool(fooled.any()):
-                    x_adv[active[fooled]] = xa[fooled] + delta[fooled]
-                    done[active[fooled]] = True
-                    keep = ~fooled
-                    active, xa, la, delta, grad = active[keep], xa[keep], la[keep], delta[keep], grad[keep]
-                    eps_a, alpha_a = _take(eps_a, keep), _take(alpha_a, keep)
-                    if active.numel() == 0:
-                        break
-            delta = clip_box(xa, project(delta + ascent_step(grad, norm, alpha_a), norm, eps_a))
-        if active.numel() == 0:
-            continue
-        x_adv[active] = xa + delta
-        if restarts > 1 or early_stop:
-            # One more forward tells whether the last iterate fooled the model; it decides restarts.
-            with torch.no_grad():
-                done[active] |= _fooled(model(xa + delta), la, targeted)
+            start = torch.zeros_like(xa)
+        adv, fooled = _ascent(model, xa, la, active, start, loss=loss, eps=eps_a, alpha=alpha_a, steps=steps,
+                              norm=norm, targeted=targeted, early_stop=early_stop,
+                              final_check=restarts > 1 or early_stop, fmt=fmt)
+        if whole:
+            x_adv, done = adv, fooled
+        else:
+            x_adv[active] = adv
+            done[active] |= fooled
     return x_adv.detach()
 
 

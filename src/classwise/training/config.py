@@ -74,6 +74,20 @@ class TrainConfig:
     class_weights: list[float] | None = None
     class_eps: list[float] | None = None
     exclude_classes: list[int] | None = None  # train without these classes (remove-a-class experiment, E2b)
+    # vulnerable-class defenses and the FRL baseline (classwise.training.defenses has the details).
+    # Class weights/eps re-set each epoch from the VALIDATION split's per-class accuracy, never the test set.
+    defense: str = "none"  # none | fixed (lambda on class c*) | adaptive (from val robust error) | frl
+    defense_warmup: int = 2  # epochs of plain training before the defense starts (fixed: c* is picked then)
+    vulnerable_class: int | None = None  # fixed: c*; None = the lowest val robust accuracy after the warm-up
+    defense_weight: float = 3.0  # fixed: the loss weight lambda of c* (the other classes keep 1)
+    defense_tau: float = 0.2  # adaptive: w_c = K * softmax(val_robust_err_c / tau), mean 1
+    defense_momentum: float = 0.5  # adaptive: w <- m * w_old + (1 - m) * w_new (small val sets are noisy)
+    defense_eps: float | None = None  # fixed/adaptive: training eps of c* (adaptive: the top-weighted class)
+    frl_mode: str = "reweight"  # frl: reweight | remargin | both (Xu et al. 2021)
+    frl_tau: float = 0.05  # frl: tolerance of the per-class error over the average (both constraints)
+    frl_rate: float = 1.0  # frl: step of the reweight multipliers per epoch, per unit of violation
+    frl_eps_rate: float = 1.0  # frl: step of the remargin multiplier: eps_c = eps * (1 + psi_c)
+    frl_eps_max: float = 1.5  # frl: cap of the remargined eps, as a multiple of eps
     # fgsm-rs: catastrophic overfitting guard (validation PGD accuracy collapsing)
     co_drop: float = 0.2  # a fall of the validation robust accuracy by this much from its best ...
     co_action: str = "stop"  # ... stops training (stop) or only warns (warn)
@@ -115,6 +129,9 @@ class TrainConfig:
             v = getattr(self, name)
             if v is not None and any(w < 0 for w in v):
                 raise ClasswiseError(f"{name} must be non-negative")
+        from classwise.training.defenses import validate_defense_config
+
+        validate_defense_config(self)
         return self
 
     def to_dict(self) -> dict[str, Any]:

@@ -40,6 +40,7 @@ from classwise.io import atomic_write, atomic_write_text
 from classwise.models import create_model, dataset_stats, save_checkpoint
 from classwise.training.augment import augment_batch
 from classwise.training.config import TrainConfig
+from classwise.training.defenses import Defense
 from classwise.training.methods import METHODS, MethodConfig
 
 log = logging.getLogger(__name__)
@@ -258,11 +259,15 @@ def fit(
 
     history: list[dict[str, Any]] = []
     start_epoch, best_score, best_epoch = 1, -math.inf, 0
+    defense = Defense(cfg, k)
     if state_path is not None:
         st = _load_state(state_path)
         saved = json.loads(st["config"])
-        diff = {k_: (saved.get(k_), v) for k_, v in cfg.to_dict().items()
-                if k_ not in ("epochs", "tensorboard", "num_workers", "co_action") and saved.get(k_) != v}
+        # keys missing from an older run's state had their default value then
+        defaults = TrainConfig().to_dict()
+        diff = {k_: (saved.get(k_, defaults[k_]), v) for k_, v in cfg.to_dict().items()
+                if k_ not in ("epochs", "tensorboard", "num_workers", "co_action")
+                and saved.get(k_, defaults[k_]) != v}
         if diff:
             k0, (a, b) = next(iter(diff.items()))
             raise ClasswiseError(f"--resume with a different configuration: {k0} was {a!r}, now {b!r}; "
@@ -272,6 +277,7 @@ def fit(
         start_epoch = int(st["epoch"]) + 1
         best_score, best_epoch = float(st["best_score"]), int(st["best_epoch"])
         history = json.loads(st["history"])
+        defense.load_state_dict(st.get("defense"))
         log.info("resuming %s from epoch %d", out, start_epoch - 1)
 
     ddp = model
@@ -281,9 +287,8 @@ def fit(
     per_rank_batch = math.ceil(cfg.batch_size / info.world)
     n_batches = math.ceil(len(_shard(len(train), torch.Generator().manual_seed(0), info)) / per_rank_batch)
     total_iters = cfg.epochs * n_batches
-    class_weights = torch.tensor(cfg.class_weights, dtype=torch.float32, device=dev) if cfg.class_weights else None
-    class_eps = torch.tensor(cfg.class_eps, dtype=torch.float32, device=dev) if cfg.class_eps else None
-    for name, v in (("class_weights", class_weights), ("class_eps", class_eps)):
+    for name in ("class_weights", "class_eps"):
+        v = getattr(cfg, name)
         if v is not None and len(v) != k:
             raise ClasswiseError(f"{name} has {len(v)} values but {cfg.dataset} has {k} classes")
     meta_base = {"dataset": cfg.dataset, "class_names": full.class_names, "recipe": cfg.to_dict(),
@@ -303,6 +308,10 @@ def fit(
             gen = _epoch_generator(cfg.seed, epoch)
             order = _shard(len(train), gen, info)
             loss_sum, correct, seen = 0.0, 0, 0
+            # the class weights / eps in force this epoch: the recipe's, or the defense's (set from validation)
+            w_list, eps_list = defense.weights(), defense.eps()
+            class_weights = torch.tensor(w_list, dtype=torch.float32, device=dev) if w_list else None
+            class_eps = torch.tensor(eps_list, dtype=torch.float32, device=dev) if eps_list else None
             ddp.train()
             for b, (x, y) in enumerate(train.subset(order).batches(per_rank_batch, device=dev)):
                 it = (epoch - 1) * n_batches + b
@@ -340,11 +349,17 @@ def fit(
                                   if cfg.eps_warmup > 0 else 1.0),
                 "train_loss": float(tot[0] / tot[2]),
                 "train_acc": float(tot[1] / tot[2]),  # on the inputs trained on (adversarial for AT)
+                # in force during this epoch (class_eps before the eps warm-up ramp)
+                "class_weights": list(w_list) if w_list else [1.0] * k,
+                "class_eps": list(eps_list) if eps_list else [float(cfg.eps)] * k,
             }
             if val is not None:
                 record.update(validate(model, val, cfg, dev, info))
             record["seconds"] = round(time.perf_counter() - t0, 3)
             history.append(record)
+            defense.update(epoch, history)  # sets the next epoch's weights / eps from this validation
+            if cfg.defense != "none":
+                record.update(defense.info())
             score = record.get("val_robust_acc", -record["train_loss"])
             score = -math.inf if score is None or math.isnan(score) else score
             improved = score > best_score
@@ -359,6 +374,8 @@ def fit(
                     stopped = msg + "; stopped, the best checkpoint is kept"
             if info.is_main:
                 meta = {**meta_base, "epoch": epoch, "metrics": _scalars(record)}
+                if cfg.defense != "none":
+                    meta["defense"] = defense.info()
                 if improved:
                     save_checkpoint(ckpt_dir / "best.safetensors", model, meta)
                 save_checkpoint(ckpt_dir / "last.safetensors", model, meta)
@@ -366,6 +383,7 @@ def fit(
                     "model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
                     "best_score": best_score, "best_epoch": best_epoch,
                     "history": json.dumps(history), "config": json.dumps(cfg.to_dict()),
+                    "defense": defense.state_dict(),
                 })
                 atomic_write_text(out / "history.jsonl", "".join(json.dumps(h) + "\n" for h in history))
                 if tb is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from classwise.core import AttackSpec
 from classwise.errors import ClasswiseError
 from classwise.evaluation import WORST_CASE, evaluate
 
@@ -75,3 +76,39 @@ def test_auto_batch_size_on_cpu(at_model, test_data):
     from classwise.evaluation import auto_batch_size
 
     assert auto_batch_size(at_model, test_data, torch.device("cpu")) == 256
+
+
+@pytest.mark.parametrize("specs", [
+    ["pgd:eps=0.2,steps=10", "tpgd:eps=0.2,steps=10,T=0.5", "cw:eps=0.2,steps=10", "fgsm:eps=0.2"],
+    # different budgets and steps in one loop (per-row eps and alpha), and an l2 pair
+    ["pgd:eps=0.1,steps=10", AttackSpec("pgd", {"eps": 0.2, "steps": 10, "alpha": 0.03}, "big"),
+     "cw:eps=0.15,steps=10"],
+    ["pgd:eps=1.0,steps=10,norm=l2", "tpgd:eps=1.0,steps=10,T=0.2,norm=l2", "pgd:eps=0.2,steps=5"],
+])
+def test_fused_attacks_equal_one_after_another(at_model, test_data, specs):
+    """PGD-family attacks fused into one batched loop give, sample by sample, the predictions of
+    running each alone with its own generator (random starts included)."""
+    from classwise.evaluation.evaluate import _fusion_groups, _bind
+
+    assert _fusion_groups(_bind(specs))  # something is fused
+    fused = evaluate(at_model, test_data, specs, batch_size=128, device="cpu", seed=3, fuse=True)
+    alone = evaluate(at_model, test_data, specs, batch_size=128, device="cpu", seed=3, fuse=False)
+    for label in alone.attacks:
+        assert np.array_equal(fused.adv_pred[label], alone.adv_pred[label]), label
+    clean = alone.robust("clean").mean()
+    assert all(alone.robust(lbl).mean() < clean for lbl in alone.attacks)  # the attacks did break samples
+
+
+def test_pgd_plan_only_for_what_it_can_fuse():
+    from classwise.attacks import build_attack
+    from classwise.attacks.pgd import pgd_plan
+
+    def plan(spec):
+        a = build_attack(spec)
+        return pgd_plan(a.fn, a.kwargs)
+
+    assert plan("pgd:eps=0.1,steps=7").group[0] == 7
+    assert plan("cw:eps=0.1").alpha == pytest.approx(2.5 * 0.1 / 20)
+    for spec in ("pgd:eps=0.1,restarts=2", "pgd:eps=0.1,early_stop=false", "pgd:eps=0", "fgsm:eps=0.1",
+                 "apgd-ce:eps=0.1"):
+        assert plan(spec) is None, spec

@@ -13,6 +13,9 @@ classes a larger budget).
 
 from __future__ import annotations
 
+import inspect
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
@@ -333,3 +336,90 @@ def cw(
     """CW-k: PGD on the Carlini-Wagner margin loss max_{j!=y} z_j - z_y (capped at kappa), bounded eps."""
     return pgd(model, x, y, eps=eps, alpha=alpha, steps=steps, norm=norm, random_start=random_start,
                restarts=restarts, loss="cw", kappa=kappa, early_stop=early_stop, generator=generator)
+
+
+# --------------------------------------------------------------------------------------------------
+# Several PGD-family attacks in one batched loop (evaluation runs PGD, T-PGD and CW on the same samples).
+
+
+@dataclass(frozen=True)
+class PGDPlan:
+    """A one-restart, untargeted, early-stopping PGD-family attack call with eps > 0, as data
+    (see :func:`pgd_plan`)."""
+
+    loss: LossFn
+    eps: float
+    alpha: float
+    steps: int
+    norm: Norm
+    random_start: bool
+
+    @property
+    def group(self) -> tuple[int, Norm, bool]:
+        """Plans with the same group can share one loop: same number of steps, norm and start."""
+        return self.steps, self.norm, self.random_start
+
+
+def pgd_plan(fn: object, kwargs: dict) -> PGDPlan | None:
+    """The plan of ``fn(model, x, y, **kwargs)`` when ``fn`` is :func:`pgd`, :func:`tpgd` or :func:`cw`
+    with one restart, early stopping, no target and number-valued eps, alpha and T; else None."""
+    if fn not in (pgd, tpgd, cw):
+        return None
+    p = {k: v.default for k, v in inspect.signature(fn).parameters.items() if v.default is not inspect.Parameter.empty}
+    p.update(kwargs)
+    if p.get("targeted") or int(p.get("restarts", 1)) != 1 or not p.get("early_stop", True):
+        return None
+    if any(isinstance(p.get(k), torch.Tensor) for k in ("eps", "alpha", "T")) or "eps" not in p:
+        return None
+    name = {pgd: p.get("loss", "ce"), tpgd: "ce", cw: "cw"}[fn]
+    norm, steps = Norm.parse(p.get("norm", Norm.LINF)), int(p["steps"])
+    eps = parse_number(p["eps"], name="eps")
+    alpha = _default_alpha(eps, steps, norm) if p.get("alpha") is None else parse_number(p["alpha"], name="alpha")
+    if not (eps > 0 and alpha > 0):
+        return None  # eps 0 returns x untouched; bad values: let the attack itself raise its error
+    loss = make_loss(name, T=float(p.get("T", 1.0)), kappa=float(p.get("kappa", 50.0)))
+    return PGDPlan(loss, eps, alpha, steps, norm, bool(p.get("random_start", True)))
+
+
+def fused_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, plans: list[PGDPlan],
+              generators: list[torch.Generator | None]) -> list[torch.Tensor]:
+    """Run several plans of one :attr:`PGDPlan.group` on the same ``(x, y)`` in one batched loop.
+
+    Returns one ``x_adv`` per plan, sample by sample what running each attack alone with its generator
+    gives: losses are per sample, each plan's random start is drawn from its own generator exactly as
+    the attack alone draws it, and each (plan, sample) row leaves the loop at its own first success.
+    One forward/backward of m*N rows costs less than m of N rows (fewer, larger kernels).
+    """
+    if len({p.group for p in plans}) > 1:
+        raise ClasswiseError("fused_pgd: the plans differ in steps, norm or random start")
+    m, n = len(plans), x.shape[0]
+    if n == 0 or m == 0:
+        return [x.detach().clone() for _ in plans]
+    x = x.detach()
+    steps, norm, random_start = plans[0].group
+    fmt = _layout(x)
+    xs = torch.cat([x] * m)
+    ys = torch.cat([y.to(x.device)] * m)
+    same = len({(p.eps, p.alpha) for p in plans}) == 1
+
+    def per_row(values: list[float]) -> Budget:
+        return values[0] if same else torch.tensor(values, dtype=x.dtype, device=x.device).repeat_interleave(n)
+
+    eps, alpha = per_row([p.eps for p in plans]), per_row([p.alpha for p in plans])
+    if random_start:
+        start = torch.cat([random_init(x, norm, p.eps, g) for p, g in zip(plans, generators, strict=True)])
+    else:
+        start = torch.zeros_like(xs)
+    seg = torch.arange(m, device=x.device).repeat_interleave(n)
+    local = torch.arange(n, device=x.device).repeat(m)
+
+    def loss(z: torch.Tensor, labels: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        s, li = seg[idx], local[idx]
+        out = plans[0].loss(z, labels, li)
+        for j in range(1, m):
+            out = torch.where(s == j, plans[j].loss(z, labels, li), out)
+        return out
+
+    adv, _ = _ascent(model, xs, ys, torch.arange(m * n, device=x.device), start, loss=loss, eps=eps, alpha=alpha,
+                     steps=steps, norm=norm, targeted=False, early_stop=True, final_check=False, fmt=fmt)
+    return [adv[j * n:(j + 1) * n] for j in range(m)]

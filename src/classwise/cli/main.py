@@ -615,6 +615,10 @@ def report(
             break
     if (run_dir / "study.json").is_file():
         path = _rebuild_study_report(run_dir, out)
+    elif (run_dir / "defend.json").is_file():  # classwise defend: the run page plus the trade-off section
+        from classwise.report.html import build_defend_report
+
+        path = build_defend_report(run_dir, out=out)
     else:
         path = build_run_report(run_dir, out=out, norms=norms)
     console.print(f"report: {path}", highlight=False, soft_wrap=True)
@@ -684,6 +688,209 @@ def compare(
         console.print(t)
     path = build_compare_report(runs, out or runs[0] / "compare.html", attack=attack)
     console.print(f"report: {path}", highlight=False, soft_wrap=True)
+
+
+# --- defend (vulnerable-class defenses: inference-phase decision rules, training-phase sweeps) ------------
+
+
+class DefendPhase(str, Enum):
+    inference = "inference"
+    train = "train"
+
+
+def _float_list(text: str, what: str) -> list[float]:
+    from classwise.core import parse_number
+
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise ClasswiseError(f"{what}: give comma-separated numbers, e.g. 0,0.5,1,2,4")
+    return [float(parse_number(t, name=what)) for t in items]
+
+
+@app.command()
+def defend(
+    checkpoint: Annotated[Path, typer.Option(help="The undefended model: a classwise checkpoint (its sidecar "
+                                                  "names the dataset and the recipe the validation split comes "
+                                                  "from) or a run directory.")],
+    phase: Annotated[DefendPhase, typer.Option(help="inference: change the decision rule of the checkpoint; "
+                                                    "train: retrain its recipe with a training defense.")] = DefendPhase.inference,
+    rule: Annotated[str, typer.Option(help="inference: bias (add b to logit c*) or threshold (predict c* "
+                                           "when p(c*) >= tau).")] = "bias",
+    bias: Annotated[str | None, typer.Option(help="rule bias: the values of b to sweep.")] = None,
+    tau: Annotated[str | None, typer.Option(help="rule threshold: the values of tau in (0, 1] to sweep "
+                                                 "(1 = undefended).")] = None,
+    defense: Annotated[str | None, typer.Option(help="train: the training defense (fixed, adaptive, frl).")] = None,
+    weight: Annotated[str | None, typer.Option(help="train: the values to sweep of the defense's key "
+                                                    "(fixed: defense_weight, adaptive: defense_tau, frl: frl_rate).")] = None,
+    key: Annotated[str | None, typer.Option(help="train: sweep this recipe key instead.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="train: override any recipe key (repeatable), "
+                                                              "e.g. --set epochs=15.")] = None,
+    cls: Annotated[int | None, typer.Option("--class", help="Force c* (default: the least robust class of the "
+                                                            "undefended model on the validation split).")] = None,
+    attack: Annotated[list[str] | None, typer.Option(
+        "--attack", "-a", help="Attack spec, repeatable (default: PGD-20 and CW-20 at the checkpoint's eps). "
+                               "Attacks see the defended model (adaptive).")] = None,
+    eps: Annotated[str | None, typer.Option(help="Default eps for attack specs that give none.")] = None,
+    dataset: Annotated[str | None, typer.Option(help="Dataset (default: the checkpoint's).")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Test on a class-stratified subset of N images.")] = None,
+    val_fraction: Annotated[float | None, typer.Option(help="Carve this share of the training set as the "
+                                                            "validation split (default: the checkpoint recipe's).")] = None,
+    objective: Annotated[str, typer.Option(help="Choose the setting on validation by: worst (worst-class robust "
+                                                "accuracy), cstar or average.")] = "worst",
+    max_drop: Annotated[float, typer.Option(help="... among settings whose validation average robust accuracy is "
+                                                 "at most this many points below the undefended model's.")] = 2.0,
+    transfer: Annotated[bool, typer.Option(help="inference: also report the NON-adaptive contrast (attacks "
+                                                "crafted on the undefended model).")] = True,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per batch.")] = 256,
+    data_root: Annotated[Path | None, typer.Option(help="Dataset folder.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Run directory (default: runs/defend-DATASET-TIMESTAMP).")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    seed: Annotated[int, typer.Option(help="Seed of the attacks (and of training, with --phase train).")] = 0,
+) -> None:
+    """Defend the most vulnerable class c* and report the trade-off over a sweep, with intervals.
+
+    c* and the setting to deploy are chosen on a validation split of the training set (the one the
+    checkpoint's training carved), never on the test set. Every setting is evaluated on the test set with
+    attacks on the defended model (adaptive); --transfer adds the non-adaptive contrast. Writes
+    defend.json, the chosen setting's metrics.json/outcomes.npz, settings/*/outcomes.npz (for
+    `classwise compare`), plots/tradeoff.png; `classwise report RUN` renders it.
+    """
+    from classwise.attacks import build_attack
+    from classwise.core import AttackSpec, resolve_device
+    from classwise.data import load_dataset
+    from classwise.defenses.artifacts import write_sweep
+    from classwise.defenses.sweep import run_inference_sweep, run_train_sweep, validation_split
+    from classwise.defenses.tradeoff import OBJECTIVES
+    from classwise.models import load_checkpoint
+    from classwise.runs import RunDir, default_run_dir
+
+    if objective not in OBJECTIVES:
+        raise ClasswiseError(f"unknown --objective {objective!r}; choose one of: {', '.join(OBJECTIVES)}")
+    if not 0 <= max_drop <= 100:
+        raise ClasswiseError(f"--max-drop is in accuracy points and must lie in [0, 100], got {max_drop:g}")
+    if phase is DefendPhase.inference:
+        if defense or weight or key or set_:
+            raise ClasswiseError("--defense/--weight/--key/--set belong to --phase train; the inference phase "
+                                 "sweeps --bias (rule bias) or --tau (rule threshold)")
+        if rule not in ("bias", "threshold"):
+            raise ClasswiseError(f"unknown --rule {rule!r}; choose bias or threshold")
+        if rule == "bias" and tau is not None:
+            raise ClasswiseError("--tau is the sweep of --rule threshold; with --rule bias sweep --bias")
+        if rule == "threshold" and bias is not None:
+            raise ClasswiseError("--bias is the sweep of --rule bias; with --rule threshold sweep --tau")
+        values = _float_list(bias or "0,0.5,1,2,4", "--bias") if rule == "bias" else \
+            _float_list(tau or "1,0.4,0.3,0.2,0.1", "--tau")
+        if rule == "threshold" and any(not 0 < v <= 1 for v in values):
+            raise ClasswiseError(f"--tau values must lie in (0, 1], got {tau}")
+    else:
+        if bias is not None or tau is not None or rule != "bias":
+            raise ClasswiseError("--rule/--bias/--tau belong to --phase inference; --phase train sweeps "
+                                 "--defense NAME --weight W1,W2,...")
+        if not defense:
+            raise ClasswiseError("--phase train needs --defense NAME (fixed, adaptive or frl) and --weight W1,W2,...")
+        values = _float_list(weight or "", "--weight")
+    dev = resolve_device(device)
+    net, meta = load_checkpoint(checkpoint, device=dev)
+    ds_name = dataset or meta.get("dataset")
+    if not ds_name:
+        raise ClasswiseError(f"checkpoint {checkpoint} does not say its dataset; pass --dataset NAME")
+    recipe = meta.get("recipe")
+    if not recipe:
+        err_console.print("warning: the checkpoint carries no training recipe; the validation split is carved "
+                          "with the default val_fraction/seed and may overlap the model's training images",
+                          markup=False, highlight=False)
+    val = validation_split(recipe, ds_name, data_root=data_root, val_fraction=val_fraction, seed=seed)
+    test = load_dataset(ds_name, "test", root=data_root, image_size=(recipe or {}).get("image_size")
+                        if (recipe or {}).get("image_size") not in (None, "none") else None)
+    if limit:
+        test = test.take(limit, seed=seed)
+    default_eps = eps or (meta.get("threat_model") or {}).get("eps") or (recipe or {}).get("eps")
+    specs = [AttackSpec.parse(s) for s in (attack or [])]
+    if not specs:
+        if default_eps is None:
+            raise ClasswiseError("no attack given and the checkpoint names no eps; pass --attack SPEC "
+                                 "(e.g. --attack pgd:eps=0.2,steps=20) or --eps")
+        specs = [AttackSpec("pgd", {"steps": 20}), AttackSpec("cw", {"steps": 20})]
+    bound = [build_attack(s, defaults={"eps": default_eps} if default_eps is not None else None) for s in specs]
+    run = RunDir(out or default_run_dir("defend", ds_name))
+    what = f"rule {rule}" if phase is DefendPhase.inference else f"training defense {defense}"
+    console.print(f"[bold]classwise defend[/]: {phase.value} phase, {what}, sweep {', '.join(f'{v:g}' for v in values)}; "
+                  f"{len(val)} validation / {len(test)} test {ds_name} images; attacks "
+                  f"{', '.join(a.label for a in bound)}; device {dev}", highlight=False)
+    say = lambda s: console.print(f"  {s}", highlight=False, markup=False)  # noqa: E731
+    t0 = time.perf_counter()
+    common = dict(objective=objective, max_drop=max_drop / 100, device=dev, seed=seed, batch_size=batch_size,
+                  on_stage=say)
+    if phase is DefendPhase.inference:
+        res = run_inference_sweep(net, val, test, bound, rule=rule, values=values, cstar=cls, transfer=transfer,
+                                  **common)
+    else:
+        overrides: dict = {}
+        for item in set_ or []:
+            if "=" not in item:
+                raise ClasswiseError(f"--set {item!r}: write KEY=VALUE, e.g. --set epochs=15")
+            k, v = item.split("=", 1)
+            overrides[k.strip()] = v.strip()
+        res = run_train_sweep(recipe or {"dataset": ds_name}, net, val, test, bound, run.path / "train",
+                              defense=defense, values=values, key=key, cstar=cls, overrides=overrides,
+                              data_root=data_root, **common)
+    elapsed = time.perf_counter() - t0
+    config = {"command": "defend", "phase": phase.value, "checkpoint": str(checkpoint), "dataset": ds_name,
+              "rule": res.rule, "values": values, "class": cls, "defense": defense, "key": key,
+              "overrides": set_ or [], "limit": limit, "val_fraction": val_fraction, "objective": objective,
+              "max_drop_points": max_drop, "transfer": transfer, "batch_size": batch_size,
+              "attacks": [a.spec.to_dict() for a in bound], "seed": seed, "device": str(dev)}
+    run.write_config(config)
+    files = write_sweep(run, res, config={k: config[k] for k in ("command", "phase", "checkpoint", "dataset", "rule")},
+                        phase=phase.value, objective=objective, max_drop=max_drop / 100)
+    run.write_run_info(seed=seed, device=str(dev), extra={"seconds": round(elapsed, 2)})
+    _print_tradeoff(res)
+    console.print(f"swept in {elapsed:.0f}s; chosen on validation: [bold]{res.chosen}[/] ({res.reason})",
+                  highlight=False, soft_wrap=True)
+    for name, path in files.items():
+        console.print(f"  {name:<15} {path}", highlight=False, soft_wrap=True)
+    console.print(f"  {'settings':<15} {run.path / 'settings'}  (e.g. classwise compare {run.path / 'settings' / 'undefended'} "
+                  f"{run.path})", highlight=False, soft_wrap=True)
+
+
+def _print_tradeoff(res) -> None:
+    """The trade-off tables: test (adaptive) per attack, then the transferred contrast and the validation
+    table under the selection attack. Every row of every attack is in defend.json and the report."""
+    from rich.console import Console
+    from rich.table import Table
+
+    out = console if console.is_terminal else Console(width=150)  # logs and pipes: no wrapped cells
+
+    def iv(v, lo, hi) -> str:
+        return "—" if v != v else f"{100 * v:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
+
+    names = res.test[next(iter(res.test))].class_names
+    sel = res.selection_attack
+    how = "attacks on each retrained model" if res.rule.startswith("train:") else \
+        "adaptive (attacks see the defended model)"
+    tables = [(f"test, {a}, {how}", res.test_table, a)
+              for a in [*res.attacks, *(["worst-case"] if len(res.attacks) > 1 else [])]]
+    if len(res.transfer_table):
+        ta = sel if sel == "worst-case" else f"{sel} (transfer)"
+        tables.append((f"test, {ta}: TRANSFERRED from the undefended model (NOT adaptive, a contrast only: "
+                       "it overstates robustness)", res.transfer_table, ta))
+    tables.append((f"validation, {sel} (c* and the setting are chosen here)", res.val_table, sel))
+    for title, df, a in tables:
+        d = df[df["attack"] == a]
+        if d.empty:
+            continue
+        t = Table(title=f"c* = {names[res.cstar]}: {title}; % with 95% intervals", header_style="bold",
+                  title_justify="left")
+        for col in ("setting", "clean", f"c* robust (n={int(d['cstar_n'].iloc[0])})", f"average robust (n={int(d['n'].iloc[0])})",
+                    "worst-class robust (class)", "others to c*"):
+            t.add_column(col, justify="left" if col == "setting" else "right", no_wrap=True)
+        for _, r in d.iterrows():
+            wc = names[int(r["worst_class"])] if r["worst_class"] >= 0 else "—"
+            t.add_row(str(r["setting"]), f"{100 * r['clean_acc']:.1f}", iv(r["cstar_robust"], r["cstar_lo"], r["cstar_hi"]),
+                      iv(r["avg_robust"], r["avg_lo"], r["avg_hi"]),
+                      iv(r["worst_robust"], r["worst_lo"], r["worst_hi"]) + f" ({wc})",
+                      f"{100 * r['to_cstar_clean']:.1f}", style="bold" if r["setting"] == res.chosen else None)
+        out.print(t)
 
 
 def _end_distributed() -> None:

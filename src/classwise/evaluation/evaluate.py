@@ -11,6 +11,7 @@ from torch import nn
 
 from classwise import dist as D
 from classwise.attacks import BoundAttack, build_attack
+from classwise.attacks.pgd import fused_pgd, pgd_plan
 from classwise.core import AttackSpec, resolve_device
 from classwise.data.base import ImageData
 from classwise.errors import ClasswiseError
@@ -66,6 +67,59 @@ def auto_batch_size(model: nn.Module, data: ImageData, device: torch.device, *, 
     return max(16, fits // 2)
 
 
+def _fusion_groups(bound: Sequence[BoundAttack]) -> dict[int, list[int]]:
+    """Attack index -> the indices of the attacks run with it in one loop (groups of two or more)."""
+    plans = {i: pgd_plan(a.fn, a.kwargs) for i, a in enumerate(bound)}
+    by_group: dict[tuple, list[int]] = {}
+    for i, plan in plans.items():
+        if plan is not None:
+            by_group.setdefault(plan.group, []).append(i)
+    return {i: members for members in by_group.values() if len(members) > 1 for i in members}
+
+
+def _run_independent(net, bound, groups, x, y, p, ok, seed, b, progress, world) -> list[torch.Tensor]:
+    """Each attack on the clean-correct samples; predictions after each attack, (N,) per attack."""
+    advs: list[torch.Tensor | None] = [None] * len(bound)
+    xo, yo = x[ok], y[ok]
+    any_ok = bool(ok.any())
+    for i, attack in enumerate(bound):
+        if advs[i] is not None:
+            continue
+        members = groups.get(i, [i])
+        preds = [p.clone() for _ in members]
+        if any_ok:
+            gens = [_generator(seed, j, b) for j in members]
+            if len(members) > 1:
+                plans = [pgd_plan(bound[j].fn, bound[j].kwargs) for j in members]
+                x_advs = fused_pgd(net, xo, yo, plans, gens)
+                pred_all = _predict(net, torch.cat(x_advs)).split(len(yo))
+            else:
+                pred_all = [_predict(net, attack(net, xo, yo, generator=gens[0]))]
+            for pa, pr in zip(preds, pred_all, strict=True):
+                pa[ok] = pr
+        for j, pa in zip(members, preds, strict=True):
+            advs[j] = pa.cpu()
+            if progress:
+                progress(bound[j].label, len(y) * world)
+    return advs  # type: ignore[return-value]
+
+
+def _run_cascade(net, bound, x, y, p, ok, seed, b, progress, world) -> list[torch.Tensor]:
+    """Attacks in order, each on the samples still robust; column i is the worst case over 1..i."""
+    still, last, advs = ok.clone(), p.clone(), []
+    for i, attack in enumerate(bound):
+        pa = last.clone()
+        if bool(still.any()):
+            x_adv = attack(net, x[still], y[still], generator=_generator(seed, i, b))
+            pa[still] = _predict(net, x_adv)
+        still &= pa == y
+        last = pa
+        advs.append(pa.cpu())
+        if progress:
+            progress(attack.label, len(y) * world)
+    return advs
+
+
 PRECISIONS = ("fp32", "bf16")
 
 
@@ -110,6 +164,7 @@ def evaluate(
     channels_last: bool = False,
     cascade: bool = False,
     distributed: bool = True,
+    fuse: bool = True,
 ) -> Outcomes:
     """Classify ``data`` clean and under each attack; return per-sample :class:`Outcomes`.
 
@@ -128,6 +183,11 @@ def evaluate(
     case over attacks 1..i (a sample broken earlier keeps the prediction that broke it).
     ``precision="bf16"`` runs forward and backward passes under bf16 autocast; ``channels_last`` uses
     that memory format (faster convolutions on recent GPUs and CPUs).
+
+    ``fuse=True`` (independent mode) runs the PGD-family attacks that share steps, norm and start
+    (PGD-20, T-PGD-20 and CW-20, say) in one batched loop over the same samples
+    (:func:`classwise.attacks.pgd.fused_pgd`); sample by sample the outcomes are those of running them
+    one after another, with fewer and larger kernels. ``fuse=False`` runs them one after another.
     """
     if batch_size < 1:
         raise ClasswiseError(f"batch size must be >= 1, got {batch_size}")
@@ -140,6 +200,7 @@ def evaluate(
         mf = torch.channels_last if channels_last else torch.contiguous_format
         info = D.init_from_env(dev) if distributed else D.DistInfo()
         per_batch: list[tuple[int, torch.Tensor, torch.Tensor, list[torch.Tensor]]] = []
+        groups = _fusion_groups(bound) if fuse else {}
         for b, (x, y) in enumerate(data.batches(batch_size, device=dev)):
             if b % info.world != info.rank:
                 continue  # another process's batch (under torchrun)
@@ -148,21 +209,10 @@ def evaluate(
             ok = p == y
             if progress:
                 progress("clean", len(y) * info.world)
-            still = ok.clone()  # robust so far (cascade)
-            last = p.clone()
-            advs = []
-            for i, attack in enumerate(bound):
-                todo = still if cascade else ok
-                pa = last.clone() if cascade else p.clone()
-                if bool(todo.any()):
-                    x_adv = attack(net, x[todo], y[todo], generator=_generator(seed, i, b))
-                    pa[todo] = _predict(net, x_adv)
-                if cascade:
-                    still &= pa == y
-                    last = pa
-                advs.append(pa.cpu())
-                if progress:
-                    progress(attack.label, len(y) * info.world)
+            if cascade:
+                advs = _run_cascade(net, bound, x, y, p, ok, seed, b, progress, info.world)
+            else:
+                advs = _run_independent(net, bound, groups, x, y, p, ok, seed, b, progress, info.world)
             per_batch.append((b, y.cpu(), p.cpu(), advs))
         if info.enabled:  # every process gets every batch, back in dataset order
             per_batch = sorted((r for part in D.all_gather_object(per_batch, info) for r in part),

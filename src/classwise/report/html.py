@@ -990,3 +990,102 @@ def _align(base: Outcomes, other: Outcomes, other_path: Path, base_path: Path) -
         raise ClasswiseError(f"cannot compare {what}: the same sample indices carry different labels")
     return Outcomes(other.labels[perm], other.clean_pred[perm], {a: p[perm] for a, p in other.adv_pred.items()},
                     list(other.class_names), bi.copy(), dict(other.specs), other.dataset, other.split)
+
+
+# --- classwise defend: the vulnerable-class defense trade-off ---------------------------------------------
+
+
+def _tradeoff_html_table(df: pd.DataFrame, names: Sequence[str], chosen: str, caption: str) -> Table:
+    rows, classes = [], []
+    for _, r in df.iterrows():
+        rows.append([_c(r["setting"], "name"), _c(r["attack"]), _n(_pct(r["clean_acc"])),
+                     _n(_pct(r["cstar_robust"])), _n(_ival(r["cstar_lo"], r["cstar_hi"]), "ci"),
+                     _n(_pct(r["avg_robust"])), _n(_ival(r["avg_lo"], r["avg_hi"]), "ci"),
+                     _n(_pct(r["worst_robust"])), _n(_ival(r["worst_lo"], r["worst_hi"]), "ci"),
+                     _c(_cls_name(names, r["worst_class"]) if int(r["worst_class"]) >= 0 else "—"),
+                     _n(_pct(r["to_cstar_clean"]))])
+        classes.append("total" if r["setting"] == chosen else "")
+    return Table(["setting", "attack", "clean", "c* robust", "95% CI", "average robust", "95% CI",
+                  "worst-class robust", "95% CI (bootstrap)", "worst class", "others to c* (clean)"],
+                 rows, caption=caption, row_classes=classes, collapsed=len(rows) > 26)
+
+
+def _defend_sections(run_path: Path, summary: Mapping[str, Any], seed: int, figs: _Figures) -> list[Section]:
+    """The trade-off section of a ``classwise defend`` run, recomputed from its per-setting outcomes."""
+    from classwise.defenses.tradeoff import tradeoff_table
+    from classwise.evaluation.outcomes import Outcomes
+    from classwise.report.plots import plot_defense_tradeoff
+
+    cstar = int(summary["cstar"])
+    values = {k: (math.nan if v is None else float(v)) for k, v in (summary.get("values") or {}).items()}
+    sel = summary.get("selection") or {}
+    chosen, att = str(sel.get("chosen", "")), str(sel.get("attack", ""))
+    dirs = summary.get("dirs") or {}
+    load = lambda kind: {lab: Outcomes.load(run_path / d / "outcomes.npz")  # noqa: E731
+                         for lab, d in (dirs.get(kind) or {}).items()}
+    test, trans, val = load("settings"), load("transfer"), load("validation")
+    if not test:
+        return []
+    names = next(iter(test.values())).class_names
+    tt = tradeoff_table(test, cstar, values=values, seed=seed)
+    tr = tradeoff_table(trans, cstar, values=values, seed=seed) if trans else None
+    tv = tradeoff_table(val, cstar, values=values, seed=seed) if val else None
+    rule = str(summary.get("rule", ""))
+    adaptive = rule.startswith("train:") is False
+    b = Block(title=f"Test split, {att}" + (" (adaptive: the attacks see the defended decision rule)" if adaptive
+                                            else " (retrained models: ordinary attacks)"))
+    b.facts = [("defense", rule + (" (inference phase: decision rule)" if adaptive else " (training phase)")),
+               ("c* (most vulnerable class)", f"{_cls_name(names, cstar)}, "
+                + ("given on the command line" if summary.get("cstar_given") else
+                   f"least robust on the validation split ({(summary.get('validation') or {}).get('num_samples', '?')} "
+                   "images of the training set), never the test set")),
+               ("chosen setting", f"{chosen}: {sel.get('reason', '')}")]
+    contrast = None
+    if tr is not None:
+        contrast = tr[tr["attack"] == (att if att == WORST_CASE else f"{att} (transfer)")]
+    b.images.append(figs.image(plot_defense_tradeoff(tt[tt["attack"] == att], contrast=contrast, highlight=chosen,
+                                                     title=f"{rule} on c*={_cls_name(names, cstar)}: {att}"),
+                               "tradeoff", "c* robust accuracy against average and worst-class robust accuracy",
+                               "Each point is a setting of the sweep; bars are 95% intervals (Wilson for c* and the "
+                               "average, stratified bootstrap for the worst class). Hollow dashed: the transferred "
+                               "(non-adaptive) evaluation, shown only as a contrast."))
+    b.tables.append(_tradeoff_html_table(tt, names, chosen, "Test split; every attack and their worst case. The "
+                                         "chosen setting is highlighted."))
+    blocks = [b]
+    if tr is not None:
+        blocks.append(Block(title="Contrast: transferred attacks (NOT adaptive)", open=False, paragraphs=[
+            "Adversarial examples crafted on the undefended model, then classified by the defended one. This is "
+            "how a defense looks when its evaluation ignores it: robustness is overstated. Only the adaptive numbers "
+            "above measure the defense."], tables=[_tradeoff_html_table(tr, names, chosen, "Test split, transferred.")]))
+    if tv is not None:
+        blocks.append(Block(title="Validation split (where c* and the setting were chosen)", open=False,
+                            tables=[_tradeoff_html_table(tv, names, chosen, "Validation split carved from the "
+                                                                            "training set.")]))
+    return [Section("defense-tradeoff", "Vulnerable-class defense: trade-off",
+                    "Robust accuracy of the most vulnerable class c* against the average and the worst-class robust "
+                    "accuracy over the sweep, with 95% intervals. Raising c* is only a gain if the worst class and "
+                    "the average do not pay more than it earns.", blocks)]
+
+
+def build_defend_report(run_dir: str | Path, *, out: str | Path | None = None) -> Path:
+    """``report.html`` for a ``classwise defend`` run: the trade-off section first, then the usual run page of
+    the setting chosen on validation (``RUN/outcomes.npz``). Figures are saved under ``RUN/plots/``."""
+    run = _read_run(run_dir)
+    summary = _read_json(run.path / "defend.json")
+    if not summary.get("cstar") and summary.get("cstar") != 0:
+        raise ClasswiseError(f"{run.path / 'defend.json'} names no c*; rerun `classwise defend`")
+    info = run.info
+    seed = int(info.get("seed", 0) or 0)
+    o = run.outcomes
+    sel = (summary.get("selection") or {}).get("chosen", "")
+    meta = {"dataset": f"{o.dataset or 'unknown'} ({o.split}, {len(o)} samples)",
+            "defense": str(summary.get("rule", "")), "chosen setting": str(sel),
+            "attacks": ", ".join(o.attacks) if o.attacks else "none"}
+    versions = {k: info[k] for k in ("device", "seed", "started", "finished") if info.get(k) is not None}
+    name = run.path.resolve().name
+    context = {"settings": {f"{name} ({sel})": o}, "title": f"Vulnerable-class defense: {name}", "meta": meta,
+               "config": run.config_text, "versions": versions, "run_path": str(run.path.resolve()), "seed": seed}
+    plots = run.path / "plots"
+    page = _page(context, plots)
+    page.sections[0:0] = _defend_sections(run.path, summary, seed, _Figures(plots))
+    return atomic_write_text(Path(out) if out is not None else run.path / "report.html", render_page(page))

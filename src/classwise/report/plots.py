@@ -388,3 +388,56 @@ def save_figure(fig: Figure, path: str | Path, *, dpi: int = 120) -> Path:
         return atomic_write(path, write)
     finally:
         plt.close(fig)
+
+
+# --- vulnerable-class defenses: the trade-off over a sweep (classwise defend) -----------------------------
+
+
+def plot_defense_tradeoff(table: pd.DataFrame, *, ax: Axes | None = None, title: str | None = None,
+                          contrast: pd.DataFrame | None = None, highlight: str | None = None) -> Axes:
+    """c*'s robust accuracy (x) against average and worst-class robust accuracy (y) over a defense sweep.
+
+    ``table``: one row per setting in sweep order, with columns ``setting``, ``cstar_robust``, ``cstar_lo``,
+    ``cstar_hi``, ``avg_robust``, ``avg_lo``, ``avg_hi``, ``worst_robust``, ``worst_lo``, ``worst_hi``
+    (accuracies in [0, 1], as :func:`classwise.defenses.tradeoff.tradeoff_table` gives for one attack).
+    Error bars are the intervals; points are joined in sweep order and labelled with the setting.
+    ``contrast``: the same columns for a non-adaptive (transferred) evaluation, drawn hollow and dashed.
+    ``highlight``: the chosen setting, circled.
+    """
+    plt = _plt()
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7.0, 4.6))
+    t = table.reset_index(drop=True)
+    x = 100 * t["cstar_robust"].to_numpy(float)
+    xerr = 100 * np.abs(np.vstack([t["cstar_robust"] - t["cstar_lo"], t["cstar_hi"] - t["cstar_robust"]]))
+    for col, color, marker, name in (("avg", "#3182bd", "o", "average robust"),
+                                     ("worst", _ROBUST, "s", "worst-class robust")):
+        y = 100 * t[f"{col}_robust"].to_numpy(float)
+        yerr = 100 * np.abs(np.vstack([t[f"{col}_robust"] - t[f"{col}_lo"], t[f"{col}_hi"] - t[f"{col}_robust"]]))
+        ax.errorbar(x, y, xerr=xerr, yerr=yerr, color=color, marker=marker, ms=5, lw=1.2, elinewidth=0.7,
+                    capsize=2, label=f"{name} (adaptive)")
+        spots: dict[tuple[float, float], list[str]] = {}  # settings on the same point share one label
+        for xi, yi, s in zip(x, y, t["setting"], strict=False):
+            spots.setdefault((round(float(xi), 6), round(float(yi), 6)), []).append(str(s))
+        for (xi, yi), labs in spots.items():
+            ax.annotate(", ".join(labs), (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=7, color=color)
+        if highlight is not None and (t["setting"] == highlight).any():
+            i = int(np.flatnonzero(t["setting"].to_numpy() == highlight)[0])
+            ax.plot([x[i]], [y[i]], "o", ms=13, mfc="none", mec="black", mew=1.2,
+                    label="chosen on validation" if col == "avg" else None)
+    if contrast is not None and len(contrast):
+        c = contrast.reset_index(drop=True)
+        cx = 100 * c["cstar_robust"].to_numpy(float)
+        ax.plot(cx, 100 * c["avg_robust"].to_numpy(float), "o--", color="#3182bd", mfc="white", lw=0.8, alpha=0.8,
+                label="average robust (transferred, NOT adaptive)")
+        ax.plot(cx, 100 * c["worst_robust"].to_numpy(float), "s--", color=_ROBUST, mfc="white", lw=0.8, alpha=0.8,
+                label="worst-class robust (transferred, NOT adaptive)")
+    ax.set_xlim(-3, 103)
+    ax.set_ylim(-3, 103)
+    ax.plot([0, 100], [0, 100], color=_GREY, lw=0.6, ls=":")
+    ax.set_xlabel("robust accuracy of c* (%)")
+    ax.set_ylabel("robust accuracy (%)")
+    ax.set_title(title or "Defense trade-off: c* against average and worst class")
+    ax.legend(fontsize=7, loc="best", frameon=False)
+    ax.grid(alpha=0.3)
+    return ax

@@ -88,7 +88,7 @@ def test_auto_batch_size_on_cpu(at_model, test_data):
 def test_fused_attacks_equal_one_after_another(at_model, test_data, specs):
     """PGD-family attacks fused into one batched loop give, sample by sample, the predictions of
     running each alone with its own generator (random starts included)."""
-    from classwise.evaluation.evaluate import _fusion_groups, _bind
+    from classwise.evaluation.evaluate import _bind, _fusion_groups
 
     assert _fusion_groups(_bind(specs))  # something is fused
     fused = evaluate(at_model, test_data, specs, batch_size=128, device="cpu", seed=3, fuse=True)

@@ -358,6 +358,185 @@ def evaluate(
     _show_results(outcomes, res["metrics"], {**res["files"], "run": run.path})
 
 
+# --- tpgd (Temperature-PGD study) -----------------------------------------------------------------
+
+
+@app.command("tpgd")
+def tpgd_cmd(
+    checkpoint: Annotated[Path, typer.Option(help="Weights: .safetensors with its .json sidecar, or a run directory.")],
+    temperatures: Annotated[str, typer.Option("--T", help="Comma-separated temperatures to sweep; T=1 (PGD, the "
+                                                          "baseline) is added if missing.")] = "0.1,0.2,0.5,1,2,5",
+    rule: Annotated[list[str] | None, typer.Option(
+        "--rule", help="Per-image temperature rule, repeatable: none, conf (from each image's clean confidence) or "
+                       "class (from its predicted class), with optional range, e.g. conf:lo=0.2,hi=2 "
+                       "(see docs/tpgd.md).")] = None,
+    dataset: Annotated[str | None, typer.Option(help="Dataset name (default: the checkpoint's).")] = None,
+    eps: Annotated[str | None, typer.Option(help="Budget (default: the checkpoint's training eps), e.g. 0.2 or 8/255.")] = None,
+    steps: Annotated[int, typer.Option(min=1, help="Steps of every row (equal cost).")] = 20,
+    restarts: Annotated[int, typer.Option(min=1, help="Random restarts of every row.")] = 1,
+    alpha: Annotated[str | None, typer.Option(help="Step size (default 2.5*eps/steps).")] = None,
+    norm: Annotated[str | None, typer.Option(help="linf or l2 (default: the checkpoint's).")] = None,
+    split: Annotated[str, typer.Option(help="train or test.")] = "test",
+    limit: Annotated[int | None, typer.Option(min=1, help="Use a class-stratified subset of N samples.")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per batch.")] = 256,
+    bottom_k: Annotated[int | None, typer.Option(min=1, help="Number of vulnerable classes (least robust under "
+                                                             "PGD; default K // 5, at least 1).")] = None,
+    n_boot: Annotated[int, typer.Option(min=100, help="Paired bootstrap resamples for the gain intervals.")] = 2000,
+    data_root: Annotated[Path | None, typer.Option(help="Dataset folder (default: $CLASSWISE_DATA or "
+                                                            "~/.cache/classwise/data).")] = None,
+    download: Annotated[bool, typer.Option(help="Download the dataset if missing (torchvision datasets).")] = False,
+    out: Annotated[Path | None, typer.Option(help="Run directory (default: runs/tpgd-DATASET-TIMESTAMP).")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    seed: Annotated[int, typer.Option(help="Seed of the random starts (shared by every row) and the bootstrap.")] = 0,
+) -> None:
+    """Sweep the Temperature-PGD temperature at equal eps, steps and restarts; gain over PGD class by class.
+
+    Every row shares PGD's random starts, so T=1 is exactly PGD and rows differ by T alone. Gains over PGD
+    come with paired intervals (class-stratified bootstrap) and McNemar p-values; the T-ensemble row is the
+    worst case over all rows. Writes metrics/tpgd.json, metrics.json, outcomes.npz, config.toml, run.json.
+    """
+    from classwise.core import Norm, parse_number, resolve_device
+    from classwise.data import load_dataset
+    from classwise.io import atomic_write_json
+    from classwise.models import load_checkpoint
+    from classwise.report.artifacts import write_evaluation
+    from classwise.runs import RunDir, default_run_dir
+    from classwise.study.tpgd import analyse_sweep, parse_rule, parse_temperatures, run_sweep
+
+    temps = parse_temperatures(temperatures)
+    rules = [r for r in (parse_rule(s) for s in (rule or [])) if r is not None]
+    names = [r.name for r in rules]
+    if len(set(names)) != len(names):
+        raise ClasswiseError("--rule: give each rule (conf, class) once")
+    dev = resolve_device(device)
+    sidecar = _peek_sidecar(checkpoint)
+    ds_name = dataset or (sidecar or {}).get("dataset")
+    if not ds_name:
+        raise ClasswiseError(f"checkpoint {checkpoint} does not say its dataset; pass --dataset NAME")
+    net, meta = load_checkpoint(checkpoint, device=dev)
+    tm = meta.get("threat_model") or {}
+    raw_eps = eps if eps is not None else tm.get("eps")
+    if raw_eps is None:
+        raise ClasswiseError(f"checkpoint {checkpoint} does not say its eps; pass --eps (e.g. --eps 8/255)")
+    eps_v = parse_number(raw_eps, name="--eps")
+    if not eps_v > 0:
+        raise ClasswiseError(f"--eps must be > 0 for a sweep, got {eps_v:g}")
+    norm_v = Norm.parse(norm or tm.get("norm") or "linf").value
+    alpha_v = parse_number(alpha, name="--alpha") if alpha is not None else None
+    if alpha_v is not None and not alpha_v > 0:
+        raise ClasswiseError(f"--alpha must be > 0, got {alpha}")
+    data = load_dataset(ds_name, split, root=data_root, download=download)
+    if limit:
+        data = data.take(limit, seed=seed)
+    k_model = _num_outputs(net, data)
+    if k_model != data.num_classes:
+        raise ClasswiseError(f"the model has {k_model} outputs but {ds_name} has {data.num_classes} classes; "
+                             "check --dataset and --checkpoint")
+    run = RunDir(out or default_run_dir("tpgd", ds_name))
+    n_rows = len(temps) + (0 if any(abs(t - 1) < 1e-12 for t in temps) else 1) + len(rules)
+    console.print(f"[bold]classwise tpgd[/]: {len(data)} {ds_name} {split} images, {n_rows} rows of T-PGD-{steps} "
+                  f"({norm_v} eps={eps_v:g}, {restarts} restart(s) each), device {dev}", highlight=False)
+    t0 = time.perf_counter()
+    with _progress() as prog:
+        tasks: dict[str, int] = {}
+
+        def tick(stage: str, k: int) -> None:
+            if stage == "clean":
+                return
+            if stage not in tasks:
+                tasks[stage] = prog.add_task(stage, total=len(data))
+            prog.advance(tasks[stage], k)
+
+        outcomes, info = run_sweep(net, data, temps, rules, eps=eps_v, steps=steps, restarts=restarts,
+                                   alpha=alpha_v, norm=norm_v, seed=seed, batch_size=batch_size, device=dev,
+                                   progress=tick)
+    elapsed = time.perf_counter() - t0
+    res = analyse_sweep(outcomes, bottom_k=bottom_k, n_boot=n_boot, seed=seed)
+    res["attack"] = {"eps": eps_v, "norm": norm_v, "steps": steps, "restarts": restarts, "alpha": alpha_v}
+    res["rules"] = [r.to_dict() for r in rules]
+    res.update(info)
+    written = write_evaluation(run, outcomes)
+    tpgd_json = atomic_write_json(run.file("metrics/tpgd.json"), res)
+    run.write_config({"command": "tpgd", "checkpoint": str(checkpoint), "dataset": ds_name, "split": split,
+                      "limit": limit, "model": meta.get("architecture"), "method": meta.get("method"),
+                      "temperatures": [float(t) for t in temps], "rules": [r.to_dict() for r in rules],
+                      "eps": eps_v, "norm": norm_v, "steps": steps, "restarts": restarts, "alpha": alpha_v,
+                      "batch_size": batch_size, "bottom_k": bottom_k, "n_boot": n_boot, "seed": seed,
+                      "device": str(dev), "data_root": data_root,
+                      "attacks": [outcomes.specs[a] for a in outcomes.attacks]})
+    run.write_run_info(seed=seed, device=str(dev), extra={"eval_seconds": round(elapsed, 2)})
+    console.print(f"swept in {elapsed:.1f}s")
+    _print_tpgd(res)
+    for name, path in {"tpgd": tpgd_json, **written["files"], "run": run.path}.items():
+        console.print(f"  {name:<15} {path}", highlight=False, soft_wrap=True)
+
+
+def _print_tpgd(res: dict) -> None:
+    import math
+
+    from rich.table import Table
+
+    def pct(v) -> str:
+        return "—" if v is None or not math.isfinite(v) else f"{100 * v:.1f}"
+
+    def pts(v) -> str:
+        return "—" if v is None or not math.isfinite(v) else f"{100 * v:+.1f}"
+
+    def ci(lo, hi, f=pct) -> str:
+        return "" if lo is None or hi is None or not (math.isfinite(lo) and math.isfinite(hi)) else f"[{f(lo)}, {f(hi)}]"
+
+    names = res["class_names"]
+    vul = ", ".join(str(names[c]) for c in res["vulnerable_classes"])
+    t = Table(title=f"Temperature-PGD sweep on {res['dataset']} {res['split']}, n={res['num_samples']}: robust accuracy "
+                    f"(%) and gain over PGD ({res['baseline']}) in points, 95% intervals; vulnerable = {vul}",
+              header_style="bold")
+    for col in ("row", "cost", "robust", "95% CI", "gain", "gain CI", "p", "worst class", "vuln. gain", "vuln. CI",
+                "vuln. p", "vuln. share"):
+        t.add_column(col, justify="left" if col in ("row", "worst class") else "right", no_wrap=True)
+    for r in res["rows"]:
+        wc = "—" if r["worst_class"] is None else f"{names[r['worst_class']]} ({pct(r['worst_acc'])})"
+        # a share of a gain that may be zero is noise over a near-zero denominator: only when the gain is clear
+        share = pct(r["bottom_k_share"]) if r["gain_lo"] is not None and r["gain_lo"] > 0 else "—"
+        style = "bold" if r["label"] == res["baseline"] else ("dim" if r["kind"] == "ensemble" else None)
+        t.add_row(r["label"], f"{r['cost']}x", pct(r["robust_accuracy"]), ci(r["robust_lo"], r["robust_hi"]),
+                  pts(r["gain"]), ci(r["gain_lo"], r["gain_hi"], pts), f"{r['p_value']:.3g}", wc,
+                  pts(r["vulnerable_gain"]), ci(r["vulnerable_gain_lo"], r["vulnerable_gain_hi"], pts),
+                  f"{r['vulnerable_p_value']:.3g}", share, style=style)
+    console.print(t)
+    g = Table(title="Gain over PGD per class (points; * McNemar p < 0.05), classes by PGD robustness, least robust "
+                    "first; ! = vulnerable", header_style="bold")
+    g.add_column("class", no_wrap=True)
+    g.add_column("n", justify="right")
+    g.add_column("PGD", justify="right")
+    rows = [r for r in res["rows"] if r["label"] != res["baseline"]]
+    for r in rows:
+        g.add_column(r["label"], justify="right", no_wrap=True)
+    base = next(r for r in res["rows"] if r["label"] == res["baseline"])
+    order = sorted(range(len(names)), key=lambda c: (not math.isfinite(base["per_class"][c]["robust_acc"]),
+                                                     base["per_class"][c]["robust_acc"], c))
+    for c in order:
+        pc = base["per_class"][c]
+        g.add_row(f"{names[c]}{' !' if pc['vulnerable'] else ''}", str(pc["support"]), pct(pc["robust_acc"]),
+                  *[pts(r["per_class"][c]["gain"]) + ("*" if r["per_class"][c]["significant"] else "") for r in rows],
+                  style="bold red" if pc["vulnerable"] else None)
+    console.print(g)
+    best = (res.get("best") or {}).get("overall")
+    if best:
+        b = next(r for r in res["rows"] if r["label"] == best)
+        d = Table(title=f"Best equal-cost row {best} against PGD, per class (paired bootstrap interval, McNemar)",
+                  header_style="bold")
+        for col in ("class", "n", "PGD", best, "gain", "gain CI", f"{best} only", "PGD only", "p"):
+            d.add_column(col, justify="left" if col == "class" else "right", no_wrap=True)
+        for c in order:
+            pc = b["per_class"][c]
+            d.add_row(f"{names[c]}{' !' if pc['vulnerable'] else ''}", str(pc["support"]), pct(pc["baseline_acc"]),
+                      pct(pc["robust_acc"]), pts(pc["gain"]), ci(pc["gain_lo"], pc["gain_hi"], pts),
+                      str(pc["row_only_broken"]), str(pc["baseline_only_broken"]), f"{pc['p_value']:.3g}")
+        console.print(d)
+    for line in res.get("summary", []):
+        console.print(line, highlight=False, soft_wrap=True)
+
+
 # --- train --------------------------------------------------------------------------------------
 
 

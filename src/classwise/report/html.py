@@ -677,6 +677,10 @@ def _page(context: Mapping[str, Any], plots_dir: Path | None) -> Page:
                                  figs, names0)):
         if sec is not None:
             sections.append(sec)
+    if context.get("tpgd"):  # Temperature-PGD study (classwise tpgd)
+        tp = _tpgd_section(context["tpgd"], figs)
+        if tp is not None:
+            sections.append(tp)
     cfg = _config_text(context.get("config"))
     if cfg:
         sections.append(Section("config", "Resolved configuration", "Every value that shaped the result, as saved "
@@ -739,6 +743,7 @@ def build_report(context: Mapping[str, Any], out_path: str | Path) -> Path:
       ``notes``: lines of plain text shown in the summary.
     * ``confidence`` (0.95), ``bottom_k`` (None: the analysis default), ``n_boot`` (1000), ``seed`` (0),
       ``top_pairs`` (10): analysis options.
+    * ``tpgd``: a ``classwise tpgd`` result (``metrics/tpgd.json``): adds the Temperature-PGD sweep section.
     * ``plots_dir``: also save every figure as PNG there (file names prefixed by the setting when there are
       several).
 
@@ -747,6 +752,102 @@ def build_report(context: Mapping[str, Any], out_path: str | Path) -> Path:
     Returns ``out_path``; the write is atomic.
     """
     return atomic_write_text(out_path, render_report(context))
+
+
+# --- Temperature-PGD study section (classwise tpgd; reads RUN/metrics/tpgd.json) ------------------------
+
+
+def _gain_pts(v: Any) -> str:
+    return f"{100 * float(v):+.1f}" if _finite(v) else "—"
+
+
+def _tpgd_section(res: Mapping[str, Any], figs: _Figures) -> Section | None:
+    """The sweep curve, the table of rows and the per-class gain bars of a ``classwise tpgd`` result."""
+    import pandas as pd
+
+    from classwise.report.plots import plot_tpgd_gain, plot_tpgd_sweep
+
+    rows = list(res.get("rows") or [])
+    if not rows:
+        return None
+    names = [str(n) for n in res.get("class_names", [])]
+    base = str(res.get("baseline", "T=1"))
+    by = {r["label"]: r for r in rows}
+    vul = _names(names, _as_classes(res.get("vulnerable_classes")))
+    atk = res.get("attack") or {}
+    b = Block(title="Sweep over T")
+    b.paragraphs.extend(str(s) for s in res.get("summary") or [])
+    b.facts = [
+        ("attack of every row", f"{atk.get('norm', '')} eps={atk.get('eps', '—')}, {atk.get('steps', '—')} steps, "
+                                f"{atk.get('restarts', '—')} restart(s), the same random starts (equal cost)"),
+        ("baseline", f"{base} (plain PGD)"),
+        ("vulnerable classes (least robust under PGD)", vul),
+        ("clean accuracy", f"{_pct((res.get('clean') or {}).get('accuracy'))} "
+                           f"{_ival((res.get('clean') or {}).get('lo'), (res.get('clean') or {}).get('hi'))}"),
+    ]
+    if res.get("class_T"):
+        b.facts.append(("class rule temperatures", ", ".join(f"{names[c] if c < len(names) else c}: {t:.2f}"
+                                                            for c, t in enumerate(res["class_T"]))))
+    frame = pd.DataFrame([{**{k: r.get(k) for k in ("label", "kind", "robust_accuracy", "robust_lo", "robust_hi",
+                                                     "worst_acc", "worst_lo", "worst_hi")},
+                           "T": r.get("T") if r.get("T") is not None else np.nan,
+                           "worst_name": _cls_name(names, r.get("worst_class"))} for r in rows])
+    frame = frame.astype({c: float for c in ("robust_accuracy", "robust_lo", "robust_hi", "worst_acc", "worst_lo",
+                                              "worst_hi")})
+    b.images.append(figs.image(plot_tpgd_sweep(frame), "tpgd_sweep", "Robust accuracy against the temperature T",
+                               "Overall and worst-class robust accuracy per T with 95% Wilson intervals (bands); "
+                               "horizontal lines: rule rows and the T-ensemble."))
+    trows, rcls = [], []
+    for r in rows:
+        trows.append([
+            _c(r["label"], "name"), _n(f"{r.get('cost', 1)}x"),
+            _n(_pct(r.get("robust_accuracy"))), _c(_ival(r.get("robust_lo"), r.get("robust_hi")), "ci"),
+            _c(f"{_cls_name(names, r.get('worst_class'))} ({_pct(r.get('worst_acc'))})", "name"),
+            _c(_ival(r.get("worst_lo"), r.get("worst_hi")), "ci"),
+            _n(_gain_pts(r.get("gain")), "good" if r["label"] in (res.get("best") or {}).get("beats_pgd_overall", [])
+               else ""),
+            _c(_ival(r.get("gain_lo"), r.get("gain_hi")), "ci"), _n(_pval(r.get("p_value"))),
+            _n(_gain_pts(r.get("vulnerable_gain"))),
+            _c(_ival(r.get("vulnerable_gain_lo"), r.get("vulnerable_gain_hi")), "ci"),
+            _n(_pval(r.get("vulnerable_p_value"))),
+            _n(_pct(r.get("bottom_k_share")) if _finite(r.get("gain_lo")) and float(r["gain_lo"]) > 0 else "—"),
+        ])
+        rcls.append("total" if r["label"] == base else "")
+    b.tables.append(Table(["row", "cost", "robust", "95% CI", "worst class", "95% CI", "gain over PGD (points)",
+                           "paired 95% CI", "McNemar p", f"gain on {vul}", "paired 95% CI", "McNemar p",
+                           "vulnerable share of the gain"], trows,
+                          caption="Gain = robust accuracy under PGD minus under the row (positive: the row breaks "
+                                  "more). Intervals: class-stratified paired bootstrap of the same samples; "
+                                  "vulnerable share: the vulnerable classes' part of the summed per-class gain "
+                                  "(shown only when the overall gain's interval lies above 0).", row_classes=rcls))
+    blocks = [b]
+    best = (res.get("best") or {}).get("overall")
+    shown = [lab for lab in (best, (res.get("best") or {}).get("vulnerable"), "T-ensemble")
+             if lab and lab in by and lab != base]
+    for lab in dict.fromkeys(shown):
+        r = by[lab]
+        pc = pd.DataFrame(r.get("per_class") or [])
+        if pc.empty:
+            continue
+        why = {"T-ensemble": "worst case over every row", best: "best equal-cost row overall"}.get(
+            lab, "best equal-cost row on the vulnerable classes")
+        g = Block(title=f"Per-class gain: {lab} ({why})", open=lab == best)
+        g.images.append(figs.image(plot_tpgd_gain(pc, row_label=lab, baseline_label=f"PGD ({base})"),
+                                   f"tpgd_gain_{_slug(lab)}", f"Per-class gain of {lab} over PGD"))
+        prow = []
+        for _, p in pc.sort_values("baseline_acc", kind="stable").iterrows():
+            prow.append([_c(p["name"], "name"), _n(int(p["support"])), _n(_pct(p["baseline_acc"])),
+                         _n(_pct(p["robust_acc"])), _n(_gain_pts(p["gain"])), _c(_ival(p["gain_lo"], p["gain_hi"]), "ci"),
+                         _n(int(p["row_only_broken"])), _n(int(p["baseline_only_broken"])), _n(_pval(p["p_value"]))])
+        g.tables.append(Table(["class", "n", "PGD", lab, "gain (points)", "paired 95% CI", f"broken by {lab} only",
+                               "broken by PGD only", "McNemar p"], prow, collapsed=True,
+                              row_classes=["vuln" if bool(p["vulnerable"]) else ""
+                                           for _, p in pc.sort_values("baseline_acc", kind="stable").iterrows()]))
+        blocks.append(g)
+    return Section("tpgd", "Temperature-PGD sweep",
+                   "Temperature-PGD attacks with CE(softmax(z/T), y); T = 1 is PGD. Every row has the same eps, steps, "
+                   "step size, restarts and random starts, so rows differ by T alone and gains over PGD are paired "
+                   "differences on the same samples (docs/tpgd.md).", blocks)
 
 
 # --- run directories -------------------------------------------------------------------------------------
@@ -855,6 +956,9 @@ def build_run_report(run_dir: str | Path, *, out: str | Path | None = None,
     context = {"settings": {name: o}, "title": f"Class-wise robustness: {name}", "meta": meta,
                "history": run.history, "config": run.config_text, "norms": norms, "versions": versions,
                "run_path": str(run.path.resolve()), "seed": int(info.get("seed", 0) or 0)}
+    tpgd = _read_json(run.path / "metrics" / "tpgd.json")  # written by `classwise tpgd`
+    if tpgd:
+        context["tpgd"] = tpgd
     html = render_report(context, plots_dir=run.path / "plots")
     return atomic_write_text(Path(out) if out is not None else run.path / "report.html", html)
 

@@ -441,3 +441,95 @@ def plot_defense_tradeoff(table: pd.DataFrame, *, ax: Axes | None = None, title:
     ax.legend(fontsize=7, loc="best", frameon=False)
     ax.grid(alpha=0.3)
     return ax
+
+
+# --- Temperature-PGD study: the sweep curve and the per-class gain bars (classwise tpgd) -----------------
+
+
+def plot_tpgd_sweep(rows: pd.DataFrame, *, ax: Axes | None = None, baseline_T: float = 1.0,
+                    title: str | None = None) -> Axes:
+    """Robust accuracy against the temperature T (log axis): overall and worst class, with intervals.
+
+    ``rows``: one row per sweep row, columns label, kind (``T``, ``rule`` or ``ensemble``), T (NaN unless
+    kind is T), robust_accuracy, robust_lo, robust_hi, worst_acc, worst_lo, worst_hi, worst_name
+    (fractions; the ``rows`` of ``metrics/tpgd.json``). Constant-T rows make the curves (bands = intervals);
+    rule and ensemble rows, which have no single T, are drawn as horizontal lines at their overall robust
+    accuracy. A dotted vertical line marks ``baseline_T`` (PGD).
+    """
+    plt = _plt()
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7.2, 4.4))
+    df = rows.copy()
+    sweep = df[df["kind"] == "T"].sort_values("T")
+    x = sweep["T"].to_numpy(float)
+    for prefix, color, marker, name in (("robust", "#3182bd", "o", "overall"), ("worst", _ROBUST, "s", "worst class")):
+        col = "robust_accuracy" if prefix == "robust" else "worst_acc"
+        y = 100 * sweep[col].to_numpy(float)
+        lo, hi = 100 * sweep[f"{prefix}_lo"].to_numpy(float), 100 * sweep[f"{prefix}_hi"].to_numpy(float)
+        ax.fill_between(x, lo, hi, color=color, alpha=0.15, lw=0)
+        ax.plot(x, y, marker=marker, color=color, lw=1.5, ms=5, label=f"{name} (95% interval)")
+        if prefix == "worst" and "worst_name" in sweep:
+            for xi, yi, nm in zip(x, y, sweep["worst_name"], strict=False):
+                if np.isfinite(yi):
+                    ax.annotate(str(nm), (xi, yi), textcoords="offset points", xytext=(0, -11), ha="center",
+                                fontsize=7, color=_VULN)
+    rule_colors = iter(["#756bb1", "#31a354", "#e6550d", "#636363"] * 4)
+    for _, r in df[df["kind"] != "T"].iterrows():
+        ls, color = (":", "black") if r["kind"] == "ensemble" else ("--", next(rule_colors))
+        ax.axhline(100 * float(r["robust_accuracy"]), ls=ls, color=color, lw=1.0,
+                   label=f"{r['label']}: {100 * float(r['robust_accuracy']):.1f}% overall")
+    ax.axvline(baseline_T, color=_GREY, ls=":", lw=1)
+    ylo, yhi = ax.get_ylim()
+    ax.annotate("PGD (T=1)", (baseline_T, yhi), textcoords="offset points", xytext=(3, -10), fontsize=7, color="#555555")
+    if len(x):
+        ax.set_xscale("log")
+        ax.set_xticks(x)
+        ax.set_xticklabels([f"{t:g}" for t in x])
+        ax.minorticks_off()
+    ax.set_xlabel("temperature T (log scale; equal eps, steps and restarts)")
+    ax.set_ylabel("robust accuracy (%)")
+    ax.set_title(title or "Temperature-PGD sweep: robust accuracy against T (lower = stronger attack)")
+    ax.legend(fontsize=7, loc="best", frameon=False)
+    ax.grid(alpha=0.3)
+    return ax
+
+
+def plot_tpgd_gain(per_class: pd.DataFrame, *, ax: Axes | None = None, row_label: str = "T-PGD",
+                   baseline_label: str = "PGD", title: str | None = None) -> Axes:
+    """Per-class gain of a sweep row over PGD (points, > 0: the row breaks more), with its paired interval.
+
+    ``per_class``: columns name, baseline_acc, gain, gain_lo, gain_hi, significant, vulnerable (fractions;
+    one ``per_class`` list of ``metrics/tpgd.json``). Classes are sorted by robust accuracy under PGD, least
+    robust left; vulnerable classes are dark red, ``*`` marks a McNemar-significant class.
+    """
+    plt = _plt()
+    df = per_class.copy()
+    order = np.argsort(np.nan_to_num(df["baseline_acc"].to_numpy(float), nan=np.inf), kind="stable")
+    df = df.iloc[order].reset_index(drop=True)
+    k = len(df)
+    if ax is None:
+        _, ax = plt.subplots(figsize=_wide(k, 3.8))
+    g = 100 * df["gain"].to_numpy(float)
+    lo, hi = 100 * df["gain_lo"].to_numpy(float), 100 * df["gain_hi"].to_numpy(float)
+    err = np.nan_to_num(np.vstack([g - lo, hi - g]).clip(min=0))
+    vuln = df["vulnerable"].fillna(False).to_numpy(bool)
+    sig = df["significant"].fillna(False).to_numpy(bool)
+    ax.bar(np.arange(k), np.nan_to_num(g), width=0.65, yerr=err, color=[_VULN if v else "#fb6a4a" for v in vuln],
+           error_kw={"elinewidth": 0.9, "capsize": 2, "ecolor": "#333333"})
+    for i, (gi, h, s) in enumerate(zip(g, hi, sig, strict=False)):
+        if np.isfinite(gi) and k <= 30:
+            top = h if np.isfinite(h) else gi
+            ax.annotate(f"{gi:+.0f}" + ("*" if s else ""), (i, max(top, 0)), ha="center", va="bottom", fontsize=7,
+                        fontweight="bold" if s else "normal", xytext=(0, 1), textcoords="offset points")
+    ax.axhline(0, color="black", lw=0.8)
+    _class_ticks(ax, df["name"].astype(str).tolist(), highlight=vuln)
+    ax.set_xlim(-0.7, k - 0.3)
+    finite = np.concatenate([lo[np.isfinite(lo)], hi[np.isfinite(hi)], g[np.isfinite(g)], [0.0]])
+    span = max(5.0, float(np.max(np.abs(finite))) * 1.25)
+    ax.set_ylim(-span, span)
+    ax.set_ylabel(f"gain over {baseline_label} (points)")
+    ax.set_xlabel(f"class, sorted by robust accuracy under {baseline_label} (least robust left; dark red = vulnerable)")
+    ax.set_title(title or f"Gain of {row_label} over {baseline_label} per class, 95% paired bootstrap interval "
+                          "(* McNemar p < 0.05)")
+    ax.grid(axis="y", alpha=0.3)
+    return ax

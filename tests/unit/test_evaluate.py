@@ -112,3 +112,15 @@ def test_pgd_plan_only_for_what_it_can_fuse():
     for spec in ("pgd:eps=0.1,restarts=2", "pgd:eps=0.1,early_stop=false", "pgd:eps=0", "fgsm:eps=0.1",
                  "apgd-ce:eps=0.1"):
         assert plan(spec) is None, spec
+
+
+def test_fuse_chunks_respect_the_budget():
+    import torch
+
+    from classwise.evaluation.evaluate import FUSE_BUDGET, _fuse_chunks
+
+    cpu = torch.device("cpu")
+    assert _fuse_chunks([0, 1, 2], 250, 64, cpu) == [[0, 1, 2]]          # 8x8 digits: one loop
+    assert _fuse_chunks([0, 1, 2], 250, 784, cpu) == [[0], [1], [2]]     # 28x28: one by one
+    assert _fuse_chunks([0, 1, 2, 3], FUSE_BUDGET["cpu"] // 2, 1, cpu) == [[0, 1], [2, 3]]
+    assert _fuse_chunks([0, 1, 2], 250, 3072, torch.device("cuda")) == [[0, 1, 2]]

@@ -209,6 +209,9 @@ def main() -> None:
                     help="wall time, or this process's CPU time (use with --threads 1 on a shared machine)")
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     ap.add_argument("--digits-checkpoint", default=None, help="a digits small-cnn checkpoint (default: train one)")
+    ap.add_argument("--fmnist-autoattack", action="store_true", help="also AutoAttack on 200 Fashion-MNIST images")
+    ap.add_argument("--fmnist-eps", type=float, default=None,
+                    help="attack eps on Fashion-MNIST (default: the checkpoint's; larger: nearer 50%% robust)")
     ap.add_argument("--fmnist-images", type=int, default=1000, help="Fashion-MNIST test images to evaluate")
     args = ap.parse_args()
     global CLOCK, clock
@@ -238,11 +241,13 @@ def main() -> None:
         from classwise.models import load_checkpoint
 
         model, meta = load_checkpoint(args.fmnist_checkpoint)
-        eps = float(meta["threat_model"]["eps"])
+        eps = args.fmnist_eps or float(meta["threat_model"]["eps"])
         test = load_dataset("fashion-mnist", "test").take(args.fmnist_images)
         x, y = test.tensors()
         bench_model("small-cnn / Fashion-MNIST", model, x[:BATCH], y[:BATCH], eps, 2.5 * eps / STEPS, repeats)
         bench_evaluation("small-cnn / Fashion-MNIST", model, test, eps, repeats)
+        if args.fmnist_autoattack:
+            bench_autoattack("small-cnn / Fashion-MNIST", model, x[:200], y[:200], eps)
     if "preact" in which:
         from classwise.models import create_model
 

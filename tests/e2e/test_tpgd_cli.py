@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_cli import ok, one_line_error  # the e2e helpers (tests/e2e is on sys.path)
 
 try:  # Python >= 3.11
     import tomllib
@@ -27,21 +28,6 @@ def cli(args: list[str], cwd: Path, *, timeout: float = 300) -> subprocess.Compl
                 "COLUMNS": "220", "OMP_NUM_THREADS": "1"})
     return subprocess.run([sys.executable, "-m", "classwise", *map(str, args)], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=timeout)
-
-
-def ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
-    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
-    assert "Traceback" not in proc.stderr, proc.stderr
-    return proc
-
-
-def one_line_error(proc: subprocess.CompletedProcess) -> str:
-    err = proc.stderr
-    assert proc.returncode == 2, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{err}"
-    assert "Traceback" not in err, err
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:"), err
-    return lines[0]
 
 
 @pytest.mark.slow  # each a fresh interpreter (about 6 s); the in-process twin is in tests/unit/test_tpgd_study.py

@@ -7,23 +7,15 @@ import json
 import numpy as np
 import pytest
 import torch
+from test_training import tiny_cfg  # digits, small-cnn, a few seconds per run (tests/unit is on sys.path)
 
 from classwise.errors import ClasswiseError
 from classwise.models import read_state_dict
 from classwise.training import fit as fitmod
-from classwise.training.config import TrainConfig, apply_overrides, resolve_config
+from classwise.training.config import resolve_config
 from classwise.training.defenses import Defense
 from classwise.training.fit import FitCallbacks, TrainingInterrupted, fit
 from classwise.training.methods import MethodConfig, get_method
-
-
-def tiny_cfg(**kw) -> TrainConfig:
-    """digits, small-cnn, a few seconds per run."""
-    base = dict(dataset="digits", model="small-cnn", method="pgd-at", eps=0.1, steps=2, epochs=3, batch_size=128,
-                optimizer="adam", lr=0.005, schedule="onecycle", val_fraction=0.1, val_limit=60, val_steps=3,
-                train_limit=400, seed=0)
-    base.update(kw)
-    return apply_overrides(TrainConfig(), base, where="test").validate()
 
 
 def record(clean, robust, support=None):

@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 
 from classwise import __version__
+from classwise.cli.claims import claims as _claims_cmd
 from classwise.errors import ClasswiseError
 
 app = typer.Typer(
@@ -1094,6 +1095,9 @@ def _num_outputs(model, data) -> int:
     x, _ = next(data.batches(1, device=next(iter(model.parameters())).device))
     with torch.no_grad():
         return int(model.eval()(x).shape[1])
+
+
+app.command("claims")(_claims_cmd)
 
 
 def main() -> None:

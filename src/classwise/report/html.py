@@ -478,9 +478,17 @@ def _gain_section(settings: Mapping[str, Outcomes], ctx: _Ctx, figs: _Figures) -
                    "stronger attack gain mainly on the classes that were already vulnerable?", blocks)
 
 
+def _perm_p(norms: np.ndarray, robust: np.ndarray) -> float:
+    from classwise.analysis.claims import spearman_permutation
+
+    ok = ~(np.isnan(norms) | np.isnan(robust))
+    return spearman_permutation(norms[ok], robust[ok])[1]
+
+
 def _norm_section(settings: Mapping[str, Outcomes], heads: Mapping[str, dict], norms: Mapping[str, Any],
                   ctx: _Ctx, figs: _Figures) -> Section | None:
     import classwise.analysis as A
+    from classwise.analysis.paper_claims import class_robust_accuracy
     from classwise.report.plots import plot_weight_norm
 
     blocks = []
@@ -488,22 +496,24 @@ def _norm_section(settings: Mapping[str, Outcomes], heads: Mapping[str, dict], n
         if s not in settings or heads[s]["attack"] is None:
             log.warning("weight norms given for %r, which has no attacked setting: skipped", s)
             continue
-        o, h = settings[s], heads[s]
+        o = settings[s]
         v = np.asarray(vec, float)
         if v.shape != (o.num_classes,):
             raise ClasswiseError(f"weight norms of {s!r} have shape {v.shape}, expected ({o.num_classes},): one per class")
-        robust = h["report"].sort_values("class")["robust_acc"].to_numpy(float)
+        wa = A.weight_norm_attack(o.attacks)  # the attack claim 5 uses: verdict and panel agree
+        robust = class_robust_accuracy(o, wa)
         corr = A.weight_norm_correlation(v, robust)
         prefix = f"{_slug(s)}-" if ctx.multi else ""
         b = Block(title=s if ctx.multi else "", open=ctx.open_first(s))
         b.facts = [("Pearson r", f"{_num(corr.get('pearson'))} (p {_pval(corr.get('pearson_p'))})"),
-                   ("Spearman ρ", f"{_num(corr.get('spearman'))} (p {_pval(corr.get('spearman_p'))})"),
+                   ("Spearman ρ", f"{_num(corr.get('spearman'))} (two-sided p {_pval(corr.get('spearman_p'))}; "
+                                  f"claim 5's one-sided permutation p {_pval(_perm_p(v, robust))})"),
                    ("classes", _num(corr.get("n")))]
-        b.images.append(figs.image(plot_weight_norm(v, robust, o.class_names, robust_label=h["attack"]),
+        b.images.append(figs.image(plot_weight_norm(v, robust, o.class_names, robust_label=wa),
                                    f"{prefix}weight_norm", f"Weight norm vs robust accuracy of {s}"))
         rows = [[_c(o.class_names[c], "name"), _n(_num(v[c])), _n(_pct(robust[c]))]
                 for c in np.argsort(np.nan_to_num(v, nan=-np.inf))]
-        b.tables.append(Table(["class", "weight-row L2 norm", f"robust accuracy ({h['attack']})"], rows,
+        b.tables.append(Table(["class", "weight-row L2 norm", f"robust accuracy ({wa})"], rows,
                               caption="Sorted by weight norm.", collapsed=True))
         blocks.append(b)
     if not blocks:
@@ -630,11 +640,15 @@ def _claims_table(claims: Sequence[Any]) -> Table | None:
     for c in claims:
         d = _coerce_claim(c)
         verdict = str(d.get("verdict", "inconclusive"))
+        # Claim.to_dict(): "statistic" is the value and "statistic_name" its name (older dicts: "value")
+        name, value = ((d["statistic_name"], d.get("statistic")) if "statistic_name" in d
+                       else (d.get("statistic", ""), d.get("value")))
         rows.append([_c(d.get("id", ""), "claim-id"), _c(d.get("title", ""), "claim-title"),
-                     _c(d.get("statistic", ""), "statistic"), _n(_claim_value(d.get("value"))),
+                     _c(name, "statistic"), _n(_claim_value(value)),
                      _n(_claim_value(d.get("interval")) if d.get("interval") is not None else "", "ci"),
+                     _n(_pval(d.get("p_value")) if _finite(d.get("p_value")) else "—"),
                      _badge(verdict, _slug(verdict)), _c(d.get("detail", ""), "detail")])
-    return Table(["", "claim", "statistic", "value", "interval", "verdict", "detail"], rows)
+    return Table(["", "claim", "statistic", "value", "interval", "p", "verdict", "detail"], rows)
 
 
 def _page(context: Mapping[str, Any], plots_dir: Path | None) -> Page:

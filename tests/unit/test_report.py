@@ -227,7 +227,7 @@ def test_study_report_renders_claims_norms_and_history(tmp_path):
     settings = {"PGD-AT": _synthetic(1, 0.0), "TRADES": _synthetic(2, 0.05)}
     o = settings["PGD-AT"]
     rob = A.class_accuracy(o.labels, o.pred("PGD-20"), 10)[0]
-    claims = [A.claim_discrepancy(o.labels, o.pred("PGD-20"), 10, class_names=CIFAR, n_boot=200),
+    claims = [A.claim_discrepancy(o.labels, o.clean_pred, o.pred("PGD-20"), 10, class_names=CIFAR, n_boot=200),
               A.claim_weight_norm(np.linspace(1, 2, 10), rob)]
     hist = [{"epoch": e, "val_clean_acc": 0.1 * e, "val_robust_acc": 0.05 * e,
              "val_robust_per_class": [0.05 * e] * 10} for e in range(1, 5)]

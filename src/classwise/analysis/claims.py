@@ -26,11 +26,19 @@ from scipy.stats import binom, chi2_contingency, hypergeom, rankdata
 
 from classwise.analysis._common import as_float, as_int, default_bottom_k, names_for
 
-__all__ = ["Claim", "SUPPORTED", "NOT_SUPPORTED", "INCONCLUSIVE", "claim_discrepancy", "claim_flows",
-           "claim_gain", "claim_weight_norm", "spearman_permutation"]
+__all__ = ["Claim", "NULLS", "SUPPORTED", "NOT_SUPPORTED", "INCONCLUSIVE", "claim_discrepancy", "claim_flows",
+           "claim_gain", "claim_weight_norm", "spearman_permutation", "homogeneity_test", "basic_interval"]
 
 SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE = "supported", "not supported", "inconclusive"
 NAN = float("nan")
+# The null hypothesis of each claim's test (docs/study.md).
+NULLS = {
+    1: "every class's clean-correct samples survive the attack at the same rate (equal attack success rates)",
+    2: "uniform flows: each broken example goes to any of the K - 1 other classes with probability 1/(K-1)",
+    3: "no class effect: class labels exchangeable among images, per-image difficulty shared across settings",
+    4: "the stronger attack breaks each weak-robust sample with the same probability whatever its class",
+    5: "no association between weight-row norm and robust accuracy (all pairings equally likely)",
+}
 
 
 @dataclass
@@ -83,6 +91,14 @@ def _f(x: float | None) -> str:
 
 def _p(x: float) -> str:
     return "nan" if not np.isfinite(x) else f"{x:.2g}" if x < 0.001 else f"{x:.3f}"
+
+
+def basic_interval(estimate: float, draws: np.ndarray, alpha: float, lo: float, hi: float) -> tuple[float, float]:
+    """Basic bootstrap interval (2 x estimate - upper quantile, 2 x estimate - lower quantile), clipped to
+    [lo, hi]. Used for the max-type statistics (a best-minus-worst gap, a dominant share): resampling
+    inflates a maximum, so the percentile interval sits above the estimate and may exclude it."""
+    qlo, qhi = np.nanquantile(draws, [alpha / 2, 1 - alpha / 2])
+    return float(max(lo, 2 * estimate - qhi)), float(min(hi, 2 * estimate - qlo))
 
 
 def _class_counts(y: np.ndarray, mask: np.ndarray, k: int) -> np.ndarray:
@@ -138,8 +154,8 @@ def claim_discrepancy(labels: npt.ArrayLike, clean_pred: npt.ArrayLike, adv_pred
     Null: every class's clean-correct samples survive the attack at the same rate (equal attack success
     rates), whatever the clean accuracies; a class that is often wrong clean cannot support the claim on
     its own. Statistic: the conditional-robustness gap, best - worst class of robust / clean-correct
-    (classes with >= 1 clean-correct sample), with a bootstrap interval (each class's clean-correct
-    samples resampled, ``n_boot``). Test: :func:`homogeneity_test` of the K x 2 table (robust, broken).
+    (classes with >= 1 clean-correct sample), with a basic bootstrap interval (each class's clean-correct
+    samples resampled, ``n_boot``; :func:`basic_interval`). Test: :func:`homogeneity_test` of the K x 2 table (robust, broken).
     Supported: p < ``alpha`` AND the gap's lower bound >= ``min_gap`` (0.1). Not supported: p >= alpha AND
     the gap < min_gap. Otherwise inconclusive (also with fewer than two classes with clean-correct
     samples). The clean-accuracy gap is reported beside it (``extra``) but never decides.
@@ -155,7 +171,7 @@ def claim_discrepancy(labels: npt.ArrayLike, clean_pred: npt.ArrayLike, adv_pred
     robust = _class_counts(y, (c == y) & (p == y), k)
     title = "Robustness differs strongly between classes (given clean-correct)"
     stat = "conditional-robustness gap (robust / clean-correct, best - worst class)"
-    null = "every class's clean-correct samples survive the attack at the same rate (equal attack success rates)"
+    null = NULLS[1]
     has = clean_ok > 0
     clean_acc = np.where(support > 0, clean_ok / np.maximum(support, 1), np.nan)
     clean_gap = float(np.nanmax(clean_acc) - np.nanmin(clean_acc)) if (support > 0).any() else NAN
@@ -168,7 +184,7 @@ def claim_discrepancy(labels: npt.ArrayLike, clean_pred: npt.ArrayLike, adv_pred
     boot = rng.binomial(clean_ok, np.where(has, q, 0.0), size=(n_boot, k)) / np.maximum(clean_ok, 1)
     boot = np.where(has, boot, np.nan)
     bgap = np.nanmax(boot, axis=1) - np.nanmin(boot, axis=1)
-    lo, hi = (float(v) for v in np.quantile(bgap, [alpha / 2, 1 - alpha / 2]))
+    lo, hi = basic_interval(gap, bgap, alpha, 0.0, 1.0)
     chi, pv, method = homogeneity_test(robust, clean_ok, n_perm=n_perm, seed=seed)
     if pv < alpha and lo >= min_gap:
         verdict, why = SUPPORTED, f"equal rates rejected (p {_p(pv)}) and the gap's lower bound {_f(lo)} >= {min_gap}"
@@ -181,7 +197,7 @@ def claim_discrepancy(labels: npt.ArrayLike, clean_pred: npt.ArrayLike, adv_pred
     worst, best = int(np.nanargmin(q)), int(np.nanargmax(q))
     detail = (f"robust given clean-correct: worst class {names[worst]} {_f(q[worst])} ({robust[worst]}/"
               f"{clean_ok[worst]}), best {names[best]} {_f(q[best])} ({robust[best]}/{clean_ok[best]}); gap "
-              f"{_f(gap)} [{_f(lo)}, {_f(hi)}] (bootstrap, {n_boot} resamples); clean-accuracy gap {_f(clean_gap)} "
+              f"{_f(gap)} [{_f(lo)}, {_f(hi)}] (basic bootstrap, {n_boot} resamples); clean-accuracy gap {_f(clean_gap)} "
               f"(reported, not used); test of equal rates: chi-square {_f(chi)}, p {_p(pv)} ({method}). Rule: "
               f"supported if p < {alpha} and the gap's lower bound >= {min_gap}; not supported if p >= {alpha} "
               f"and the gap < {min_gap}.")
@@ -211,8 +227,9 @@ def claim_flows(labels: npt.ArrayLike, clean_pred: npt.ArrayLike, adv_pred: npt.
     independently, so the p-value of the count of concentrated classes is P(Binomial(n, alpha) >= count).
     Supported: that p < alpha, a majority concentrated, and the mean dominant share >= 2u. Not supported:
     no majority and the mean < 2u. Inconclusive otherwise, with fewer than ``min_classes`` (3) such
-    classes, or K < 3. Statistic: the mean dominant share; interval: its bootstrap interval (each class's
-    broken samples resampled, ``n_boot``).
+    classes, or K < 3. Statistic: the mean dominant share; interval: its percentile bootstrap interval
+    (each class's broken samples resampled, ``n_boot``). Near uniform flows the resampled maximum is
+    biased upward, so the interval can sit above the estimate; the verdict never uses the interval.
     """
     k = len(class_names)
     y = _labels(labels, k)
@@ -221,7 +238,7 @@ def claim_flows(labels: npt.ArrayLike, clean_pred: npt.ArrayLike, adv_pred: npt.
         raise ValueError(f"labels {y.shape}, clean_pred {c.shape} and adv_pred {p.shape} differ in shape")
     title = "Broken examples go mostly to a few classes"
     stat = "mean dominant-target share of broken examples"
-    null = "uniform flows: each broken example goes to any of the K - 1 other classes with probability 1/(K-1)"
+    null = NULLS[2]
     flows = _flow_rows(y, c, p, k) if k else np.zeros((0, 0), dtype=np.int64)
     broken = flows.sum(axis=1)
     el = np.flatnonzero(broken >= min_broken)
@@ -248,7 +265,7 @@ def claim_flows(labels: npt.ArrayLike, clean_pred: npt.ArrayLike, adv_pred: npt.
     else:
         verdict, why = INCONCLUSIVE, f"{conc}/{el.size} classes concentrated, mean share {_f(mean)} vs 2/(K-1) {_f(2 * u)}"
     detail = (f"{el.size} classes with >= {min_broken} broken examples; mean dominant share {_f(mean)} [{_f(lo)}, "
-              f"{_f(hi)}] (bootstrap, {n_boot} resamples) vs uniform {_f(u)}; {conc}/{el.size} concentrated "
+              f"{_f(hi)}] (percentile bootstrap, {n_boot} resamples) vs uniform {_f(u)}; {conc}/{el.size} concentrated "
               f"(dominant count significant against uniform flows, Bonferroni over K-1 targets, p < {alpha}); "
               f"p of that count under the null {_p(pv)}. Rule: supported if a majority are concentrated (p < "
               f"{alpha}) and the mean >= 2/(K-1) = {_f(2 * u)}; not supported if neither holds.")
@@ -284,7 +301,7 @@ def claim_gain(labels: npt.ArrayLike, weak_robust: npt.ArrayLike, strong_robust:
         raise ValueError(f"labels {y.shape}, weak_robust {w.shape} and strong_robust {s.shape} differ in shape")
     title = "Stronger attacks gain mainly on vulnerable classes"
     stat = f"relative drop {weak} -> {strong} (share of {weak}-robust samples lost), vulnerable minus other classes"
-    null = "the stronger attack breaks each weak-robust sample with the same probability whatever its class"
+    null = NULLS[4]
     support = _class_counts(y, np.ones(y.size, bool), k)
     m = _class_counts(y, w, k)
     lost = _class_counts(y, w & ~s, k)
@@ -361,7 +378,7 @@ def claim_weight_norm(norms: npt.ArrayLike, robust: npt.ArrayLike, *, alpha: flo
     ok = ~(np.isnan(x) | np.isnan(yv))
     title = "Robustness correlates with the class's weight-row norm"
     stat = "Spearman correlation of weight norm and robust accuracy" + (f" ({attack})" if attack else "")
-    null = "no association between weight-row norm and robust accuracy (all pairings equally likely)"
+    null = NULLS[5]
     rho, pv, method = spearman_permutation(x[ok], yv[ok], n_perm=n_perm, seed=seed)
     n = int(ok.sum())
     interval = None

@@ -17,7 +17,7 @@ from itertools import combinations
 import numpy as np
 from scipy.stats import rankdata
 
-from classwise.analysis.claims import INCONCLUSIVE, NAN, NOT_SUPPORTED, SUPPORTED, Claim, _f, _p
+from classwise.analysis.claims import INCONCLUSIVE, NAN, NOT_SUPPORTED, NULLS, SUPPORTED, Claim, _f, _p
 
 __all__ = ["Setting", "claim_consistency"]
 
@@ -99,7 +99,7 @@ def claim_consistency(settings: Sequence[Setting], num_classes: int, *, min_mean
     """
     title = "Class-wise robustness ranking is consistent across attacks and defenses"
     stat = "mean Spearman correlation over cross-defense pairs of settings"
-    null = "no class effect: class labels exchangeable among images, per-image difficulty shared across settings"
+    null = NULLS[3]
     k = int(num_classes)
     n = len(settings)
     pairs = list(combinations(range(n), 2))

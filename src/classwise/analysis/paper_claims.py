@@ -21,6 +21,7 @@ import numpy as np
 
 from classwise.analysis.claims import (
     INCONCLUSIVE,
+    NULLS,
     Claim,
     claim_discrepancy,
     claim_flows,
@@ -109,7 +110,7 @@ def _group_key(run: Any) -> str:
 
 
 def _missing(cid: int, title: str, stat: str, why: str) -> Claim:
-    return Claim(cid, title, stat, float("nan"), None, INCONCLUSIVE, why, reason=why)
+    return Claim(cid, title, stat, float("nan"), None, INCONCLUSIVE, why, null=NULLS[cid], reason=why)
 
 
 def paper_claims(runs: Mapping[str, Any], norms: Mapping[str, Any] | None = None, *, primary: str | None = None,

@@ -711,17 +711,9 @@ def _study_report(res, out: Path) -> Path:
 
 
 def _print_claims(claims) -> None:
-    from rich.table import Table
+    from classwise.cli.claims import print_claims
 
-    colors = {"supported": "green", "not supported": "red", "inconclusive": "yellow"}
-    t = Table(title="The paper's claims", header_style="bold", show_lines=True)
-    for col in ("#", "claim", "statistic", "value", "interval", "verdict"):
-        t.add_column(col, overflow="fold")
-    for c in claims:
-        iv = "" if c.interval is None else f"[{c.interval[0]:.3f}, {c.interval[1]:.3f}]"
-        t.add_row(str(c.id), c.title, c.statistic, f"{c.value:.3f}", iv,
-                  f"[{colors.get(c.verdict, 'white')}]{c.verdict}[/]")
-    console.print(t)
+    print_claims(console, claims)
 
 
 @app.command("remove-class")

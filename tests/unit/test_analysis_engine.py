@@ -558,3 +558,22 @@ def test_analysis_does_not_import_torch():
             "for m in sys.modules)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+def test_a_prediction_of_minus_one_is_wrong_everywhere_and_never_an_index():
+    """-1 = no valid prediction (non-finite model output): counted wrong, flows to no class, no crash."""
+    y = np.repeat(np.arange(3), 4)
+    clean = y.copy()
+    clean[0] = -1
+    adv = clean.copy()
+    adv[[4, 5]] = -1
+    adv[6] = 0
+    acc, support = class_accuracy(y, adv, 3)
+    np.testing.assert_allclose(acc, [0.75, 0.25, 1.0])
+    df = class_report(y, clean, adv, names(3))
+    assert df["clean_acc"].tolist() == [0.75, 1.0, 1.0] and df["robust_acc"].tolist() == [0.75, 0.25, 1.0]
+    ft = flow_table(y, clean, adv, names(3))
+    assert ft["broken"].tolist() == [0, 1, 0] and ft["dominant_share"][1] == 1.0  # the two -1s flow nowhere
+    d = dominant_targets(y, clean, adv, 3)
+    assert d[1, 0] == 0 and d[1, 2] == 1
+    assert bootstrap_disparity(y, adv, 3, n_boot=20).loc["worst_acc", "value"] == 0.25

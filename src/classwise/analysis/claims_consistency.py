@@ -80,6 +80,29 @@ def _half_means(rho: np.ndarray, pairs: list[tuple[int, int]]) -> float:
     return float(np.nanmean(vals)) if vals.size and not np.all(np.isnan(vals)) else NAN
 
 
+def _boot_interval(g: _Groups, pairs: list[tuple[int, int]], estimate: float, n_boot: int, alpha: float,
+                   rng: np.random.Generator) -> tuple[float, float]:
+    """Basic stratified bootstrap interval of the mean Spearman over ``pairs`` (samples resampled within
+    class, the same resample for every setting of a group), clipped to [-1, 1]; NaN when undefined.
+    Basic (2 x estimate - quantiles), not percentile: resampling adds noise to every per-class accuracy and
+    so pulls a resampled correlation down; the percentile interval would often exclude the estimate."""
+    boot = []
+    for _ in range(n_boot):
+        idx = []
+        for y, _ in g.groups:
+            ii = np.empty(y.size, dtype=np.int64)
+            for c in np.unique(y):
+                at = np.flatnonzero(y == c)
+                ii[at] = rng.choice(at, at.size)
+            idx.append(ii)
+        boot.append(_half_means(_spearman_rows(g.acc(index=idx)), pairs))
+    bb = np.array(boot, dtype=float)
+    if not (np.isfinite(bb).any() and np.isfinite(estimate)):
+        return NAN, NAN
+    qlo, qhi = np.nanquantile(bb, [alpha / 2, 1 - alpha / 2])
+    return float(max(-1.0, 2 * estimate - qhi)), float(min(1.0, 2 * estimate - qlo))
+
+
 def claim_consistency(settings: Sequence[Setting], num_classes: int, *, min_mean: float = 0.6,
                       max_mean_against: float = 0.2, alpha: float = 0.05, n_perm: int = 1999, n_boot: int = 500,
                       seed: int = 0) -> Claim:
@@ -120,23 +143,7 @@ def claim_consistency(settings: Sequence[Setting], num_classes: int, *, min_mean
         ge_a += bool(apairs) and _half_means(r, apairs) >= a_obs - 1e-12
     p_d = (1 + ge_d) / (n_perm + 1) if np.isfinite(d_obs) else NAN
     p_a = (1 + ge_a) / (n_perm + 1) if apairs and np.isfinite(a_obs) else NAN
-    boot = []
-    for _ in range(n_boot):
-        idx = []
-        for y, _ in g.groups:
-            ii = np.empty(y.size, dtype=np.int64)
-            for c in np.unique(y):
-                at = np.flatnonzero(y == c)
-                ii[at] = rng.choice(at, at.size)
-            idx.append(ii)
-        boot.append(_half_means(_spearman_rows(g.acc(index=idx)), dpairs))
-    bb = np.array(boot, dtype=float)
-    lo = hi = NAN
-    if np.isfinite(bb).any() and np.isfinite(d_obs):
-        # basic bootstrap (2 x estimate - quantiles): resampling adds noise to every per-class accuracy and
-        # so pulls a resampled correlation down; the percentile interval would often exclude the estimate
-        qlo, qhi = np.nanquantile(bb, [alpha / 2, 1 - alpha / 2])
-        lo, hi = float(max(-1.0, 2 * d_obs - qhi)), float(min(1.0, 2 * d_obs - qlo))
+    lo, hi = _boot_interval(g, dpairs, d_obs, n_boot, alpha, rng)
     halves = {"defense": (d_obs, p_d, len(dpairs)), "attack": (a_obs, p_a, len(apairs))}
     pv = max(p_d, p_a) if np.isfinite(p_a) and np.isfinite(p_d) else NAN
     ok = {h: np.isfinite(m) and m >= min_mean and p < alpha for h, (m, p, _) in halves.items()}

@@ -1,6 +1,6 @@
 """The paper's study in one call: train PGD-AT, TRADES and MART (or reuse checkpoints), evaluate FGSM,
 PGD, CW and Temperature-PGD, run E1-E5, and state each of the paper's claims 1-5 with its statistic,
-its interval and a verdict. See PAPER.md (shared) and docs/study.md for the decisions taken.
+its interval and a verdict. See docs/study.md for the decisions taken.
 """
 
 from __future__ import annotations

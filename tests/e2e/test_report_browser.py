@@ -71,10 +71,7 @@ def _study(tmp: Path) -> Path:
     o = settings["PGD-AT"]
     rob = {a: A.class_accuracy(o.labels, o.pred(a), 10)[0] for a in o.attacks}
     norms = 1 + rob["PGD-20"] + np.random.default_rng(0).normal(0, 0.05, 10)
-    claims = [A.claim_discrepancy(o.labels, o.pred("PGD-20"), 10, class_names=CIFAR, n_boot=300),
-              A.claim_flows(o.labels, o.clean_pred, o.pred("PGD-20"), CIFAR),
-              A.claim_gain(rob["FGSM"], rob["PGD-20"]),
-              A.claim_weight_norm(norms, rob["PGD-20"])]
+    claims = A.paper_claims(settings, {"PGD-AT": norms}, fast=True)
     hist = [{"epoch": e, "val_clean_acc": 0.5 + 0.04 * e, "val_robust_acc": 0.2 + 0.02 * e,
              "val_robust_per_class": list(np.clip(rob["PGD-20"] * e / 8, 0, 1))} for e in range(1, 9)]
     return build_report({"title": "classwise study: cifar10 (synthetic outcomes)", "settings": settings,

@@ -37,7 +37,7 @@ def check_study_dir(d: Path) -> dict:
     s = json.loads((d / "study.json").read_text())
     assert [c["id"] for c in s["claims"]] == [1, 2, 3, 4, 5]
     for c in s["claims"]:
-        assert c["verdict"] in VERDICTS and c["statistic"] and c["detail"]
+        assert c["verdict"] in VERDICTS and c["detail"] and c["reason"] and c["null"]
     assert set(s["defenses"]) == {"PGD-AT", "TRADES", "MART"}
     for d_ in ("pgd-at", "trades", "mart"):
         m = json.loads((d / "models" / d_ / "metrics.json").read_text())

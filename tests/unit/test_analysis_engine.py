@@ -17,6 +17,7 @@ from sklearn.metrics import recall_score
 
 from classwise.analysis import (
     DISPARITY_STATS,
+    Setting,
     attack_gain,
     bootstrap_disparity,
     claim_consistency,
@@ -374,32 +375,46 @@ def test_mcnemar_hand_made_table():
     assert (last["class"], last["name"], last["n"], last["a_only"], last["b_only"]) == (-1, "all", 14, 1, 7)
 
 
-# --- claims ------------------------------------------------------------------------------------------
+# --- claims (rules; their calibration is in test_claims_calibration.py) ----------------------------------
 
 
-def graded(acc, n_per_class, seed=0):
+def graded(surv, n_per_class, clean_acc=None, seed=0):
+    """labels, clean_pred, adv_pred: class c is clean-correct at rate clean_acc[c] (default 1) and a
+    clean-correct sample survives at rate surv[c]; broken samples go to the next class."""
     rng = np.random.default_rng(seed)
-    acc = np.asarray(acc)
-    y = np.repeat(np.arange(acc.size), n_per_class)
-    return y, np.where(rng.random(y.size) < acc[y], y, (y + 1) % acc.size)
+    surv = np.asarray(surv, float)
+    k = surv.size
+    clean_acc = np.ones(k) if clean_acc is None else np.asarray(clean_acc, float)
+    y = np.repeat(np.arange(k), n_per_class)
+    clean = np.where(rng.random(y.size) < clean_acc[y], y, (y + 1) % k)
+    adv = np.where((clean == y) & (rng.random(y.size) < surv[y]), y, (y + 1) % k)
+    return y, clean, np.where(clean == y, adv, clean)
 
 
-def test_claim_discrepancy_three_verdicts():
-    y, p = graded(np.linspace(0.2, 0.7, 10), 1000)
-    c = claim_discrepancy(y, p, 10, class_names=names(10))
-    assert c.verdict == "supported" and c.id == 1 and c.interval[0] >= 0.1
-    assert c.value == pytest.approx(disparity(class_accuracy(y, p, 10)[0])["gap"])
-    y, p = graded(np.full(5, 0.5), 20_000)
-    assert claim_discrepancy(y, p, 5, class_names=names(5)).verdict == "not supported"
-    y, p = graded([0.3, 0.45, 0.5], 15)
-    assert claim_discrepancy(y, p, 3, class_names=None).verdict == "inconclusive"
+def test_claim_discrepancy_decides_on_the_conditional_gap():
+    y, c, p = graded(np.linspace(0.2, 0.7, 10), 500)
+    cl = claim_discrepancy(y, c, p, 10, class_names=names(10))
+    assert cl.verdict == "supported" and cl.id == 1 and cl.interval[0] >= 0.1 and cl.p_value < 1e-6
+    q = [np.mean(p[(y == k) & (c == y)] == k) for k in range(10)]
+    assert cl.value == pytest.approx(max(q) - min(q))
+    table = np.array([[np.sum((y == k) & (p == y)), np.sum((y == k) & (c == y) & (p != y))] for k in range(10)])
+    assert cl.p_value == pytest.approx(stats.chi2_contingency(table, correction=False).pvalue)
+    # a clean gap alone (clean 0.1 ... 1.0, equal survival): robust accuracy differs a lot, the claim does not hold
+    y, c, p = graded(np.full(10, 0.6), 300, clean_acc=np.linspace(0.1, 1.0, 10), seed=3)
+    cl = claim_discrepancy(y, c, p, 10)
+    assert cl.extra["clean_gap"] > 0.8 and cl.verdict != "supported" and cl.p_value > 0.05
+    y, c, p = graded(np.full(5, 0.5), 20_000)
+    assert claim_discrepancy(y, c, p, 5).verdict == "not supported"
+    y, c, p = graded([0.5, 0.5], 10)
+    c[y == 1] = 0  # one class has no clean-correct sample
+    assert claim_discrepancy(y, c, np.where(y == 1, 0, p), 2).verdict == "inconclusive"
 
 
-def test_claim_discrepancy_pure_noise_across_many_classes_is_not_supported():
-    # 100 classes of 100 samples, all at the same true accuracy: the observed gap (~0.25) is selection noise.
-    y, p = graded(np.full(100, 0.5), 100, seed=1)
-    assert claim_discrepancy(y, p, 100, class_names=None).verdict == "inconclusive"
-    assert claim_discrepancy(y, p, 100, class_names=None, null_check=False).verdict == "supported"
+def test_claim_discrepancy_small_counts_use_an_unfloored_permutation_p():
+    y, c, p = graded([0.1, 0.9, 0.5], 6, seed=1)  # expected counts < 5: no chi-square approximation
+    cl = claim_discrepancy(y, c, p, 3, n_perm=9999)
+    assert "permutation" in cl.detail and 1 / 10_000 <= cl.p_value <= 1
+    assert cl.interval[0] <= cl.value <= cl.interval[1]
 
 
 def flows_data(k, n_per_class, concentrated, seed=0):
@@ -410,58 +425,112 @@ def flows_data(k, n_per_class, concentrated, seed=0):
     return y, y.copy(), np.where(hit, target, y)
 
 
-def test_claim_flows_three_verdicts():
+def test_claim_flows_three_verdicts_and_a_bootstrap_interval():
     c = claim_flows(*flows_data(10, 200, True), names(10))
-    assert c.verdict == "supported" and c.value == 1.0
-    assert claim_flows(*flows_data(10, 1000, False), names(10)).verdict == "not supported"
+    assert c.verdict == "supported" and c.value == 1.0 and c.interval == (1.0, 1.0) and c.p_value < 1e-6
+    c = claim_flows(*flows_data(10, 1000, False), names(10))
+    assert c.verdict == "not supported" and 0 <= c.interval[0] <= c.value <= c.interval[1] <= 1
+    assert c.interval[1] - c.interval[0] < 0.05
+    y, clean, adv = flows_data(10, 200, True)
+    rng = np.random.default_rng(1)
+    adv = np.where((adv != y) & (rng.random(y.size) < 0.4), (y + 2) % 10, adv)  # 60% to the dominant target
+    c = claim_flows(y, clean, adv, names(10))
+    assert c.verdict == "supported" and c.interval[0] <= c.value <= c.interval[1] and 0.5 < c.value < 0.7
     y, clean, adv = flows_data(10, 200, True)
     adv[y >= 2] = y[y >= 2]  # only two classes have broken examples
     c = claim_flows(y, clean, adv, names(10))
     assert c.verdict == "inconclusive" and c.interval is None
-    # uniform flows over 99 targets: the top target's Wilson bound clears 1/99, the count test does not
-    assert claim_flows(*flows_data(100, 100, False), names(100)).verdict == "inconclusive"
+    # uniform flows over 99 targets: the top target's share is not significant
+    assert claim_flows(*flows_data(100, 100, False), names(100)).verdict != "supported"
 
 
-def test_claim_consistency_three_verdicts():
-    rng = np.random.default_rng(12)
-    base = np.linspace(0.1, 0.8, 10)
-    robust = {n: base + rng.normal(0, 0.02, 10) for n in ["fgsm", "pgd", "cw"]}
-    c = claim_consistency(robust)
-    assert c.verdict == "supported" and c.value >= 0.6 and c.interval[0] > 0
-    assert claim_consistency({"a": base, "b": base[::-1]}).verdict == "not supported"
-    mid = base.copy()
-    mid[[0, 6]] = mid[[6, 0]]  # the worst class moved to the middle: Spearman 0.56
-    r = stats.spearmanr(base, mid).statistic
-    assert 0.2 < r < 0.6
-    assert claim_consistency({"a": base, "b": mid}).verdict == "inconclusive"
-    assert claim_consistency({"a": base}).verdict == "inconclusive"
+def test_claims_treat_a_prediction_of_minus_one_as_wrong_and_flowing_nowhere():
+    y, clean, adv = flows_data(10, 100, True)
+    adv2 = np.where(adv != y, -1, adv)  # every broken example: "no valid prediction"
+    c = claim_flows(y, clean, adv2, names(10))
+    assert c.verdict == "inconclusive" and "broken" in c.reason
+    d = claim_discrepancy(y, clean, adv2, 10)
+    assert d.value == pytest.approx(claim_discrepancy(y, clean, adv, 10).value)
+    g = claim_gain(y, adv == y, adv2 == y, 10)
+    assert g.reason == "no sample lost to the stronger attack"
 
 
-def test_claim_gain_three_verdicts():
-    weak = np.linspace(0.2, 0.9, 10)
-    c = claim_gain(weak, weak - np.linspace(0.3, 0.02, 10))
-    assert c.verdict == "supported" and c.value > 0.2
-    assert claim_gain(weak, weak - np.linspace(0.02, 0.3, 10)).verdict == "not supported"
-    assert claim_gain(weak, weak).verdict == "inconclusive"  # no drop at all
-    drop = np.array([0.3, 0.0, 0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07, 0.08])  # bottom heavy, rising trend
-    mixed = claim_gain(weak, weak - drop)
-    assert mixed.verdict == "inconclusive"
+def settings_data(effect, defenses="ABC", attacks=("fgsm", "pgd"), n=60, seed=0):
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(10), n)
+    z = rng.standard_normal(y.size)
+    b = effect * np.linspace(-1, 1, 10)[y]
+    return [Setting(d, a, y, 0.9 * z + 0.44 * rng.standard_normal(y.size) + b > 0, "g")
+            for d in defenses for a in attacks]
 
 
-def test_claim_weight_norm_three_verdicts():
+def test_claim_consistency_halves_and_verdicts():
+    c = claim_consistency(settings_data(1.0), 10, n_perm=199, n_boot=50)
+    assert c.verdict == "supported" and c.value >= 0.6 and c.p_value < 0.05
+    assert c.interval[0] <= c.value <= c.interval[1] <= 1
+    assert c.extra["defense_pairs"] == 12 and c.extra["attack_pairs"] == 3
+    one = claim_consistency(settings_data(1.0, defenses="A", attacks=("a", "b", "c", "d")), 10, n_perm=99)
+    assert one.verdict == "inconclusive" and "two defenses" in one.reason
+    noatt = claim_consistency(settings_data(1.0, attacks=("pgd",)), 10, n_perm=99, n_boot=0)
+    assert noatt.verdict == "inconclusive" and "attack half" in noatt.reason
+    a = settings_data(1.0, defenses="A", attacks=("x", "y"))
+    b = settings_data(1.0, defenses="B", attacks=("x",), seed=1)[0]
+    rev = Setting("B", "x", 9 - b.labels, b.robust, "other samples")  # B ranks the classes the other way round
+    c = claim_consistency([*a, rev], 10, n_perm=99, n_boot=0)
+    assert c.verdict == "not supported" and c.value < -0.5 and "defense half" in c.reason
+
+
+def test_claim_consistency_shared_difficulty_alone_is_not_support():
+    # no class effect, every setting on the same images with per-image difficulty correlated 0.8
+    c = claim_consistency(settings_data(0.0, seed=4), 10, n_perm=199, n_boot=0)
+    assert c.verdict != "supported" and c.p_value > 0.05
+
+
+def test_claim_gain_relative_drops_fisher_p_and_floor_effect():
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(10), 200)
+    weak = rng.random(y.size) < np.linspace(0.2, 0.9, 10)[y]
+    loss = np.linspace(0.6, 0.1, 10)
+    strong = weak & (rng.random(y.size) >= loss[y])
+    c = claim_gain(y, weak, strong, 10)
+    assert c.verdict == "supported" and c.value > 0.2 and c.interval[0] > 0 and c.extra["vulnerable"] == [0, 1]
+    vul = np.isin(y, [0, 1])
+    tab = [[np.sum(vul & weak & ~strong), np.sum(vul & weak & strong)],
+           [np.sum(~vul & weak & ~strong), np.sum(~vul & weak & strong)]]
+    assert c.p_value == pytest.approx(stats.fisher_exact(tab, alternative="greater").pvalue)
+    rev = weak & (rng.random(y.size) >= loss[::-1][y])
+    assert claim_gain(y, weak, rev, 10).verdict == "not supported"
+    assert claim_gain(y, weak, weak, 10).verdict == "inconclusive"  # no drop at all
+    # floor effect: a class at 0 under the weak attack has nothing to lose and is left out of the vulnerable set
+    weak0 = weak & (y != 0)
+    c0 = claim_gain(y, weak0, strong & weak0, 10)
+    assert 0 not in c0.extra["vulnerable"] and c0.verdict == "supported"
+
+
+def test_claim_weight_norm_permutation_p_and_verdicts():
     robust = np.linspace(0.2, 0.8, 10)
-    assert claim_weight_norm(robust * 3 + 1, robust).verdict == "supported"
+    c = claim_weight_norm(robust * 3 + 1, robust)
+    assert c.verdict == "supported" and c.p_value == pytest.approx(1 / 10_000)
     assert claim_weight_norm(-robust, robust).verdict == "not supported"
-    weak_pos = np.array([2.0, 1.0, 4.0, 3.0])  # Spearman 0.6 on 4 classes: p ~ 0.4
+    weak_pos = np.array([2.0, 1.0, 4.0, 3.0])  # Spearman 0.6 on 4 classes
     c = claim_weight_norm(weak_pos, robust[:4])
     assert c.value == pytest.approx(0.6) and c.verdict == "inconclusive"
+    from itertools import permutations
+
+    rho = [stats.spearmanr(weak_pos, np.array(pp)).statistic for pp in permutations(robust[:4])]
+    assert c.p_value == pytest.approx(np.mean(np.array(rho) >= 0.6 - 1e-12))  # exact over all 4! pairings
+    assert claim_weight_norm([1.0, 2.0], [0.1, 0.2]).verdict == "inconclusive"
 
 
 def test_claim_to_dict_is_json_ready():
-    y, p = graded(np.linspace(0.2, 0.7, 10), 200)
-    d = claim_discrepancy(y, p, 10, class_names=names(10)).to_dict()
-    assert set(d) == {"id", "title", "statistic", "value", "interval", "verdict", "detail"}
-    json.dumps(d)
+    y, c, p = graded(np.linspace(0.2, 0.7, 10), 200)
+    d = claim_discrepancy(y, c, p, 10, class_names=names(10)).to_dict()
+    assert {"id", "verdict", "statistic", "p_value", "interval", "null", "reason"} <= set(d)
+    assert isinstance(d["statistic"], float) and d["statistic_name"] and d["null"]
+    json.dumps(d, allow_nan=False)
+    d = claim_weight_norm([1.0, 2.0], [0.1, 0.2]).to_dict()
+    assert d["statistic"] is None and d["p_value"] is None
+    json.dumps(d, allow_nan=False)
 
 
 # --- robustness of the engine ------------------------------------------------------------------------
@@ -475,7 +544,7 @@ def test_empty_inputs_give_nan_not_zero():
     ft = flow_table(e, e, e, names(3))
     assert (ft["dominant_target"] == -1).all() and ft["dominant_share"].isna().all()
     assert len(top_pairs(e, e, e, names(3))) == 0 and len(symmetric_pairs(e, e, e, names(3))) == 0
-    assert claim_discrepancy(e, e, 3, class_names=None).verdict == "inconclusive"
+    assert claim_discrepancy(e, e, e, 3, class_names=None).verdict == "inconclusive"
     assert claim_flows(e, e, e, names(3)).verdict == "inconclusive"
     s = attack_gain([np.nan] * 3, [np.nan] * 3)[1]
     assert np.isnan(s["total_drop"]) and s["bottom_k"] == []
@@ -489,3 +558,22 @@ def test_analysis_does_not_import_torch():
             "for m in sys.modules)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+def test_a_prediction_of_minus_one_is_wrong_everywhere_and_never_an_index():
+    """-1 = no valid prediction (non-finite model output): counted wrong, flows to no class, no crash."""
+    y = np.repeat(np.arange(3), 4)
+    clean = y.copy()
+    clean[0] = -1
+    adv = clean.copy()
+    adv[[4, 5]] = -1
+    adv[6] = 0
+    acc, support = class_accuracy(y, adv, 3)
+    np.testing.assert_allclose(acc, [0.75, 0.25, 1.0])
+    df = class_report(y, clean, adv, names(3))
+    assert df["clean_acc"].tolist() == [0.75, 1.0, 1.0] and df["robust_acc"].tolist() == [0.75, 0.25, 1.0]
+    ft = flow_table(y, clean, adv, names(3))
+    assert ft["broken"].tolist() == [0, 1, 0] and ft["dominant_share"][1] == 1.0  # the two -1s flow nowhere
+    d = dominant_targets(y, clean, adv, 3)
+    assert d[1, 0] == 0 and d[1, 2] == 1
+    assert bootstrap_disparity(y, adv, 3, n_boot=20).loc["worst_acc", "value"] == 0.25

@@ -227,7 +227,7 @@ def test_study_report_renders_claims_norms_and_history(tmp_path):
     settings = {"PGD-AT": _synthetic(1, 0.0), "TRADES": _synthetic(2, 0.05)}
     o = settings["PGD-AT"]
     rob = A.class_accuracy(o.labels, o.pred("PGD-20"), 10)[0]
-    claims = [A.claim_discrepancy(o.labels, o.pred("PGD-20"), 10, class_names=CIFAR, n_boot=200),
+    claims = [A.claim_discrepancy(o.labels, o.clean_pred, o.pred("PGD-20"), 10, class_names=CIFAR, n_boot=200),
               A.claim_weight_norm(np.linspace(1, 2, 10), rob)]
     hist = [{"epoch": e, "val_clean_acc": 0.1 * e, "val_robust_acc": 0.05 * e,
              "val_robust_per_class": [0.05 * e] * 10} for e in range(1, 5)]
@@ -373,3 +373,26 @@ def test_plots_draw_names_and_marks_without_computing(outcomes):
     ax = plots.plot_consistency(m)
     assert sorted(t.get_text() for t in ax.texts) == sorted(["1.00"] * 5 + ["-1.00"] * 4)
     assert plots.figure_png(ax.figure)[:8] == PNG
+
+
+def test_study_sections_follow_the_verdicts_and_never_print_a_share_outside_0_1(tmp_path):
+    """E2's text follows claim 2's verdict; the attack-gain share reads n/a when per-class drops have both
+    signs (once "-400.0%"); the page names its interval methods once, and the worst class has one interval."""
+    import classwise.analysis as A
+    from classwise.report.html import render_report
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(10), 50)
+    a = np.where(rng.random(y.size) < 0.5, y, (y + 1) % 10)
+    b = np.where(y < 2, (y + 1) % 10, np.where(rng.random(y.size) < 0.6, y, (y + 1) % 10))  # classes 0-1 fall, others rise
+    o = Outcomes(y, y.copy(), {"A": a, "B": b}, CIFAR, np.arange(y.size), {}, "cifar10", "test")
+    s = A.attack_gain(A.class_accuracy(y, a, 10)[0], A.class_accuracy(y, b, 10)[0])[1]
+    assert not 0 <= s["bottom_k_share"] <= 1  # the raw ratio of sums is not a share here
+    claim2 = A.claim_flows(y, y, np.where(rng.random(y.size) < 0.02, (y + 1) % 10, y), CIFAR)
+    assert claim2.verdict == "inconclusive"
+    html = unescape(render_report({"settings": {"X": o}, "claims": [claim2]}))
+    assert "pushed into a few similar classes" not in html and "claim 2: inconclusive" in html
+    assert "n/a (per-class drops of both signs" in html and not re.search(r"-\d+\.\d%\s*\(expected", html)
+    assert html.count("Wilson score interval; the spread statistics") == 1
+    shares = [float(v) for v in re.findall(r"(-?\d+\.\d)% \(even", html)]
+    assert all(0 <= v <= 100 for v in shares)

@@ -2,18 +2,19 @@
 
 Inputs are plain integer / float arrays, so outcomes from any tool work. Modules: ``classwise`` (accuracy,
 confusion, disparity), ``stats`` (Wilson and bootstrap intervals), ``diagnosis`` (E1), ``flows`` (E2),
-``consistency`` (E3), ``gain`` (E4), ``weightnorm`` (E5), ``compare`` (paired McNemar), ``claims``
-(the paper's claims 1-5 with verdicts).
+``consistency`` (E3), ``gain`` (E4), ``weightnorm`` (E5), ``compare`` (paired McNemar), ``claims`` and
+``claims_consistency`` (the paper's claims 1-5 as calibrated tests), ``paper_claims`` (the five from the
+outcomes of any runs), ``calibration`` (simulations of every claim rule under its null).
 """
 
 from classwise.analysis.claims import (
     Claim,
-    claim_consistency,
     claim_discrepancy,
     claim_flows,
     claim_gain,
     claim_weight_norm,
 )
+from classwise.analysis.claims_consistency import Setting, claim_consistency
 from classwise.analysis.classwise import (
     class_accuracy,
     confusion_matrix,
@@ -25,12 +26,15 @@ from classwise.analysis.consistency import consistency, consistency_matrix
 from classwise.analysis.diagnosis import class_report, split_disparity
 from classwise.analysis.flows import broken_flows, flow_table, symmetric_pairs, top_pairs
 from classwise.analysis.gain import attack_gain, gain_chain
+from classwise.analysis.paper_claims import WORST_CASE, paper_claims, weight_norm_attack
 from classwise.analysis.stats import DISPARITY_STATS, bootstrap_disparity, disparity_stats, wilson_interval
 from classwise.analysis.weightnorm import weight_norm_correlation
 
 __all__ = [
     "DISPARITY_STATS",
     "Claim",
+    "Setting",
+    "WORST_CASE",
     "attack_gain",
     "bootstrap_disparity",
     "broken_flows",
@@ -50,9 +54,11 @@ __all__ = [
     "flow_table",
     "gain_chain",
     "mcnemar_per_class",
+    "paper_claims",
     "split_disparity",
     "symmetric_pairs",
     "top_pairs",
+    "weight_norm_attack",
     "weight_norm_correlation",
     "wilson_interval",
 ]

@@ -40,11 +40,20 @@ def confusion_matrix(labels: IntArray, preds: IntArray, num_classes: int, *, nor
         return np.where(support > 0, counts / np.maximum(support, 1), np.nan)
 
 
+def _label_counts(y: np.ndarray, p: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """(support, correct) per class; labels must lie in [0, K), a prediction may be anything (-1 = no valid
+    prediction): it is correct only when equal to the label."""
+    if y.shape != p.shape:
+        raise ValueError(f"labels {y.shape} and preds {p.shape} differ in shape")
+    if y.size and (y.min() < 0 or y.max() >= num_classes):
+        raise ValueError(f"class indices must lie in [0, {num_classes})")
+    return np.bincount(y, minlength=num_classes), np.bincount(y[p == y], minlength=num_classes)
+
+
 def class_accuracy(labels: IntArray, preds: IntArray, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-class accuracy (NaN where empty) and support, each of shape (K,)."""
-    counts = confusion_matrix(labels, preds, num_classes)
-    support = counts.sum(axis=1)
-    correct = np.diag(counts)
+    """Per-class accuracy (NaN where empty) and support, each of shape (K,). A prediction outside [0, K)
+    (e.g. -1, no valid prediction) counts as wrong."""
+    support, correct = _label_counts(_as_int(labels, "labels"), _as_int(preds, "preds"), num_classes)
     with np.errstate(invalid="ignore", divide="ignore"):
         acc = np.where(support > 0, correct / np.maximum(support, 1), np.nan)
     return acc, support
@@ -87,7 +96,7 @@ def dominant_targets(labels: IntArray, clean_preds: IntArray, adv_preds: IntArra
     number broken.
     """
     y, c, p = _as_int(labels, "labels"), _as_int(clean_preds, "clean_preds"), _as_int(adv_preds, "adv_preds")
-    broken = (c == y) & (p != y)
+    broken = (c == y) & (p != y) & (p >= 0) & (p < num_classes)  # a prediction outside [0, K) flows nowhere
     counts = confusion_matrix(y[broken], p[broken], num_classes)
     out = np.empty((num_classes, 3))
     for k in range(num_classes):

@@ -11,7 +11,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from classwise.analysis._common import as_int, bottom_k_indices, default_bottom_k, names_for
-from classwise.analysis.classwise import confusion_matrix
+from classwise.analysis.classwise import _label_counts
 from classwise.analysis.stats import DISPARITY_STATS, disparity_stats, wilson_interval
 
 __all__ = ["class_report", "split_disparity"]
@@ -33,8 +33,7 @@ def class_report(labels: npt.ArrayLike, clean_pred: npt.ArrayLike, adv_pred: npt
         raise ValueError(f"labels {y.shape}, clean_pred {c.shape} and adv_pred {p.shape} differ in shape")
     k = len(class_names)
     names = names_for(class_names, k)
-    clean_correct = np.diag(confusion_matrix(y, c, k))
-    support = confusion_matrix(y, c, k).sum(axis=1)
+    support, clean_correct = _label_counts(y, c, k)  # a prediction outside [0, K) (-1) is wrong
     # robust = correct under the attack AND clean-correct: a clean mistake never counts as robust, even if
     # a tool's adversarial prediction happened to land on the label.
     robust_mask = (p == y) & (c == y)
@@ -66,9 +65,8 @@ def _split_stats(split: Mapping[str, Any], which: str) -> dict[str, np.ndarray]:
         labels, preds, k = split["labels"], split["preds"], int(split["num_classes"])
     except KeyError as e:
         raise ValueError(f"{which} needs keys labels, preds, num_classes; missing {e}") from None
-    counts = confusion_matrix(labels, preds, k)
-    support = counts.sum(axis=1)
-    acc = np.where(support > 0, np.diag(counts) / np.maximum(support, 1), np.nan)
+    support, correct = _label_counts(as_int(labels, "labels"), as_int(preds, "preds"), k)
+    acc = np.where(support > 0, correct / np.maximum(support, 1), np.nan)
     return disparity_stats(acc)
 
 

@@ -23,12 +23,13 @@ __all__ = ["broken_flows", "flow_table", "top_pairs", "symmetric_pairs"]
 def broken_flows(labels: npt.ArrayLike, clean_pred: npt.ArrayLike, adv_pred: npt.ArrayLike,
                  num_classes: int) -> tuple[np.ndarray, np.ndarray]:
     """(F, support): F[s, t] = number of broken samples of class s predicted t after the attack (zero
-    diagonal), shape (K, K); support (K,) = samples per class."""
+    diagonal), shape (K, K); support (K,) = samples per class. A broken sample whose prediction lies
+    outside [0, K) (-1: no valid prediction) goes to no class and is not in F."""
     y, c, p = as_int(labels, "labels"), as_int(clean_pred, "clean_pred"), as_int(adv_pred, "adv_pred")
     if not (y.shape == c.shape == p.shape):
         raise ValueError(f"labels {y.shape}, clean_pred {c.shape} and adv_pred {p.shape} differ in shape")
     support = np.bincount(y, minlength=num_classes) if y.size else np.zeros(num_classes, dtype=np.int64)
-    broken = (c == y) & (p != y)
+    broken = (c == y) & (p != y) & (p >= 0) & (p < num_classes)  # a prediction outside [0, K) flows nowhere
     return confusion_matrix(y[broken], p[broken], num_classes), support
 
 

@@ -14,7 +14,7 @@ import numpy.typing as npt
 import pandas as pd
 from scipy.stats import binomtest
 
-from classwise.analysis.classwise import confusion_matrix
+from classwise.analysis.classwise import _as_int, _label_counts
 
 DISPARITY_STATS = ["worst_acc", "best_acc", "gap", "std", "normalized_std", "mean"]
 
@@ -90,9 +90,7 @@ def bootstrap_disparity(labels: npt.ArrayLike, preds: npt.ArrayLike, num_classes
         raise ValueError(f"n_boot must be >= 1, got {n_boot}")
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
-    counts = confusion_matrix(labels, preds, num_classes)
-    support = counts.sum(axis=1)
-    correct = np.diag(counts)
+    support, correct = _label_counts(_as_int(labels, "labels"), _as_int(preds, "preds"), num_classes)
     has = support > 0
     safe = np.maximum(support, 1)
     acc = np.where(has, correct / safe, np.nan)

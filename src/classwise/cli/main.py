@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 
 from classwise import __version__
+from classwise.cli.claims import claims as _claims_cmd
 from classwise.errors import ClasswiseError
 
 app = typer.Typer(
@@ -710,17 +711,9 @@ def _study_report(res, out: Path) -> Path:
 
 
 def _print_claims(claims) -> None:
-    from rich.table import Table
+    from classwise.cli.claims import print_claims
 
-    colors = {"supported": "green", "not supported": "red", "inconclusive": "yellow"}
-    t = Table(title="The paper's claims", header_style="bold", show_lines=True)
-    for col in ("#", "claim", "statistic", "value", "interval", "verdict"):
-        t.add_column(col, overflow="fold")
-    for c in claims:
-        iv = "" if c.interval is None else f"[{c.interval[0]:.3f}, {c.interval[1]:.3f}]"
-        t.add_row(str(c.id), c.title, c.statistic, f"{c.value:.3f}", iv,
-                  f"[{colors.get(c.verdict, 'white')}]{c.verdict}[/]")
-    console.print(t)
+    print_claims(console, claims)
 
 
 @app.command("remove-class")
@@ -1094,6 +1087,9 @@ def _num_outputs(model, data) -> int:
     x, _ = next(data.batches(1, device=next(iter(model.parameters())).device))
     with torch.no_grad():
         return int(model.eval()(x).shape[1])
+
+
+app.command("claims")(_claims_cmd)
 
 
 def main() -> None:

@@ -300,13 +300,27 @@ def _class_table(cr: pd.DataFrame, *, robust: bool) -> Table:
                  if robust else "Sorted by clean accuracy; intervals are Wilson score intervals.")
 
 
-def _disparity_facts(disp: pd.DataFrame | None) -> list[tuple[str, str]]:
+INTERVAL_NOTE = ("Intervals: a class's accuracy (and the worst and best class's) is a Wilson score interval; "
+                 "the spread statistics (gap, std, normalized std, mean over classes) are stratified percentile "
+                 "bootstrap intervals; each claim's statistic carries the interval its rule names.")
+
+
+def _disparity_facts(disp: pd.DataFrame | None, cr: pd.DataFrame, *, robust: bool) -> list[tuple[str, str]]:
+    """The spread facts of E1. Worst and best class carry their Wilson interval (the one a class's accuracy
+    has everywhere in the report), the other statistics their bootstrap interval (INTERVAL_NOTE)."""
     if disp is None:
         return []
+    col, lo, hi = ("robust_acc", "robust_lo", "robust_hi") if robust else ("clean_acc", "clean_lo", "clean_hi")
+    valid = cr[cr["support"] > 0].dropna(subset=[col])
     names = {"worst_acc": "worst class", "best_acc": "best class", "gap": "gap (best − worst)",
              "std": "std over classes", "normalized_std": "normalized std", "mean": "mean over classes"}
     out = []
     for key, label in names.items():
+        if key in ("worst_acc", "best_acc"):
+            if len(valid):
+                r = valid.sort_values([col, "class"], ascending=[key == "worst_acc", True], kind="stable").iloc[0]
+                out.append((f"{label} ({r['name']})", f"{_pct(r[col])} {_ival(r[lo], r[hi])}"))
+            continue
         if key in disp.index:
             r = disp.loc[key]
             if key == "normalized_std":
@@ -359,13 +373,13 @@ def _diagnosis_block(name: str, o: Outcomes, attack: str | None, ctx: _Ctx, figs
         e1.paragraphs.append(f"Robust accuracy under {attack}" + (
             " (a sample counts as robust only if it survives every attack of the run)" if attack == WORST_CASE else "")
             + f" on {len(o)} {o.dataset or ''} {o.split} samples; clean mistakes count as non-robust.")
-        e1.facts = _disparity_facts(disp)
+        e1.facts = _disparity_facts(disp, cr, robust=bool(attack))
         e1.images.append(figs.image(plot_class_accuracy_ci(cr, title=f"Per-class accuracy, clean vs {attack} "
                                                                       "(sorted by robustness, 95% intervals)"),
                                     f"{prefix}class_accuracy_ci", f"Per-class clean and robust accuracy of {name}"))
     else:
         e1.paragraphs.append(f"No attack was run: clean accuracy only, on {len(o)} {o.dataset or ''} {o.split} samples.")
-        e1.facts = _disparity_facts(disp)
+        e1.facts = _disparity_facts(disp, cr, robust=bool(attack))
     e1.tables.append(_class_table(cr, robust=bool(attack)))
     if not attack:
         return e1, None, head
@@ -422,6 +436,16 @@ def _consistency_section(settings: Mapping[str, Outcomes], ctx: _Ctx, figs: _Fig
                    "per-class robust accuracy.", [block])
 
 
+def _share(v: Any) -> str:
+    """A share of a total as a percentage, or "n/a" with the reason when it is not one (outside [0, 1]:
+    per-class drops of both signs, the total being smaller than a part of it)."""
+    if not _finite(v):
+        return "n/a (no positive total drop)"
+    if not 0.0 <= float(v) <= 1.0:
+        return "n/a (per-class drops of both signs: not a share)"
+    return _pct(v)
+
+
 def _cls_name(names: Sequence[str], c: Any) -> str:
     if isinstance(c, str) and not c.lstrip("-").isdigit():
         return c
@@ -454,7 +478,7 @@ def _gain_section(settings: Mapping[str, Outcomes], ctx: _Ctx, figs: _Figures) -
             (f"total drop {weak} → {strong}", f"{_points(summ.get('total_drop'))} (summed over classes)"),
             ("mean drop per class", _points(summ.get("mean_drop"))),
             (f"share of the drop taken by the vulnerable classes ({_names(o.class_names, bk)})",
-             f"{_pct(summ.get('bottom_k_share'))} (expected {_pct(summ.get('bottom_k_expected'))} if spread evenly)"),
+             f"{_share(summ.get('bottom_k_share'))} (expected {_pct(summ.get('bottom_k_expected'))} if spread evenly)"),
             (f"Spearman ρ of the drop with robustness under {weak}",
              f"{_num(summ.get('spearman'))} (p {_pval(summ.get('spearman_p'))}; negative: the less robust lose more)"),
             ("classes that gained accuracy", _num(summ.get("negative_drops"))),
@@ -464,7 +488,7 @@ def _gain_section(settings: Mapping[str, Outcomes], ctx: _Ctx, figs: _Figures) -
         rows = [[_c(f"{r['weak']} → {r['strong']}", "nowrap"), _n(_points(r["total_drop"])),
                  _n(_points(r["mean_drop"])), _n(f"{_num(r['spearman'])} (p {_pval(r['spearman_p'])})"),
                  _c(_names(o.class_names, _as_classes(r["bottom_k"])), "name"),
-                 _n(f"{_pct(r['bottom_k_share'])} (even {_pct(r['bottom_k_expected'])})"),
+                 _n(f"{_share(r['bottom_k_share'])} (even {_pct(r['bottom_k_expected'])})"),
                  _n(_num(r["negative_drops"]))] for _, r in chain.iterrows()]
         b.tables.append(Table(["step", "total drop", "mean drop", "Spearman ρ", "vulnerable", "their share of the drop",
                                "classes gaining"], rows,
@@ -478,9 +502,17 @@ def _gain_section(settings: Mapping[str, Outcomes], ctx: _Ctx, figs: _Figures) -
                    "stronger attack gain mainly on the classes that were already vulnerable?", blocks)
 
 
+def _perm_p(norms: np.ndarray, robust: np.ndarray) -> float:
+    from classwise.analysis.claims import spearman_permutation
+
+    ok = ~(np.isnan(norms) | np.isnan(robust))
+    return spearman_permutation(norms[ok], robust[ok])[1]
+
+
 def _norm_section(settings: Mapping[str, Outcomes], heads: Mapping[str, dict], norms: Mapping[str, Any],
                   ctx: _Ctx, figs: _Figures) -> Section | None:
     import classwise.analysis as A
+    from classwise.analysis.paper_claims import class_robust_accuracy
     from classwise.report.plots import plot_weight_norm
 
     blocks = []
@@ -488,22 +520,24 @@ def _norm_section(settings: Mapping[str, Outcomes], heads: Mapping[str, dict], n
         if s not in settings or heads[s]["attack"] is None:
             log.warning("weight norms given for %r, which has no attacked setting: skipped", s)
             continue
-        o, h = settings[s], heads[s]
+        o = settings[s]
         v = np.asarray(vec, float)
         if v.shape != (o.num_classes,):
             raise ClasswiseError(f"weight norms of {s!r} have shape {v.shape}, expected ({o.num_classes},): one per class")
-        robust = h["report"].sort_values("class")["robust_acc"].to_numpy(float)
+        wa = A.weight_norm_attack(o.attacks)  # the attack claim 5 uses: verdict and panel agree
+        robust = class_robust_accuracy(o, wa)
         corr = A.weight_norm_correlation(v, robust)
         prefix = f"{_slug(s)}-" if ctx.multi else ""
         b = Block(title=s if ctx.multi else "", open=ctx.open_first(s))
         b.facts = [("Pearson r", f"{_num(corr.get('pearson'))} (p {_pval(corr.get('pearson_p'))})"),
-                   ("Spearman ρ", f"{_num(corr.get('spearman'))} (p {_pval(corr.get('spearman_p'))})"),
+                   ("Spearman ρ", f"{_num(corr.get('spearman'))} (two-sided p {_pval(corr.get('spearman_p'))}; "
+                                  f"claim 5's one-sided permutation p {_pval(_perm_p(v, robust))})"),
                    ("classes", _num(corr.get("n")))]
-        b.images.append(figs.image(plot_weight_norm(v, robust, o.class_names, robust_label=h["attack"]),
+        b.images.append(figs.image(plot_weight_norm(v, robust, o.class_names, robust_label=wa),
                                    f"{prefix}weight_norm", f"Weight norm vs robust accuracy of {s}"))
         rows = [[_c(o.class_names[c], "name"), _n(_num(v[c])), _n(_pct(robust[c]))]
                 for c in np.argsort(np.nan_to_num(v, nan=-np.inf))]
-        b.tables.append(Table(["class", "weight-row L2 norm", f"robust accuracy ({h['attack']})"], rows,
+        b.tables.append(Table(["class", "weight-row L2 norm", f"robust accuracy ({wa})"], rows,
                               caption="Sorted by weight norm.", collapsed=True))
         blocks.append(b)
     if not blocks:
@@ -630,11 +664,28 @@ def _claims_table(claims: Sequence[Any]) -> Table | None:
     for c in claims:
         d = _coerce_claim(c)
         verdict = str(d.get("verdict", "inconclusive"))
+        # Claim.to_dict(): "statistic" is the value and "statistic_name" its name (older dicts: "value")
+        name, value = ((d["statistic_name"], d.get("statistic")) if "statistic_name" in d
+                       else (d.get("statistic", ""), d.get("value")))
         rows.append([_c(d.get("id", ""), "claim-id"), _c(d.get("title", ""), "claim-title"),
-                     _c(d.get("statistic", ""), "statistic"), _n(_claim_value(d.get("value"))),
+                     _c(name, "statistic"), _n(_claim_value(value)),
                      _n(_claim_value(d.get("interval")) if d.get("interval") is not None else "", "ci"),
+                     _n(_pval(d.get("p_value")) if _finite(d.get("p_value")) else "—"),
                      _badge(verdict, _slug(verdict)), _c(d.get("detail", ""), "detail")])
-    return Table(["", "claim", "statistic", "value", "interval", "verdict", "detail"], rows)
+    return Table(["", "claim", "statistic", "value", "interval", "p", "verdict", "detail"], rows)
+
+
+def _flows_verdict_text(claims: Sequence[Any]) -> str:
+    """E2's sentence on concentration: it follows claim 2's verdict and says nothing without one."""
+    d = next((_coerce_claim(c) for c in claims if _coerce_claim(c).get("id") == 2), None)
+    if d is None:
+        return "Whether a class's broken examples concentrate on a few classes is not tested on this page."
+    verdict = d.get("verdict")
+    if verdict == "supported":
+        return "Here a class's broken examples go mostly to a few classes (claim 2: supported)."
+    if verdict == "not supported":
+        return "Here a class's broken examples spread over many classes (claim 2: not supported)."
+    return f"Whether they go mostly to a few classes is undecided here (claim 2: inconclusive, {d.get('reason') or ''})."
 
 
 def _page(context: Mapping[str, Any], plots_dir: Path | None) -> Page:
@@ -662,7 +713,7 @@ def _page(context: Mapping[str, Any], plots_dir: Path | None) -> Page:
                  "the spread across classes with bootstrap intervals. Vulnerable classes are the least robust ones.")
     e2 = Section("flows", "Where adversarial examples go (E2)",
                  "Adversarial confusion: row = true class, column = class predicted after the attack (the diagonal is "
-                 "robust accuracy). Examples of a class are usually pushed into a few similar classes.")
+                 "robust accuracy). " + _flows_verdict_text(context.get("claims") or []))
     for s, o in settings.items():
         attack = _primary_attack(o, attack_want)
         b1, b2, head = _diagnosis_block(s, o, attack, ctx, figs, prefix=f"{_slug(s)}-" if ctx.multi else "")
@@ -697,7 +748,7 @@ def _page(context: Mapping[str, Any], plots_dir: Path | None) -> Page:
         footer.append(("run", str(run_path)))
     return Page(title=str(context.get("title") or "Class-wise robustness report"), subtitle=" · ".join(sub),
                 cards=cards, summary_tables=tables, claims=_claims_table(context.get("claims") or []),
-                notes=[str(n) for n in context.get("notes") or []], sections=sections, footer=footer,
+                notes=[str(n) for n in context.get("notes") or []] + [INTERVAL_NOTE], sections=sections, footer=footer,
                 generated=_dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"))
 
 

@@ -1,6 +1,6 @@
 """The paper's study in one call: train PGD-AT, TRADES and MART (or reuse checkpoints), evaluate FGSM,
 PGD, CW and Temperature-PGD, run E1-E5, and state each of the paper's claims 1-5 with its statistic,
-its interval and a verdict. See PAPER.md (shared) and docs/study.md for the decisions taken.
+its interval and a verdict. See docs/study.md for the decisions taken.
 """
 
 from __future__ import annotations
@@ -17,14 +17,16 @@ import numpy as np
 import torch
 
 from classwise import analysis as A
+from classwise.analysis.paper_claims import class_robust_accuracy
 from classwise.core import resolve_device
 from classwise.data import load_dataset
 from classwise.errors import ClasswiseError
-from classwise.evaluation import WORST_CASE, Outcomes, evaluate
+from classwise.evaluation import Outcomes, evaluate
 from classwise.io import atomic_write_json
 from classwise.models import load_checkpoint
 from classwise.report.artifacts import write_evaluation
 from classwise.runs import RunDir
+from classwise.study.claims_runs import write_claims
 from classwise.study.common import eval_attack_specs, weight_norms
 from classwise.training.config import TrainConfig, resolve_config
 from classwise.training.fit import FitCallbacks, fit
@@ -125,38 +127,31 @@ def run_study(
                     "config": base.to_dict(), "attacks": attacks, "test_samples": len(test),
                     "checkpoints": {k: str(v) for k, v in checkpoints.items()}})
     atomic_write_json(out / "study.json", {**summary, "claims": [c.to_dict() for c in claims]})
+    write_claims(out / "claims.json", claims, outcomes)  # the same document `classwise claims` writes
     return StudyResult(out, claims, outcomes, norms, history, summary)
 
 
-def analyse(outcomes: Mapping[str, Outcomes], norms: Mapping[str, np.ndarray],
+def analyse(outcomes: Mapping[str, Outcomes], norms: Mapping[str, Any],
             train_outcomes: Outcomes | None = None) -> tuple[list[Any], dict[str, Any]]:
-    """Claims 1-5 from per-sample outcomes of the three defenses (no model needed but for the norms)."""
+    """Claims 1-5 from per-sample outcomes of the defenses (no model needed but for the norms), by
+    :func:`classwise.analysis.paper_claims`, the code ``classwise claims`` runs on saved run directories."""
     primary = "PGD-AT" if "PGD-AT" in outcomes else next(iter(outcomes))
     o = outcomes[primary]
-    pgd_label = next(a for a in o.attacks if a.startswith("PGD"))
-    fgsm_label = next((a for a in o.attacks if a.startswith("FGSM")), o.attacks[0])
     k = o.num_classes
-    names = o.class_names
-    pgd_pred = o.pred(pgd_label)
     robust = _robust_vectors(outcomes)
-    rob_pgd = A.class_accuracy(o.labels, pgd_pred, k)[0]
-    claims = [
-        A.claim_discrepancy(o.labels, pgd_pred, k, class_names=names),
-        A.claim_flows(o.labels, o.clean_pred, pgd_pred, names),
-        A.claim_consistency(robust),
-        A.claim_gain(A.class_accuracy(o.labels, o.pred(fgsm_label), k)[0],
-                     A.class_accuracy(o.labels, o.pred(WORST_CASE), k)[0]),
-        A.claim_weight_norm(norms[primary], rob_pgd),
-    ]
+    claims = A.paper_claims(outcomes, norms, primary=primary)
+    wn = A.weight_norm_attack(o.attacks)
     summary: dict[str, Any] = {
-        "primary": {"defense": primary, "attack": pgd_label},
+        "primary": {"defense": primary, "attack": claims[0].extra.get("attack"), "weight_norm_attack": wn},
         "defenses": {d: oo.summary() for d, oo in outcomes.items()},
-        "weight_norm": {d: {"norms": norms[d].tolist(),
-                            **A.weight_norm_correlation(norms[d], A.class_accuracy(
-                                oo.labels, oo.pred(pgd_label), k)[0])} for d, oo in outcomes.items() if d in norms},
+        "weight_norm": {d: {"norms": np.asarray(norms[d]).tolist(), "attack": wn,
+                            **A.weight_norm_correlation(norms[d], class_robust_accuracy(oo, wn))}
+                        for d, oo in outcomes.items()
+                        if d in norms and not isinstance(norms[d], str)},
         "consistency": json.loads(A.consistency(robust).to_json(orient="records")),
     }
     if train_outcomes is not None:
+        pgd_pred = o.pred(claims[0].extra.get("attack") or o.attacks[0])
         tr = {"labels": train_outcomes.labels, "preds": train_outcomes.pred(train_outcomes.attacks[0]),
               "num_classes": k}
         te = {"labels": o.labels, "preds": pgd_pred, "num_classes": k}

@@ -234,8 +234,8 @@ def finite_module(model: nn.Module) -> bool:
 
 def _kept(ckpt_dir: Path, saved_epoch: int) -> str:
     if saved_epoch > 0:
-        return f"the last good checkpoint (epoch {saved_epoch}) is kept in {ckpt_dir}"
-    return f"no checkpoint was written (no epoch ended with finite weights and loss), so {ckpt_dir} holds none"
+        return f"The last good checkpoint (epoch {saved_epoch}) is kept in {ckpt_dir}"
+    return f"No checkpoint was written (no epoch ended with finite weights and loss), so {ckpt_dir} holds none"
 
 
 # --- the loop -------------------------------------------------------------------------------------

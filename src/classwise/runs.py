@@ -175,14 +175,20 @@ def _probe(folder: Path) -> None:
 
 
 def run_status(path: str | Path) -> str | None:
-    """``"complete"``, ``"running"`` (being written, or cut short), or None (no run.json or no status)."""
+    """``"complete"``, ``"running"`` (being written, or cut short), or None (no run.json or no status).
+    A folder without run.json inside a run directory (``defend``'s settings/*, ``study``'s models/*) has
+    the status of the run around it."""
     import json
 
-    try:
-        info = json.loads((Path(path) / "run.json").read_text())
-    except (OSError, ValueError):
-        return None
-    return info.get("status") if isinstance(info, dict) else None
+    here = Path(path).absolute()
+    for folder in [here, *list(here.parents)[:3]]:
+        if (folder / "run.json").is_file():
+            try:
+                info = json.loads((folder / "run.json").read_text())
+            except (OSError, ValueError):
+                return None
+            return info.get("status") if isinstance(info, dict) else None
+    return None
 
 
 def incomplete_warning(path: str | Path) -> str | None:

@@ -7,3 +7,9 @@ prints it without a traceback and exits non-zero; library users can catch it.
 
 class ClasswiseError(Exception):
     """Bad input or a missing resource, with a message fit to show a user as it is."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what schedulers send) turned into an interruption: handled like Ctrl-C, exit status 143."""
+
+    exit_code = 143

@@ -1,21 +1,61 @@
-"""Atomic file writes: a reader never sees a half-written file, a crash never leaves one behind."""
+"""Atomic file writes: a reader never sees a half-written file, a crash never leaves one behind.
+
+Each write goes to a temporary file ``.NAME.XXXXXXXX.tmp`` beside ``NAME`` (``XXXXXXXX``: 8 characters of
+:func:`tempfile.mkstemp`), then is renamed over it. A process killed mid-write (``kill -9``) leaves that
+temporary behind; :data:`TEMP_RE` matches exactly this naming, and opening a run directory removes them
+(:mod:`classwise.runlock`). An ``OSError`` while writing (full disk, read-only file system) becomes a
+:class:`WriteError` naming the path and the errno; the file written before stays as it was.
+"""
 
 from __future__ import annotations
 
+import errno as _errno
 import json
 import math
 import os
+import re
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from classwise.errors import ClasswiseError
+
+#: the temporary files of :func:`atomic_write` (and nothing else): ``.NAME.XXXXXXXX.tmp``
+TEMP_RE = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
+
+
+class WriteError(ClasswiseError):
+    """A file of ours could not be written (full disk, read-only or unwritable folder)."""
+
+    def __init__(self, path: str | os.PathLike, err: OSError) -> None:
+        self.path = Path(err.filename) if getattr(err, "filename", None) else Path(path)
+        self.errno = err.errno
+        self.strerror = err.strerror or str(err)
+        code = f" (errno {err.errno})" if err.errno else ""
+        super().__init__(f"cannot write {self.path}: {self.strerror}{code}")
+
+
+def _disk_error(e: BaseException) -> OSError | None:
+    """The OSError behind ``e``: itself, or one that torch/safetensors wrapped (they raise RuntimeError)."""
+    if isinstance(e, OSError):
+        return e
+    msg = str(e).lower()
+    if isinstance(e, RuntimeError) and ("no space left" in msg or "read-only file system" in msg
+                                        or "failed writing" in msg or "file write failed" in msg):
+        no = _errno.EROFS if "read-only" in msg else _errno.ENOSPC
+        return OSError(no, os.strerror(no))
+    return None
+
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     """Call ``write(tmp_path)`` on a temporary file beside ``path``, fsync it, then rename it over ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise WriteError(path, e) from None
     os.close(fd)
     try:
         write(tmp)
@@ -23,11 +63,14 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
-        except FileNotFoundError:
+        except OSError:
             pass
+        oe = _disk_error(e)
+        if oe is not None:
+            raise WriteError(path, OSError(oe.errno, oe.strerror)) from None
         raise
     return path
 

@@ -210,3 +210,94 @@ def test_history_lr_follows_schedule(tmp_path):
     res = fit(tiny_cfg(epochs=2, schedule="constant", lr=0.003), tmp_path / "run", device="cpu")
     assert all(math.isclose(h["lr"], 0.003) for h in res.history)
     assert Path(res.run_dir, "history.jsonl").is_file()
+
+
+# --- divergence and interruption: only finite checkpoints, messages that name what exists --------------
+
+
+def test_nan_in_epoch_1_says_no_checkpoint_exists(tmp_path):
+    with pytest.raises(TrainingStopped) as ei:
+        fit(tiny_cfg(lr=1e6, epochs=2), tmp_path / "run", device="cpu")
+    msg = str(ei.value)
+    assert "at epoch 1" in msg and "No checkpoint was written" in msg and "epoch 0" not in msg
+    assert not list((tmp_path / "run" / "checkpoints").glob("*.safetensors"))
+    assert not list((tmp_path / "run" / "checkpoints").glob("state-e*.pt"))
+
+
+def test_huge_lr_never_saves_a_diverged_model(tmp_path):
+    """--lr 1e38 on the digits recipe: weights blow up (finite 4e36 or inf). Whatever exists is finite."""
+    cfg, _ = resolve_config(recipe="digits", overrides={"lr": 1e38, "epochs": 2, "train_limit": 300,
+                                                        "val_limit": 60, "steps": 2, "val_steps": 2})
+    with pytest.raises(TrainingStopped, match="No checkpoint was written|last good checkpoint"):
+        fit(cfg, tmp_path / "run", device="cpu")
+    x = torch.rand(8, 1, 8, 8)
+    for ck in (tmp_path / "run" / "checkpoints").glob("*.safetensors"):
+        model, _ = load_checkpoint(ck)
+        assert all(torch.isfinite(t).all() for t in model.state_dict().values() if t.is_floating_point())
+        assert torch.isfinite(model(x)).all()
+
+
+def _blow_up_weights_after(n_batches: int):
+    inner = METHODS.get("standard")
+    calls = {"n": 0}
+
+    def method(model, x, y, **kw):
+        out = inner(model, x, y, **kw)
+        calls["n"] += 1
+        if calls["n"] == n_batches:  # loss finite, but the weights the epoch ends with are not
+            with torch.no_grad():
+                next(model.parameters()).fill_(float("inf"))
+            out = MethodOutput(loss=out.loss.detach().requires_grad_(), logits=out.logits.detach(),
+                               per_sample_loss=out.per_sample_loss)
+        return out
+
+    return method
+
+
+def test_epoch_with_non_finite_weights_is_not_saved(tmp_path, monkeypatch):
+    monkeypatch.setitem(METHODS._items, "test-inf", _blow_up_weights_after(8))  # last batch of epoch 2
+    with pytest.raises(TrainingStopped, match=r"epoch 2 diverged \(the weights are not finite\).*"
+                                              r"last good checkpoint \(epoch 1\)"):
+        fit(tiny_cfg(method="test-inf", epochs=3), tmp_path / "run", device="cpu")
+    ck = tmp_path / "run" / "checkpoints"
+    assert json.loads((ck / "last.json").read_text())["epoch"] == 1
+    assert sorted(p.name for p in ck.glob("state-e*.pt")) == ["state-e0001.pt"]
+    assert all(torch.isfinite(t).all() for t in read_state_dict(ck / "last.safetensors").values())
+
+
+def test_non_finite_validation_outputs_stop_without_saving(tmp_path, monkeypatch):
+    real = fitmod.validate
+
+    def inf_in_epoch_1(*a, **k):
+        return {**real(*a, **k), "val_nonfinite": 5}
+
+    monkeypatch.setattr(fitmod, "validate", inf_in_epoch_1)
+    with pytest.raises(TrainingStopped, match=r"epoch 1 diverged \(its validation outputs are not finite\).*"
+                                              "No checkpoint was written"):
+        fit(tiny_cfg(epochs=2), tmp_path / "run", device="cpu")
+    assert not list((tmp_path / "run" / "checkpoints").glob("*.safetensors"))
+
+
+def _interrupt_in_epoch(epoch: int, exc: type[BaseException]):
+    def on_batch(e, k, loss):
+        if e == epoch:
+            raise exc()
+
+    return FitCallbacks(on_batch=on_batch)
+
+
+def test_interrupt_in_epoch_1_says_there_is_nothing_to_resume(tmp_path):
+    from classwise.errors import Terminated
+
+    with pytest.raises(TrainingInterrupted) as ei:
+        fit(tiny_cfg(epochs=2), tmp_path / "run", device="cpu", callbacks=_interrupt_in_epoch(1, KeyboardInterrupt))
+    assert "nothing to resume" in str(ei.value) and "--resume" in str(ei.value) and "without --resume" in str(ei.value)
+    assert ei.value.exit_code == 130
+    with pytest.raises(ClasswiseError, match="nothing to resume"):  # what the message says is true
+        fit(tiny_cfg(epochs=2), tmp_path / "run", resume=True, device="cpu")
+    fit(tiny_cfg(epochs=1), tmp_path / "run", device="cpu")  # and the advised rerun works
+    # SIGTERM arrives as Terminated: the same, with exit status 143
+    with pytest.raises(TrainingInterrupted, match=r"terminated \(SIGTERM\) during epoch 2; checkpoints up to "
+                                                  r"epoch 1 .*continue with --resume") as ei:
+        fit(tiny_cfg(epochs=3), tmp_path / "run2", device="cpu", callbacks=_interrupt_in_epoch(2, Terminated))
+    assert ei.value.exit_code == 143

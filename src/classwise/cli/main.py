@@ -41,10 +41,14 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
+    ctx: typer.Context,
     version: Annotated[bool | None, typer.Option("--version", callback=_version, is_eager=True,
                                                     help="Print the version and exit.")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log library messages.")] = False,
 ) -> None:
+    from classwise.runlock import release_all
+
+    ctx.call_on_close(release_all)  # every run directory lock, however it ends
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
 
@@ -185,7 +189,7 @@ def demo(
 
     cfg, recipe_path = resolve_config(recipe="digits", overrides={"epochs": epochs, "eps": eps, "seed": seed})
     dev = resolve_device(device)
-    run = RunDir(out or default_run_dir("demo", "digits"))
+    run = RunDir(out or default_run_dir("demo", "digits")).open()
     test = load_dataset("digits", "test")
     console.print(f"[bold]classwise demo[/]: PGD-AT (linf eps={cfg.eps:g}, PGD-{cfg.steps}) of small-cnn on the "
                   f"bundled digits, recipe {recipe_path.name}, device {dev}")
@@ -209,6 +213,7 @@ def demo(
                       "device": str(dev)})
     run.write_run_info(seed=seed, device=str(dev), extra={"train_seconds": round(train_time, 2),
                                                           "eval_seconds": round(eval_time, 2)})
+    run.finish()
     last = result.history[-1]
     console.print(f"trained in {train_time:.0f}s ({len(result.history)} epochs; best validation robust accuracy "
                   f"{meta['metrics']['val_robust_acc']:.3f} at epoch {meta['epoch']}), evaluated in {eval_time:.0f}s; "
@@ -327,7 +332,7 @@ def evaluate(
         if bs < 1:
             raise ClasswiseError(f"--batch-size must be a positive integer or auto, got {batch_size!r}")
     main_proc = int(os.environ.get("RANK", "0")) == 0
-    run = RunDir(out or default_run_dir("evaluate", ds_name)) if main_proc else None
+    run = RunDir(out or default_run_dir("evaluate", ds_name)).open() if main_proc else None
     console.print(f"[bold]classwise evaluate[/]: {len(data)} {ds_name} {split} images, "
                   f"{len(bound)} attack(s), device {dev}")
     t0 = time.perf_counter()
@@ -355,6 +360,7 @@ def evaluate(
                       "precision": precision, "channels_last": channels_last, "cascade": cascade,
                       "attacks": [outcomes.specs[a] for a in outcomes.attacks], "seed": seed, "device": str(dev)})
     run.write_run_info(seed=seed, device=str(dev), extra={"eval_seconds": round(elapsed, 2)})
+    run.finish()
     console.print(f"evaluated in {elapsed:.1f}s")
     _show_results(outcomes, res["metrics"], {**res["files"], "run": run.path})
 
@@ -433,7 +439,7 @@ def tpgd_cmd(
     if k_model != data.num_classes:
         raise ClasswiseError(f"the model has {k_model} outputs but {ds_name} has {data.num_classes} classes; "
                              "check --dataset and --checkpoint")
-    run = RunDir(out or default_run_dir("tpgd", ds_name))
+    run = RunDir(out or default_run_dir("tpgd", ds_name)).open()
     n_rows = len(temps) + (0 if any(abs(t - 1) < 1e-12 for t in temps) else 1) + len(rules)
     console.print(f"[bold]classwise tpgd[/]: {len(data)} {ds_name} {split} images, {n_rows} rows of T-PGD-{steps} "
                   f"({norm_v} eps={eps_v:g}, {restarts} restart(s) each), device {dev}", highlight=False)
@@ -466,6 +472,7 @@ def tpgd_cmd(
                       "device": str(dev), "data_root": data_root,
                       "attacks": [outcomes.specs[a] for a in outcomes.attacks]})
     run.write_run_info(seed=seed, device=str(dev), extra={"eval_seconds": round(elapsed, 2)})
+    run.finish()
     console.print(f"swept in {elapsed:.1f}s")
     _print_tpgd(res)
     for name, path in {"tpgd": tpgd_json, **written["files"], "run": run.path}.items():
@@ -574,7 +581,7 @@ def train(
     from classwise.core import resolve_device
     from classwise.runs import RunDir, default_run_dir
     from classwise.training.config import resolve_config
-    from classwise.training.fit import FitCallbacks, fit
+    from classwise.training.fit import FitCallbacks, check_out, fit
 
     overrides: dict = {"model": model, "method": method, "epochs": epochs, "eps": eps, "batch_size": batch_size,
                        "lr": lr, "seed": seed, "tensorboard": tensorboard or None}
@@ -592,7 +599,9 @@ def train(
     main_proc = int(os.environ.get("RANK", "0")) == 0
     out = out or default_run_dir("train", cfg.dataset)
     run = RunDir(out) if main_proc else None
+    check_out(out, resume)  # before anything is written into a run that holds one
     if run is not None:
+        run.open()
         # "none" (not omitted) for unset values, so re-reading this file with --resume gives the same config
         run.write_config({k: ("none" if v is None else v) for k, v in cfg.to_dict().items()})
     say = console.print if main_proc else (lambda *a, **k: None)
@@ -640,6 +649,8 @@ def train(
         outcomes = _evaluate_with_progress(net, test, specs, batch_size=max(256, cfg.batch_size), device=dev,
                                            seed=cfg.seed, distributed=False)  # rank 0 alone, other ranks are done
         res = write_evaluation(run, outcomes)
+    run.finish()
+    if evaluate_test:
         say(f"test evaluation of the best checkpoint (epoch {meta.get('epoch')}):")
         _show_results(outcomes, res["metrics"], res["files"])
 
@@ -674,7 +685,7 @@ def study(
         k, v = item.split("=", 1)
         ckpts[k.strip().lower()] = v.strip()
     out = out or default_run_dir("study", dataset)
-    run = RunDir(out)
+    run = RunDir(out).open()
     console.print(f"[bold]classwise study[/]: {dataset}, scale {scale} -> {out}")
     t0 = time.perf_counter()
     with _progress() as prog:
@@ -695,6 +706,7 @@ def study(
                       "attacks": res.summary["attacks"]})
     run.write_run_info(seed=seed, device=str(device), extra={"seconds": round(time.perf_counter() - t0, 1)})
     report = _study_report(res, out)
+    run.finish()
     _print_claims(res.claims)
     console.print(f"study done in {time.perf_counter() - t0:.0f}s; report: {report}", highlight=False, soft_wrap=True)
 
@@ -770,9 +782,12 @@ def report(
 ) -> None:
     """Write one self-contained report.html (figures embedded, no network) and the figures as PNGs."""
     from classwise.report.html import build_run_report
+    from classwise.runs import add_to_run
 
     if not run_dir.is_dir():
         raise ClasswiseError(f"run directory {run_dir} not found")
+    _warn_incomplete(run_dir)
+    add_to_run(run_dir)  # report.html and plots/ go into it: one writer at a time
     norms = None
     for name in ("best.safetensors", "model.safetensors", "last.safetensors"):
         ck = run_dir / "checkpoints" / name
@@ -838,6 +853,8 @@ def compare(
 
     if len(runs) < 2:
         raise ClasswiseError("compare needs at least two run directories")
+    for r in runs:
+        _warn_incomplete(r)
     loaded = [Outcomes.load(r / "outcomes.npz") for r in runs]
     base = loaded[0]
     for r, o in zip(runs[1:], loaded[1:], strict=True):
@@ -858,6 +875,10 @@ def compare(
                       f"{100 * row['delta']:+.1f}", f"{row['p_value']:.3g}", "*" if row["significant"] else "",
                       style="bold" if row["class"] == -1 else None)
         console.print(t)
+    if out is None:
+        from classwise.runs import add_to_run
+
+        add_to_run(runs[0])  # compare.html goes into the first run
     path = build_compare_report(runs, out or runs[0] / "compare.html", attack=attack)
     console.print(f"report: {path}", highlight=False, soft_wrap=True)
 
@@ -984,7 +1005,7 @@ def defend(
                                  "(e.g. --attack pgd:eps=0.2,steps=20) or --eps")
         specs = [AttackSpec("pgd", {"steps": 20}), AttackSpec("cw", {"steps": 20})]
     bound = [build_attack(s, defaults={"eps": default_eps} if default_eps is not None else None) for s in specs]
-    run = RunDir(out or default_run_dir("defend", ds_name))
+    run = RunDir(out or default_run_dir("defend", ds_name)).open()
     what = f"rule {rule}" if phase is DefendPhase.inference else f"training defense {defense}"
     console.print(f"[bold]classwise defend[/]: {phase.value} phase, {what}, sweep {', '.join(f'{v:g}' for v in values)}; "
                   f"{len(val)} validation / {len(test)} test {ds_name} images; attacks "
@@ -1016,6 +1037,7 @@ def defend(
     files = write_sweep(run, res, config={k: config[k] for k in ("command", "phase", "checkpoint", "dataset", "rule")},
                         phase=phase.value, objective=objective, max_drop=max_drop / 100)
     run.write_run_info(seed=seed, device=str(dev), extra={"seconds": round(elapsed, 2)})
+    run.finish()
     _print_tradeoff(res)
     console.print(f"swept in {elapsed:.0f}s; chosen on validation: [bold]{res.chosen}[/] ({res.reason})",
                   highlight=False, soft_wrap=True)
@@ -1065,6 +1087,13 @@ def _print_tradeoff(res) -> None:
         out.print(t)
 
 
+def _warn_incomplete(run_dir: Path) -> None:
+    from classwise.runs import incomplete_warning
+
+    if run_dir.is_dir() and (msg := incomplete_warning(run_dir)):
+        err_console.print(msg, markup=False, highlight=False, soft_wrap=True)
+
+
 def _end_distributed() -> None:
     """Under torchrun: wait for every process, then leave the process group. A process that exits with
     the group still up can abort in gloo's threads ("terminate called without an active exception")."""
@@ -1092,18 +1121,34 @@ def _num_outputs(model, data) -> int:
 app.command("claims")(_claims_cmd)
 
 
+def _on_sigterm(signum, frame) -> None:
+    from classwise.errors import Terminated
+
+    raise Terminated()
+
+
 def main() -> None:
-    """Console entry point: one-line errors, no tracebacks for user mistakes."""
+    """Console entry point: one-line errors, no tracebacks for user mistakes. SIGTERM (what schedulers
+    send) is handled like Ctrl-C (checkpoints saved, one line), with exit status 143 instead of 130."""
+    import signal
+
+    from rich.text import Text
+
+    signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         app()
     except ClasswiseError as e:
-        from rich.text import Text
-
         err_console.print(Text.assemble(("error:", "bold red"), " ", str(e)), highlight=False, soft_wrap=True)
         sys.exit(getattr(e, "exit_code", 2))
-    except KeyboardInterrupt:
-        err_console.print("interrupted")
-        sys.exit(130)
+    except OSError as e:  # outside classwise.io's writers (which raise WriteError): still one line
+        where = f": {e.filename}" if e.filename else ""
+        err_console.print(Text.assemble(("error:", "bold red"), f" {e.strerror or e}{where} (errno {e.errno})"),
+                          highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt as e:
+        term = getattr(e, "exit_code", None) == 143
+        err_console.print("terminated (SIGTERM)" if term else "interrupted")
+        sys.exit(143 if term else 130)
 
 
 if __name__ == "__main__":

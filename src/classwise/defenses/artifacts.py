@@ -33,7 +33,7 @@ FORMAT = "classwise-defend/1"
 
 
 def _write_setting(run: RunDir, folder: str, label: str, outcomes: Any, config: dict[str, Any]) -> str:
-    sub = RunDir(run.path / folder / setting_slug(label))
+    sub = RunDir(run.path / folder / setting_slug(label), nested=True)
     outcomes.save(sub.file("outcomes.npz"))
     sub.write_metrics(outcomes.summary())
     sub.write_config({**config, "setting": label})

@@ -112,7 +112,7 @@ def run_study(
         models[name] = model
         stage(f"{name}: evaluating {len(attacks)} attacks on {len(test)} test images")
         o = evaluate(model, test, attacks, device=dev, seed=seed)
-        write_evaluation(RunDir(sub), o)
+        write_evaluation(RunDir(sub, nested=True), o)
         outcomes[name] = o
         norms[name] = weight_norms(model)
 

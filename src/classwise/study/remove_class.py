@@ -25,7 +25,7 @@ from classwise.errors import ClasswiseError
 from classwise.evaluation import Outcomes
 from classwise.io import atomic_write_json
 from classwise.models import load_checkpoint
-from classwise.runs import read_config
+from classwise.runs import RunDir, read_config
 from classwise.study.common import class_index
 from classwise.training.config import TrainConfig, apply_overrides
 from classwise.training.fit import FitCallbacks, fit
@@ -134,6 +134,7 @@ def remove_class(
         strong = build_attack(f"pgd:eps={sp.get('eps', cfg.eps)},norm={sp.get('norm', cfg.norm)},"
                               f"steps={max(100, 5 * int(sp.get('steps', 20)))},restarts=3")
     out = Path(out) if out else run / f"remove-{s}-{t}"
+    out_dir = RunDir(out).open()  # locked while this writes it; run.json says when it is complete
     result = RemovalResult(s, t, c, list(names), [int(i) for i in positions])
 
     def measure(label: str, model, removed: int | None) -> None:
@@ -162,6 +163,7 @@ def remove_class(
         model, _ = load_checkpoint(res.best, device=dev)
         measure(f"without {names[removed]} ({tag})", model, removed)
     atomic_write_json(out / "remove_class.json", result.to_dict())
+    out_dir.finish()
     return result
 
 

@@ -35,7 +35,7 @@ from classwise import dist as D
 from classwise.attacks import pgd
 from classwise.core import resolve_device
 from classwise.data import ImageData, load_dataset
-from classwise.errors import ClasswiseError
+from classwise.errors import ClasswiseError, Terminated
 from classwise.io import atomic_write, atomic_write_text
 from classwise.models import create_model, dataset_stats, save_checkpoint
 from classwise.training.augment import augment_batch
@@ -55,7 +55,7 @@ class TrainingStopped(ClasswiseError):
 
 
 class TrainingInterrupted(TrainingStopped):
-    exit_code = 130
+    exit_code = 130  # Ctrl-C; 143 for SIGTERM (set when raised)
 
 
 @dataclass
@@ -151,9 +151,12 @@ def validate(model: nn.Module, data: ImageData, cfg: TrainConfig, device: torch.
     shard = torch.arange(len(data))[info.rank :: info.world] if info.enabled else None
     part = data.subset(shard) if shard is not None else data
     alpha = 2.5 * cfg.eps / cfg.val_steps
+    nonfinite = torch.zeros(1, dtype=torch.long)
     for x, y in part.batches(max(256, cfg.batch_size), device=device):
         with torch.no_grad():
-            ok = model(x).argmax(1) == y
+            logits = model(x)
+            ok = logits.argmax(1) == y
+            nonfinite += int((~torch.isfinite(logits)).any(1).sum())
         rob = ok.clone()
         if cfg.eps > 0 and bool(ok.any()):
             x_adv = pgd(model, x[ok], y[ok], eps=cfg.eps, alpha=alpha, steps=cfg.val_steps, norm=cfg.norm,
@@ -166,6 +169,7 @@ def validate(model: nn.Module, data: ImageData, cfg: TrainConfig, device: torch.
         counts[2] += torch.bincount(yc[rob.cpu()], minlength=k)
     model.train(was)
     counts = D.all_reduce_sum(counts, info)
+    nonfinite = int(D.all_reduce_sum(nonfinite, info)[0])
     support, clean, robust = counts.numpy()
     with np.errstate(invalid="ignore", divide="ignore"):
         c_acc = np.where(support > 0, clean / np.maximum(support, 1), np.nan)
@@ -177,6 +181,7 @@ def validate(model: nn.Module, data: ImageData, cfg: TrainConfig, device: torch.
         "val_support": support.tolist(),
         "val_clean_per_class": [None if np.isnan(v) else float(v) for v in c_acc],
         "val_robust_per_class": [None if np.isnan(v) else float(v) for v in r_acc],
+        **({"val_nonfinite": nonfinite} if nonfinite else {}),  # validation images with non-finite outputs
     }
 
 
@@ -205,6 +210,34 @@ def _load_state(path: Path) -> dict[str, Any]:
                              "it is corrupt: delete it to resume from an older run, or start a new --out") from None
 
 
+def check_out(out: str | Path, resume: bool) -> Path | None:
+    """Refuse to train into a run that holds one (without ``resume``) or to resume nothing; returns the
+    state to resume from. Cheap: call it before creating anything."""
+    out = Path(out)
+    ckpt_dir = out / "checkpoints"
+    state_path = latest_state(ckpt_dir) if ckpt_dir.is_dir() else None
+    if resume and state_path is None:
+        raise ClasswiseError(f"nothing to resume in {out}: no checkpoints/state-e*.pt there (no epoch was "
+                             "completed); start without --resume, or point --out at the run to continue")
+    if not resume and state_path is not None:
+        raise ClasswiseError(f"{out} already holds a training run (epoch {_STATE_RE.match(state_path.name).group(1)}); "
+                             "pass --resume to continue it, or choose another --out")
+    return state_path
+
+
+def finite_module(model: nn.Module) -> bool:
+    """Every parameter and buffer finite."""
+    with torch.no_grad():
+        return all(bool(torch.isfinite(t).all()) for t in [*model.parameters(), *model.buffers()]
+                   if t.is_floating_point())
+
+
+def _kept(ckpt_dir: Path, saved_epoch: int) -> str:
+    if saved_epoch > 0:
+        return f"The last good checkpoint (epoch {saved_epoch}) is kept in {ckpt_dir}"
+    return f"No checkpoint was written (no epoch ended with finite weights and loss), so {ckpt_dir} holds none"
+
+
 # --- the loop -------------------------------------------------------------------------------------
 
 
@@ -228,13 +261,7 @@ def fit(
         torch.cuda.set_device(dev)
     out = Path(out)
     ckpt_dir = out / "checkpoints"
-    state_path = latest_state(ckpt_dir) if ckpt_dir.is_dir() else None
-    if resume and state_path is None:
-        raise ClasswiseError(f"nothing to resume in {out}: no checkpoints/state-e*.pt there; "
-                             "start without --resume, or point --out at the run to continue")
-    if not resume and state_path is not None:
-        raise ClasswiseError(f"{out} already holds a training run (epoch {_STATE_RE.match(state_path.name).group(1)}); "
-                             "pass --resume to continue it, or choose another --out")
+    state_path = check_out(out, resume)
 
     full = load_dataset(cfg.dataset, "train", root=data_root, download=download, image_size=cfg.image_size)
     full.num_workers = cfg.num_workers
@@ -302,6 +329,7 @@ def fit(
             cb.on_start(start_epoch, cfg.epochs, len(train))
     stopped = None
     epoch = start_epoch
+    saved_epoch = start_epoch - 1  # the epoch of the newest checkpoint on disk (0: none)
     try:
         for epoch in range(start_epoch, cfg.epochs + 1):
             t0 = time.perf_counter()
@@ -325,11 +353,12 @@ def fit(
                                     fgsm_alpha=cfg.fgsm_alpha)
                 ce = class_eps * ramp if class_eps is not None else None
                 res = method(ddp, x, y, cfg=mcfg, class_weights=class_weights, class_eps=ce, generator=gen)
-                if not torch.isfinite(res.loss):
+                if not bool(torch.isfinite(res.loss)) or not bool(torch.isfinite(res.logits).all()):
+                    what = (f"training loss became {res.loss.item()}" if not bool(torch.isfinite(res.loss))
+                            else "the model's outputs became non-finite")
                     raise TrainingStopped(
-                        f"training loss became {res.loss.item()} at epoch {epoch}, batch {b + 1}; stopped. The last "
-                        f"good checkpoint (epoch {epoch - 1}) is kept in {ckpt_dir}; lower lr (now {cfg.lr:g}) "
-                        "or add eps_warmup, then start a new run"
+                        f"{what} at epoch {epoch}, batch {b + 1}; stopped. {_kept(ckpt_dir, saved_epoch)}; "
+                        f"lower lr (now {cfg.lr:g}) or add eps_warmup, then start a new run"
                     )
                 opt.zero_grad(set_to_none=True)
                 res.loss.backward()
@@ -372,6 +401,13 @@ def fit(
                 record["catastrophic_overfitting"] = True
                 if cfg.co_action == "stop":
                     stopped = msg + "; stopped, the best checkpoint is kept"
+            bad = ("its loss is not finite" if not math.isfinite(record["train_loss"]) else
+                   "the weights are not finite" if not finite_module(model) else
+                   "its validation outputs are not finite" if record.get("val_nonfinite") else None)
+            if bad:
+                raise TrainingStopped(f"epoch {epoch} diverged ({bad}); stopped without saving it. "
+                                      f"{_kept(ckpt_dir, saved_epoch)}; lower lr (now {cfg.lr:g}) or add "
+                                      "eps_warmup, then start a new run")
             if info.is_main:
                 meta = {**meta_base, "epoch": epoch, "metrics": _scalars(record)}
                 if cfg.defense != "none":
@@ -386,6 +422,7 @@ def fit(
                     "defense": defense.state_dict(),
                 })
                 atomic_write_text(out / "history.jsonl", "".join(json.dumps(h) + "\n" for h in history))
+                saved_epoch = epoch
                 if tb is not None:
                     _tb_log(tb, record, full.class_names)
                 if cb.on_epoch:
@@ -393,19 +430,34 @@ def fit(
             D.barrier(info)
             if stopped:
                 break
-    except KeyboardInterrupt:
-        if info.is_main:
-            save_checkpoint(ckpt_dir / "interrupted.safetensors", model,
-                            {**meta_base, "epoch": epoch - 1, "partial_epoch": epoch})
-        raise TrainingInterrupted(
-            f"interrupted during epoch {epoch}; checkpoints up to epoch {epoch - 1} are kept in {ckpt_dir} "
-            f"(the weights at the interruption in interrupted.safetensors); continue with --resume"
-        ) from None
+    except KeyboardInterrupt as e:
+        raise _interrupted(e, model, ckpt_dir, meta_base, epoch, saved_epoch, info.is_main) from None
     finally:
         if tb is not None:
             tb.close()
     return FitResult(out, ckpt_dir / "last.safetensors", ckpt_dir / "best.safetensors", history, stopped,
                      list(full.class_names))
+
+
+def _interrupted(e: KeyboardInterrupt, model: nn.Module, ckpt_dir: Path, meta_base: dict[str, Any], epoch: int,
+                 saved_epoch: int, main: bool) -> TrainingInterrupted:
+    """Save the weights at the interruption (when finite) and say truly what can be resumed."""
+    how = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
+    partial = ""
+    when = f"after epoch {epoch}" if saved_epoch >= epoch else f"during epoch {epoch}"
+    if main and finite_module(model):
+        save_checkpoint(ckpt_dir / "interrupted.safetensors", model,
+                        {**meta_base, "epoch": saved_epoch, "partial_epoch": epoch})
+        partial = " (the weights at the interruption in interrupted.safetensors)"
+    if saved_epoch > 0:
+        msg = (f"{how} {when}; checkpoints up to epoch {saved_epoch} are kept in {ckpt_dir}"
+               f"{partial}; continue with --resume")
+    else:
+        msg = (f"{how} {when}, before any epoch was completed: there is nothing to resume from"
+               f"{partial}; rerun the same command without --resume")
+    err = TrainingInterrupted(msg)
+    err.exit_code = getattr(e, "exit_code", 130)
+    return err
 
 
 def _scalars(record: dict[str, Any]) -> dict[str, Any]:

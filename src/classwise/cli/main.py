@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 
 from classwise import __version__
+from classwise.cli import _common as C
 from classwise.errors import ClasswiseError
 
 app = typer.Typer(
@@ -240,8 +241,15 @@ def evaluate(
     data_root: Annotated[Path | None, typer.Option(help="Dataset folder (default: $CLASSWISE_DATA or "
                                                             "~/.cache/classwise/data).")] = None,
     download: Annotated[bool, typer.Option(help="Download the dataset if missing (torchvision datasets).")] = False,
-    normalize: Annotated[bool, typer.Option(help="With --model: normalize inputs with the dataset's mean/std "
-                                                 "inside the model (--no-normalize if your weights expect [0,1]).")] = True,
+    normalize: Annotated[bool | None, typer.Option(
+        "--normalize/--no-normalize", help="With --model (default on) or --model-file (default off): normalize "
+                                           "inputs inside the model with the sidecar's or the dataset's mean/std; "
+                                           "--no-normalize if your weights expect [0,1] (see docs/data.md).")] = None,
+    mean: Annotated[str | None, typer.Option(help="With --model/--model-file: per-channel mean to normalize "
+                                                  "with, e.g. 0.4914,0.4822,0.4465 or 125.3/255,123/255,113.9/255 "
+                                                  "(one value or one per channel; needs --std).")] = None,
+    std: Annotated[str | None, typer.Option(help="With --model/--model-file: per-channel std, e.g. "
+                                                 "0.2471,0.2435,0.2616 (with --mean).")] = None,
     out: Annotated[Path | None, typer.Option(help="Run directory (default: runs/evaluate-DATASET-TIMESTAMP).")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     seed: Annotated[int, typer.Option(help="Seed of the attacks' random starts.")] = 0,
@@ -262,73 +270,74 @@ def evaluate(
     """
     import os
 
-    from classwise.attacks import build_attack
-    from classwise.core import AttackSpec, resolve_device
-    from classwise.data import load_dataset
-    from classwise.models import create_model, dataset_stats, load_checkpoint, load_model_file
+    from classwise.core import AttackSpec
+    from classwise.data import dataset_info, load_dataset
+    from classwise.models import NormalizedModel, create_model, load_checkpoint, load_model_file
     from classwise.report.artifacts import write_evaluation
     from classwise.runs import RunDir, default_run_dir
 
-    if model and model_file:
-        raise ClasswiseError("give either --model or --model-file, not both")
-    dev = resolve_device(device)
-    sidecar = _peek_sidecar(checkpoint)
+    # every option is checked before anything is loaded
+    C.check_model_args(model, model_file)
+    C.check_split(split)
+    C.check_precision(precision)
+    bs = C.parse_batch_size(batch_size)
+    dev = C.check_device(device)
+    sidecar = C.check_checkpoint(checkpoint)
     ds_name = dataset or (sidecar or {}).get("dataset")
     if not ds_name:
         raise ClasswiseError(f"checkpoint {checkpoint} does not say its dataset; pass --dataset NAME "
                              "(see `classwise list datasets`)")
+    ds_name = C.dataset_name(ds_name)
+    info = dataset_info(ds_name)
+    own = "model" if model else ("model-file" if model_file else None)
+    norm = C.resolve_normalization(mean=mean, std=std, normalize=normalize, own_model=own, dataset=ds_name,
+                                   in_channels=info["in_channels"], sidecar=sidecar)
+    bound = C.build_attacks(attack, default_eps=eps or ((sidecar or {}).get("threat_model") or {}).get("eps"),
+                            default_specs=[AttackSpec("fgsm"), AttackSpec("pgd", {"steps": 20})],
+                            no_attack_hint="no attack given; pass --attack SPEC (e.g. --attack pgd:eps=8/255,steps=20) "
+                                           "or --eps to run the default FGSM and PGD-20")
+    if sidecar and not own:
+        want = (sidecar.get("in_channels"), sidecar.get("input_size"))
+        have = (info["in_channels"], info["input_size"])
+        if None not in want and want != have:
+            raise ClasswiseError(
+                f"the checkpoint was trained on {sidecar.get('dataset')} images of {want[0]}x{want[1]}x{want[1]}, "
+                f"but {ds_name} has {have[0]}x{have[1]}x{have[1]}; "
+                "pass the checkpoint's own dataset (or none: it is read from the sidecar)")
+    C.check_data(ds_name, [split], data_root, download)
+
     data = load_dataset(ds_name, split, root=data_root, download=download)
     if limit:
         data = data.take(limit, seed=seed)
-    if model or model_file:
+    if own:
         if model:
-            mean, std = dataset_stats(ds_name, data.in_channels) if normalize else (None, None)
             net = create_model(model, num_classes=data.num_classes, in_channels=data.in_channels,
-                               input_size=data.input_size, mean=mean, std=std)
+                               input_size=data.input_size, mean=norm.mean, std=norm.std)
         else:
             net = load_model_file(model_file, num_classes=data.num_classes, in_channels=data.in_channels,
                                   input_size=data.input_size)
+            if norm.applied:
+                net = NormalizedModel(net, norm.mean, norm.std, data.in_channels, {"model_file": model_file})
         net, meta = load_checkpoint(checkpoint, device=dev, model=net)
     else:
         net, meta = load_checkpoint(checkpoint, device=dev)
     was_training = net.training
-    default_eps = eps or (meta.get("threat_model") or {}).get("eps")
-    specs = [AttackSpec.parse(s) for s in (attack or [])]
-    if not specs:
-        if default_eps is None:
-            raise ClasswiseError("no attack given; pass --attack SPEC (e.g. --attack pgd:eps=8/255,steps=20) "
-                                 "or --eps to run the default FGSM and PGD-20")
-        specs = [AttackSpec("fgsm"), AttackSpec("pgd", {"steps": 20})]
-    bound = [build_attack(s, defaults={"eps": default_eps} if default_eps is not None else None) for s in specs]
-    if sidecar and not (model or model_file):
-        want = (sidecar.get("in_channels"), sidecar.get("input_size"))
-        if None not in want and want != (data.in_channels, data.input_size):
-            raise ClasswiseError(
-                f"the checkpoint was trained on {sidecar.get('dataset')} images of {want[0]}x{want[1]}x{want[1]}, "
-                f"but {ds_name} has {data.in_channels}x{data.input_size}x{data.input_size}; "
-                "pass the checkpoint's own dataset (or none: it is read from the sidecar)")
-        if sidecar.get("dataset") and sidecar["dataset"] != ds_name:
-            err_console.print(f"warning: the checkpoint was trained on {sidecar['dataset']}, evaluating on {ds_name}",
-                              markup=False, highlight=False)
+    if sidecar and not own and sidecar.get("dataset") and sidecar["dataset"] != ds_name:
+        err_console.print(f"warning: the checkpoint was trained on {sidecar['dataset']}, evaluating on {ds_name}",
+                          markup=False, highlight=False)
     k_model = _num_outputs(net, data)
     if k_model != data.num_classes:
         raise ClasswiseError(f"the model has {k_model} outputs but {ds_name} has {data.num_classes} classes; "
                              "check --dataset and --checkpoint")
-    if batch_size.strip().lower() == "auto":
+    if bs is None:
         from classwise.evaluation import auto_batch_size
 
         bs = auto_batch_size(net, data, dev)
-    else:
-        try:
-            bs = int(batch_size)
-        except ValueError:
-            raise ClasswiseError(f"--batch-size must be a positive integer or auto, got {batch_size!r}") from None
-        if bs < 1:
-            raise ClasswiseError(f"--batch-size must be a positive integer or auto, got {batch_size!r}")
+    normalization = C.normalization_record(net, norm)
     main_proc = int(os.environ.get("RANK", "0")) == 0
     run = RunDir(out or default_run_dir("evaluate", ds_name)) if main_proc else None
     console.print(f"[bold]classwise evaluate[/]: {len(data)} {ds_name} {split} images, "
-                  f"{len(bound)} attack(s), device {dev}")
+                  f"{len(bound)} attack(s), device {dev}, normalization {_fmt_norm(normalization)}", highlight=False)
     t0 = time.perf_counter()
     outcomes = _evaluate_with_progress(net, data, bound, batch_size=bs, device=dev, seed=seed,
                                        precision=precision, channels_last=channels_last, cascade=cascade)
@@ -350,12 +359,19 @@ def evaluate(
         run.write_metrics(res["metrics"])
     run.write_config({"command": "evaluate", "checkpoint": str(checkpoint), "dataset": ds_name, "split": split,
                       "limit": limit, "model": model or meta.get("architecture"), "model_file": model_file,
-                      "normalize": normalize, "batch_size": bs, "data_root": data_root,
+                      "normalization": normalization, "batch_size": bs, "data_root": C.data_root_record(data),
                       "precision": precision, "channels_last": channels_last, "cascade": cascade,
-                      "attacks": [outcomes.specs[a] for a in outcomes.attacks], "seed": seed, "device": str(dev)})
+                      "attacks": [C.resolved_attack(a) for a in bound], "seed": seed, "device": str(dev)})
     run.write_run_info(seed=seed, device=str(dev), extra={"eval_seconds": round(elapsed, 2)})
     console.print(f"evaluated in {elapsed:.1f}s")
     _show_results(outcomes, res["metrics"], {**res["files"], "run": run.path})
+
+
+def _fmt_norm(rec) -> str:
+    if isinstance(rec, str):
+        return rec
+    return f"mean={','.join(f'{v:.4g}' for v in rec['mean'])} std={','.join(f'{v:.4g}' for v in rec['std'])} " \
+           f"({rec['source']})"
 
 
 # --- tpgd (Temperature-PGD study) -----------------------------------------------------------------
@@ -1096,18 +1112,53 @@ def _num_outputs(model, data) -> int:
         return int(model.eval()(x).shape[1])
 
 
-def main() -> None:
-    """Console entry point: one-line errors, no tracebacks for user mistakes."""
-    try:
-        app()
-    except ClasswiseError as e:
-        from rich.text import Text
+def run_cli(argv: list[str] | None = None) -> int:
+    """Run the command line ``argv`` (default: ``sys.argv[1:]``) as a user sees it and return the exit
+    status: user mistakes (a :class:`ClasswiseError` or a usage error such as ``--limit 0`` or an unknown
+    option) become one ``error: ...`` line on stderr and status 2, never a traceback or a boxed message.
+    ``main()`` runs this; in-process tests call it directly."""
+    from classwise.cli._common import usage_error_message
 
-        err_console.print(Text.assemble(("error:", "bold red"), " ", str(e)), highlight=False, soft_wrap=True)
-        sys.exit(getattr(e, "exit_code", 2))
+    try:
+        from typer import _click as click  # the Click that Typer runs on (vendored by Typer >= 0.2x)
+    except ImportError:  # pragma: no cover - older Typer on the click package
+        import click
+    try:
+        rv = app(args=argv, prog_name="classwise", standalone_mode=False)
+        return rv if isinstance(rv, int) and not isinstance(rv, bool) else 0
+    except click.exceptions.NoArgsIsHelpError as e:  # `classwise` / `classwise CMD` with no arguments
+        text = e.format_message()  # the help; Typer's rich help printed itself when the error was made
+        if text:
+            console.print(text, markup=False, highlight=False, soft_wrap=True)
+        return e.exit_code
+    except click.exceptions.UsageError as e:  # BadParameter, NoSuchOption, MissingParameter, ...
+        _print_error(usage_error_message(e))
+        return 2
+    except click.exceptions.ClickException as e:  # e.g. FileError: one line as well
+        _print_error(e.format_message())
+        return e.exit_code
+    except typer.Abort:
+        err_console.print("aborted", markup=False, highlight=False)
+        return 1
+    except ClasswiseError as e:
+        _print_error(str(e))
+        return getattr(e, "exit_code", 2)
     except KeyboardInterrupt:
         err_console.print("interrupted")
-        sys.exit(130)
+        return 130
+
+
+def _print_error(message: str) -> None:
+    """``error: MESSAGE`` as ONE physical line, however narrow the terminal (soft_wrap: no folding)."""
+    from rich.text import Text
+
+    err_console.print(Text.assemble(("error:", "bold red"), " ", " ".join(message.split())), highlight=False,
+                      soft_wrap=True)
+
+
+def main() -> None:
+    """Console entry point: one-line errors, no tracebacks for user mistakes."""
+    sys.exit(run_cli())
 
 
 if __name__ == "__main__":

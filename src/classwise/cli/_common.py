@@ -298,3 +298,62 @@ def data_root_record(data) -> str:
     """The folder a dataset was read from (``bundled`` for sklearn's digits)."""
     root = (getattr(data, "meta", None) or {}).get("root")
     return str(Path(root).resolve()) if root else "bundled"
+
+
+# --- training settings ------------------------------------------------------------------------------
+
+
+def check_train_sweep(recipe: dict | None, dataset: str, *, defense: str, key: str | None, values: Sequence[float],
+                      overrides: dict[str, str]) -> None:
+    """``defend --phase train``: the defense, its key and every setting's recipe resolve (as
+    :func:`classwise.defenses.sweep.run_train_sweep` will build them), before the undefended model is
+    evaluated."""
+    from classwise.defenses.sweep import TRAIN_KEYS
+    from classwise.training.config import TrainConfig, apply_overrides
+
+    if defense not in TRAIN_KEYS:
+        raise ClasswiseError(f"unknown training defense {defense!r}; choose one of: {', '.join(TRAIN_KEYS)}")
+    if not values:
+        raise ClasswiseError("the defense sweep needs at least one --weight value")
+    key = key or TRAIN_KEYS[defense]
+    known = set(TrainConfig.keys())
+    base = {k: v for k, v in (recipe or {"dataset": dataset}).items() if k in known and v != "none"}
+    cfg0 = apply_overrides(TrainConfig(), base, where="the checkpoint's recipe")
+    for v in values:
+        ov = {"defense": defense, key: float(v), **overrides}
+        if defense == "fixed":
+            ov.setdefault("vulnerable_class", 0)
+        apply_overrides(cfg0, ov, where="--defense/--weight/--set").validate()
+
+
+def study_checkpoints(items: Iterable[str] | None) -> dict[str, str]:
+    """``--checkpoint DEFENSE=PATH`` items of ``classwise study``."""
+    out: dict[str, str] = {}
+    for item in items or []:
+        k, sep, v = str(item).partition("=")
+        if not sep or not k.strip() or not v.strip():
+            raise ClasswiseError(f"--checkpoint {item!r}: write DEFENSE=PATH, e.g. "
+                                 "pgd-at=runs/x/checkpoints/best.safetensors")
+        out[k.strip().lower()] = v.strip()
+    return out
+
+
+def check_study(dataset: str, scale: str, checkpoints: dict[str, str], data_root: Path | None) -> None:
+    """``classwise study``: the scale, the defenses named and their checkpoints, the dataset's files."""
+    from classwise.study.paper import DEFENSES, SCALES
+
+    if scale not in SCALES:
+        raise ClasswiseError(f"unknown --scale {scale!r}; choose one of: {', '.join(SCALES)}")
+    for k, v in checkpoints.items():
+        if k not in DEFENSES:
+            raise ClasswiseError(f"--checkpoint {k}=...: unknown defense; choose one of: {', '.join(DEFENSES)}")
+        check_checkpoint(Path(v))
+    check_data(dataset_name(dataset), ["train", "test"], data_root)
+
+
+def located_root(name: str, split: str, root: Path | None) -> str:
+    """The folder ``split`` of dataset ``name`` is read from (``bundled`` for sklearn's digits)."""
+    from classwise.data import locate_dataset
+
+    found = locate_dataset(name, split, root=root)
+    return str(found.resolve()) if found is not None else "bundled"

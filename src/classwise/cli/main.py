@@ -411,7 +411,7 @@ def tpgd_cmd(
     come with paired intervals (class-stratified bootstrap) and McNemar p-values; the T-ensemble row is the
     worst case over all rows. Writes metrics/tpgd.json, metrics.json, outcomes.npz, config.toml, run.json.
     """
-    from classwise.core import Norm, parse_number, resolve_device
+    from classwise.core import Norm, parse_number
     from classwise.data import load_dataset
     from classwise.io import atomic_write_json
     from classwise.models import load_checkpoint
@@ -424,13 +424,14 @@ def tpgd_cmd(
     names = [r.name for r in rules]
     if len(set(names)) != len(names):
         raise ClasswiseError("--rule: give each rule (conf, class) once")
-    dev = resolve_device(device)
-    sidecar = _peek_sidecar(checkpoint)
+    C.check_split(split)
+    dev = C.check_device(device)
+    sidecar = C.check_checkpoint(checkpoint)
     ds_name = dataset or (sidecar or {}).get("dataset")
     if not ds_name:
         raise ClasswiseError(f"checkpoint {checkpoint} does not say its dataset; pass --dataset NAME")
-    net, meta = load_checkpoint(checkpoint, device=dev)
-    tm = meta.get("threat_model") or {}
+    ds_name = C.dataset_name(ds_name)
+    tm = (sidecar or {}).get("threat_model") or {}
     raw_eps = eps if eps is not None else tm.get("eps")
     if raw_eps is None:
         raise ClasswiseError(f"checkpoint {checkpoint} does not say its eps; pass --eps (e.g. --eps 8/255)")
@@ -441,6 +442,8 @@ def tpgd_cmd(
     alpha_v = parse_number(alpha, name="--alpha") if alpha is not None else None
     if alpha_v is not None and not alpha_v > 0:
         raise ClasswiseError(f"--alpha must be > 0, got {alpha}")
+    C.check_data(ds_name, [split], data_root, download)
+    net, meta = load_checkpoint(checkpoint, device=dev)
     data = load_dataset(ds_name, split, root=data_root, download=download)
     if limit:
         data = data.take(limit, seed=seed)
@@ -468,7 +471,8 @@ def tpgd_cmd(
                                    progress=tick)
     elapsed = time.perf_counter() - t0
     res = analyse_sweep(outcomes, bottom_k=bottom_k, n_boot=n_boot, seed=seed)
-    res["attack"] = {"eps": eps_v, "norm": norm_v, "steps": steps, "restarts": restarts, "alpha": alpha_v}
+    alpha_used = alpha_v if alpha_v is not None else 2.5 * eps_v / steps  # the rows' step size (pgd's rule)
+    res["attack"] = {"eps": eps_v, "norm": norm_v, "steps": steps, "restarts": restarts, "alpha": alpha_used}
     res["rules"] = [r.to_dict() for r in rules]
     res.update(info)
     written = write_evaluation(run, outcomes)
@@ -476,9 +480,10 @@ def tpgd_cmd(
     run.write_config({"command": "tpgd", "checkpoint": str(checkpoint), "dataset": ds_name, "split": split,
                       "limit": limit, "model": meta.get("architecture"), "method": meta.get("method"),
                       "temperatures": [float(t) for t in temps], "rules": [r.to_dict() for r in rules],
-                      "eps": eps_v, "norm": norm_v, "steps": steps, "restarts": restarts, "alpha": alpha_v,
+                      "eps": eps_v, "norm": norm_v, "steps": steps, "restarts": restarts, "alpha": alpha_used,
+                      "alpha_rule": "given" if alpha_v is not None else "2.5 * eps / steps",
                       "batch_size": batch_size, "bottom_k": bottom_k, "n_boot": n_boot, "seed": seed,
-                      "device": str(dev), "data_root": data_root,
+                      "device": str(dev), "data_root": C.data_root_record(data),
                       "attacks": [outcomes.specs[a] for a in outcomes.attacks]})
     run.write_run_info(seed=seed, device=str(dev), extra={"eval_seconds": round(elapsed, 2)})
     console.print(f"swept in {elapsed:.1f}s")
@@ -586,24 +591,19 @@ def train(
     """
     import os
 
-    from classwise.core import resolve_device
     from classwise.runs import RunDir, default_run_dir
     from classwise.training.config import resolve_config
     from classwise.training.fit import FitCallbacks, fit
 
     overrides: dict = {"model": model, "method": method, "epochs": epochs, "eps": eps, "batch_size": batch_size,
-                       "lr": lr, "seed": seed, "tensorboard": tensorboard or None}
-    for item in set_ or []:
-        if "=" not in item:
-            raise ClasswiseError(f"--set {item!r}: write KEY=VALUE, e.g. --set beta=3")
-        k, v = item.split("=", 1)
-        overrides[k.strip()] = v.strip()
+                       "lr": lr, "seed": seed, "tensorboard": tensorboard or None, **C.parse_set(set_, "beta=3")}
     if resume and out is None:
         raise ClasswiseError("--resume needs --out RUN_DIR naming the run to continue")
     if resume and recipe is None and (out / "config.toml").is_file():
         recipe = str(out / "config.toml")  # continue with the run's own resolved configuration
     cfg, recipe_path = resolve_config(recipe=recipe, dataset=dataset, overrides=overrides)
-    dev = resolve_device(device)
+    dev = C.check_device(device)
+    C.check_data(cfg.dataset, ["train", "test"] if evaluate_test else ["train"], data_root, download)
     main_proc = int(os.environ.get("RANK", "0")) == 0
     out = out or default_run_dir("train", cfg.dataset)
     run = RunDir(out) if main_proc else None
@@ -682,12 +682,9 @@ def study(
     from classwise.study.paper import run_study
     from classwise.training.fit import FitCallbacks
 
-    ckpts = {}
-    for item in checkpoint or []:
-        if "=" not in item:
-            raise ClasswiseError(f"--checkpoint {item!r}: write DEFENSE=PATH, e.g. pgd-at=runs/x/checkpoints/best.safetensors")
-        k, v = item.split("=", 1)
-        ckpts[k.strip().lower()] = v.strip()
+    ckpts = C.study_checkpoints(checkpoint)
+    C.check_study(dataset, scale, ckpts, data_root)
+    C.check_device(device)
     out = out or default_run_dir("study", dataset)
     run = RunDir(out)
     console.print(f"[bold]classwise study[/]: {dataset}, scale {scale} -> {out}")
@@ -705,6 +702,7 @@ def study(
                         callbacks=FitCallbacks(on_start=on_start, on_batch=lambda e, k, loss: prog.advance(task["id"], k)),
                         on_stage=lambda s: prog.console.print(f"  {s}", highlight=False, markup=False))
     run.write_config({"command": "study", "dataset": dataset, "scale": scale, "seed": seed,
+                      "data_root": str(C.located_root(dataset, "test", data_root)),
                       "checkpoints": ckpts, "eval_limit": eval_limit,
                       "train": {k: ("none" if v is None else v) for k, v in res.summary["config"].items()},
                       "attacks": res.summary["attacks"]})
@@ -950,8 +948,7 @@ def defend(
     defend.json, the chosen setting's metrics.json/outcomes.npz, settings/*/outcomes.npz (for
     `classwise compare`), plots/tradeoff.png; `classwise report RUN` renders it.
     """
-    from classwise.attacks import build_attack
-    from classwise.core import AttackSpec, resolve_device
+    from classwise.core import AttackSpec
     from classwise.data import load_dataset
     from classwise.defenses.artifacts import write_sweep
     from classwise.defenses.sweep import run_inference_sweep, run_train_sweep, validation_split
@@ -984,12 +981,26 @@ def defend(
         if not defense:
             raise ClasswiseError("--phase train needs --defense NAME (fixed, adaptive or frl) and --weight W1,W2,...")
         values = _float_list(weight or "", "--weight")
-    dev = resolve_device(device)
-    net, meta = load_checkpoint(checkpoint, device=dev)
-    ds_name = dataset or meta.get("dataset")
+    overrides = C.parse_set(set_)
+    dev = C.check_device(device)
+    sidecar = C.check_checkpoint(checkpoint) or {}
+    ds_name = dataset or sidecar.get("dataset")
     if not ds_name:
         raise ClasswiseError(f"checkpoint {checkpoint} does not say its dataset; pass --dataset NAME")
-    recipe = meta.get("recipe")
+    ds_name = C.dataset_name(ds_name)
+    C.check_class(cls, ds_name)
+    recipe = sidecar.get("recipe")
+    default_eps = eps or (sidecar.get("threat_model") or {}).get("eps") or (recipe or {}).get("eps")
+    bound = C.build_attacks(attack, default_eps=default_eps,
+                            default_specs=[AttackSpec("pgd", {"steps": 20}), AttackSpec("cw", {"steps": 20})],
+                            no_attack_hint="no attack given and the checkpoint names no eps; pass --attack SPEC "
+                                           "(e.g. --attack pgd:eps=0.2,steps=20) or --eps")
+    if phase is DefendPhase.train:
+        C.check_train_sweep(recipe, ds_name, defense=defense, key=key, values=values, overrides=overrides)
+    if val_fraction is not None and not 0 <= val_fraction < 1:
+        raise ClasswiseError(f"--val-fraction must lie in [0, 1), got {val_fraction:g}")
+    C.check_data(ds_name, ["train", "test"], data_root)
+    net, meta = load_checkpoint(checkpoint, device=dev)
     if not recipe:
         err_console.print("warning: the checkpoint carries no training recipe; the validation split is carved "
                           "with the default val_fraction/seed and may overlap the model's training images",
@@ -999,14 +1010,6 @@ def defend(
                         if (recipe or {}).get("image_size") not in (None, "none") else None)
     if limit:
         test = test.take(limit, seed=seed)
-    default_eps = eps or (meta.get("threat_model") or {}).get("eps") or (recipe or {}).get("eps")
-    specs = [AttackSpec.parse(s) for s in (attack or [])]
-    if not specs:
-        if default_eps is None:
-            raise ClasswiseError("no attack given and the checkpoint names no eps; pass --attack SPEC "
-                                 "(e.g. --attack pgd:eps=0.2,steps=20) or --eps")
-        specs = [AttackSpec("pgd", {"steps": 20}), AttackSpec("cw", {"steps": 20})]
-    bound = [build_attack(s, defaults={"eps": default_eps} if default_eps is not None else None) for s in specs]
     run = RunDir(out or default_run_dir("defend", ds_name))
     what = f"rule {rule}" if phase is DefendPhase.inference else f"training defense {defense}"
     console.print(f"[bold]classwise defend[/]: {phase.value} phase, {what}, sweep {', '.join(f'{v:g}' for v in values)}; "
@@ -1020,12 +1023,6 @@ def defend(
         res = run_inference_sweep(net, val, test, bound, rule=rule, values=values, cstar=cls, transfer=transfer,
                                   **common)
     else:
-        overrides: dict = {}
-        for item in set_ or []:
-            if "=" not in item:
-                raise ClasswiseError(f"--set {item!r}: write KEY=VALUE, e.g. --set epochs=15")
-            k, v = item.split("=", 1)
-            overrides[k.strip()] = v.strip()
         res = run_train_sweep(recipe or {"dataset": ds_name}, net, val, test, bound, run.path / "train",
                               defense=defense, values=values, key=key, cstar=cls, overrides=overrides,
                               data_root=data_root, **common)
@@ -1034,7 +1031,8 @@ def defend(
               "rule": res.rule, "values": values, "class": cls, "defense": defense, "key": key,
               "overrides": set_ or [], "limit": limit, "val_fraction": val_fraction, "objective": objective,
               "max_drop_points": max_drop, "transfer": transfer, "batch_size": batch_size,
-              "attacks": [a.spec.to_dict() for a in bound], "seed": seed, "device": str(dev)}
+              "attacks": [C.resolved_attack(a) for a in bound], "seed": seed, "device": str(dev),
+              "data_root": C.data_root_record(test)}
     run.write_config(config)
     files = write_sweep(run, res, config={k: config[k] for k in ("command", "phase", "checkpoint", "dataset", "rule")},
                         phase=phase.value, objective=objective, max_drop=max_drop / 100)

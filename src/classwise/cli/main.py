@@ -599,6 +599,9 @@ def train(
                        "lr": lr, "seed": seed, "tensorboard": tensorboard or None, **C.parse_set(set_, "beta=3")}
     if resume and out is None:
         raise ClasswiseError("--resume needs --out RUN_DIR naming the run to continue")
+    if resume and not out.is_dir():
+        raise ClasswiseError(f"--resume: run directory {out} does not exist; nothing to resume (drop --resume "
+                             "to start a new run there)")
     if resume and recipe is None and (out / "config.toml").is_file():
         recipe = str(out / "config.toml")  # continue with the run's own resolved configuration
     cfg, recipe_path = resolve_config(recipe=recipe, dataset=dataset, overrides=overrides)

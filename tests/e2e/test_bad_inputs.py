@@ -127,7 +127,7 @@ CASES = [
     ("tr-dataset", ["train", "--dataset", "nope"], ["nope"]),
     ("tr-model", ["train", "--model", "nope"], ["nope"]),
     ("tr-method", ["train", "--method", "nope"], ["nope"]),
-    ("tr-resume-nothing", ["train", "--resume"], ["--resume", "does not exist"]),
+    ("tr-resume-nothing", ["train", "--resume"], ["nothing to resume", "does not exist"]),
     ("tr-device", ["train", "--device", "tpu"], ["tpu"]),
     ("tr-data-root", ["train", "--dataset", "mnist", "--data-root", "{tmp}/emptydir"], ["mnist", "not found"]),
     ("tr-lr-text", ["train", "--lr", "fast"], ["fast"]),

@@ -600,8 +600,8 @@ def train(
     if resume and out is None:
         raise ClasswiseError("--resume needs --out RUN_DIR naming the run to continue")
     if resume and not out.is_dir():
-        raise ClasswiseError(f"--resume: run directory {out} does not exist; nothing to resume (drop --resume "
-                             "to start a new run there)")
+        raise ClasswiseError(f"nothing to resume in {out}: the run directory does not exist; drop --resume "
+                             "to start a new run there")
     if resume and recipe is None and (out / "config.toml").is_file():
         recipe = str(out / "config.toml")  # continue with the run's own resolved configuration
     cfg, recipe_path = resolve_config(recipe=recipe, dataset=dataset, overrides=overrides)

@@ -381,10 +381,52 @@ def test_missing_fashion_mnist_names_the_system_location_too(tmp_path, monkeypat
     import classwise.data.datasets as ds
 
     monkeypatch.setitem(ds.SYSTEM_DIRS, "fashion-mnist", [tmp_path / "sys"])
+    monkeypatch.setenv("CLASSWISE_DATA", str(tmp_path / "env"))
     with pytest.raises(ClasswiseError) as e:
-        load_dataset("fashion-mnist", "test", root=tmp_path / "x")
-    assert (f"looked in {tmp_path / 'x' / 'FashionMNIST' / 'raw'}, {tmp_path / 'x'}, {tmp_path / 'sys'};"
+        load_dataset("fashion-mnist", "test")
+    assert (f"looked in {tmp_path / 'env' / 'FashionMNIST' / 'raw'}, {tmp_path / 'env'}, {tmp_path / 'sys'};"
             in str(e.value))
+    assert "t10k-images-idx3-ubyte[.gz] and t10k-labels-idx1-ubyte[.gz]" in str(e.value)
+
+
+def test_explicit_root_is_the_only_place_searched(tmp_path, monkeypatch):
+    """--data-root DIR that holds nothing is an error, even when the system location or $CLASSWISE_DATA
+    holds the dataset: no silent fallback."""
+    import classwise.data.datasets as ds
+    from classwise.data import locate_dataset
+
+    write_mnist(tmp_path / "sys", gz=True)
+    write_mnist(tmp_path / "env" / "MNIST" / "raw")
+    monkeypatch.setitem(ds.SYSTEM_DIRS, "mnist", [tmp_path / "sys"])
+    monkeypatch.setenv("CLASSWISE_DATA", str(tmp_path / "env"))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for find in (lambda: load_dataset("mnist", "test", root=empty), lambda: locate_dataset("mnist", "test", root=empty)):
+        with pytest.raises(ClasswiseError) as e:
+            find()
+        msg = str(e.value)
+        assert msg.startswith(f"mnist test split not found: looked in {empty / 'MNIST' / 'raw'}, {empty};"), msg
+        assert "sys" not in msg and str(tmp_path / "env") not in msg
+        assert "t10k-images-idx3-ubyte" in msg and "\n" not in msg
+    # without --data-root: $CLASSWISE_DATA first, then the system location
+    assert locate_dataset("mnist", "test") == tmp_path / "env" / "MNIST" / "raw"
+    monkeypatch.setenv("CLASSWISE_DATA", str(empty))
+    assert locate_dataset("mnist", "test") == tmp_path / "sys"
+    assert load_dataset("mnist", "test").meta["root"] == str(tmp_path / "sys")
+    assert locate_dataset("digits", "test") is None
+    with pytest.raises(ClasswiseError, match="unknown split"):
+        locate_dataset("digits", "val")
+
+
+@pytest.mark.parametrize("name", ["cifar10", "cifar100", "svhn", "stl10", "imagefolder"])
+def test_locate_agrees_with_load(tmp_path, name):
+    from classwise.data import locate_dataset
+
+    with pytest.raises(ClasswiseError) as a:
+        locate_dataset(name, "test", root=tmp_path)
+    with pytest.raises(ClasswiseError) as b:
+        load_dataset(name, "test", root=tmp_path)
+    assert str(a.value) == str(b.value) and "looked for" in str(a.value)
 
 
 def test_unknown_name_and_split_list_the_choices():

@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 
 from classwise import __version__
+from classwise.cli import _common as C
 from classwise.cli.claims import claims as _claims_cmd
 from classwise.errors import ClasswiseError
 
@@ -246,8 +247,15 @@ def evaluate(
     data_root: Annotated[Path | None, typer.Option(help="Dataset folder (default: $CLASSWISE_DATA or "
                                                             "~/.cache/classwise/data).")] = None,
     download: Annotated[bool, typer.Option(help="Download the dataset if missing (torchvision datasets).")] = False,
-    normalize: Annotated[bool, typer.Option(help="With --model: normalize inputs with the dataset's mean/std "
-                                                 "inside the model (--no-normalize if your weights expect [0,1]).")] = True,
+    normalize: Annotated[bool | None, typer.Option(
+        "--normalize/--no-normalize", help="With --model (default on) or --model-file (default off): normalize "
+                                           "inputs inside the model with the sidecar's or the dataset's mean/std; "
+                                           "--no-normalize if your weights expect [0,1] (see docs/data.md).")] = None,
+    mean: Annotated[str | None, typer.Option(help="With --model/--model-file: per-channel mean to normalize "
+                                                  "with, e.g. 0.4914,0.4822,0.4465 or 125.3/255,123/255,113.9/255 "
+                                                  "(one value or one per channel; needs --std).")] = None,
+    std: Annotated[str | None, typer.Option(help="With --model/--model-file: per-channel std, e.g. "
+                                                 "0.2471,0.2435,0.2616 (with --mean).")] = None,
     out: Annotated[Path | None, typer.Option(help="Run directory (default: runs/evaluate-DATASET-TIMESTAMP).")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     seed: Annotated[int, typer.Option(help="Seed of the attacks' random starts.")] = 0,
@@ -268,73 +276,74 @@ def evaluate(
     """
     import os
 
-    from classwise.attacks import build_attack
-    from classwise.core import AttackSpec, resolve_device
-    from classwise.data import load_dataset
-    from classwise.models import create_model, dataset_stats, load_checkpoint, load_model_file
+    from classwise.core import AttackSpec
+    from classwise.data import dataset_info, load_dataset
+    from classwise.models import NormalizedModel, create_model, load_checkpoint, load_model_file
     from classwise.report.artifacts import write_evaluation
     from classwise.runs import RunDir, default_run_dir
 
-    if model and model_file:
-        raise ClasswiseError("give either --model or --model-file, not both")
-    dev = resolve_device(device)
-    sidecar = _peek_sidecar(checkpoint)
+    # every option is checked before anything is loaded
+    C.check_model_args(model, model_file)
+    C.check_split(split)
+    C.check_precision(precision)
+    bs = C.parse_batch_size(batch_size)
+    dev = C.check_device(device)
+    sidecar = C.check_checkpoint(checkpoint)
     ds_name = dataset or (sidecar or {}).get("dataset")
     if not ds_name:
         raise ClasswiseError(f"checkpoint {checkpoint} does not say its dataset; pass --dataset NAME "
                              "(see `classwise list datasets`)")
+    ds_name = C.dataset_name(ds_name)
+    info = dataset_info(ds_name)
+    own = "model" if model else ("model-file" if model_file else None)
+    norm = C.resolve_normalization(mean=mean, std=std, normalize=normalize, own_model=own, dataset=ds_name,
+                                   in_channels=info["in_channels"], sidecar=sidecar)
+    bound = C.build_attacks(attack, default_eps=eps or ((sidecar or {}).get("threat_model") or {}).get("eps"),
+                            default_specs=[AttackSpec("fgsm"), AttackSpec("pgd", {"steps": 20})],
+                            no_attack_hint="no attack given; pass --attack SPEC (e.g. --attack pgd:eps=8/255,steps=20) "
+                                           "or --eps to run the default FGSM and PGD-20")
+    if sidecar and not own:
+        want = (sidecar.get("in_channels"), sidecar.get("input_size"))
+        have = (info["in_channels"], info["input_size"])
+        if None not in want and want != have:
+            raise ClasswiseError(
+                f"the checkpoint was trained on {sidecar.get('dataset')} images of {want[0]}x{want[1]}x{want[1]}, "
+                f"but {ds_name} has {have[0]}x{have[1]}x{have[1]}; "
+                "pass the checkpoint's own dataset (or none: it is read from the sidecar)")
+    C.check_data(ds_name, [split], data_root, download)
+
     data = load_dataset(ds_name, split, root=data_root, download=download)
     if limit:
         data = data.take(limit, seed=seed)
-    if model or model_file:
+    if own:
         if model:
-            mean, std = dataset_stats(ds_name, data.in_channels) if normalize else (None, None)
             net = create_model(model, num_classes=data.num_classes, in_channels=data.in_channels,
-                               input_size=data.input_size, mean=mean, std=std)
+                               input_size=data.input_size, mean=norm.mean, std=norm.std)
         else:
             net = load_model_file(model_file, num_classes=data.num_classes, in_channels=data.in_channels,
                                   input_size=data.input_size)
+            if norm.applied:
+                net = NormalizedModel(net, norm.mean, norm.std, data.in_channels, {"model_file": model_file})
         net, meta = load_checkpoint(checkpoint, device=dev, model=net)
     else:
         net, meta = load_checkpoint(checkpoint, device=dev)
     was_training = net.training
-    default_eps = eps or (meta.get("threat_model") or {}).get("eps")
-    specs = [AttackSpec.parse(s) for s in (attack or [])]
-    if not specs:
-        if default_eps is None:
-            raise ClasswiseError("no attack given; pass --attack SPEC (e.g. --attack pgd:eps=8/255,steps=20) "
-                                 "or --eps to run the default FGSM and PGD-20")
-        specs = [AttackSpec("fgsm"), AttackSpec("pgd", {"steps": 20})]
-    bound = [build_attack(s, defaults={"eps": default_eps} if default_eps is not None else None) for s in specs]
-    if sidecar and not (model or model_file):
-        want = (sidecar.get("in_channels"), sidecar.get("input_size"))
-        if None not in want and want != (data.in_channels, data.input_size):
-            raise ClasswiseError(
-                f"the checkpoint was trained on {sidecar.get('dataset')} images of {want[0]}x{want[1]}x{want[1]}, "
-                f"but {ds_name} has {data.in_channels}x{data.input_size}x{data.input_size}; "
-                "pass the checkpoint's own dataset (or none: it is read from the sidecar)")
-        if sidecar.get("dataset") and sidecar["dataset"] != ds_name:
-            err_console.print(f"warning: the checkpoint was trained on {sidecar['dataset']}, evaluating on {ds_name}",
-                              markup=False, highlight=False)
+    if sidecar and not own and sidecar.get("dataset") and sidecar["dataset"] != ds_name:
+        err_console.print(f"warning: the checkpoint was trained on {sidecar['dataset']}, evaluating on {ds_name}",
+                          markup=False, highlight=False)
     k_model = _num_outputs(net, data)
     if k_model != data.num_classes:
         raise ClasswiseError(f"the model has {k_model} outputs but {ds_name} has {data.num_classes} classes; "
                              "check --dataset and --checkpoint")
-    if batch_size.strip().lower() == "auto":
+    if bs is None:
         from classwise.evaluation import auto_batch_size
 
         bs = auto_batch_size(net, data, dev)
-    else:
-        try:
-            bs = int(batch_size)
-        except ValueError:
-            raise ClasswiseError(f"--batch-size must be a positive integer or auto, got {batch_size!r}") from None
-        if bs < 1:
-            raise ClasswiseError(f"--batch-size must be a positive integer or auto, got {batch_size!r}")
+    normalization = C.normalization_record(net, norm)
     main_proc = int(os.environ.get("RANK", "0")) == 0
     run = RunDir(out or default_run_dir("evaluate", ds_name)).open() if main_proc else None
     console.print(f"[bold]classwise evaluate[/]: {len(data)} {ds_name} {split} images, "
-                  f"{len(bound)} attack(s), device {dev}")
+                  f"{len(bound)} attack(s), device {dev}, normalization {_fmt_norm(normalization)}", highlight=False)
     t0 = time.perf_counter()
     outcomes = _evaluate_with_progress(net, data, bound, batch_size=bs, device=dev, seed=seed,
                                        precision=precision, channels_last=channels_last, cascade=cascade)
@@ -356,13 +365,20 @@ def evaluate(
         run.write_metrics(res["metrics"])
     run.write_config({"command": "evaluate", "checkpoint": str(checkpoint), "dataset": ds_name, "split": split,
                       "limit": limit, "model": model or meta.get("architecture"), "model_file": model_file,
-                      "normalize": normalize, "batch_size": bs, "data_root": data_root,
+                      "normalization": normalization, "batch_size": bs, "data_root": C.data_root_record(data),
                       "precision": precision, "channels_last": channels_last, "cascade": cascade,
-                      "attacks": [outcomes.specs[a] for a in outcomes.attacks], "seed": seed, "device": str(dev)})
+                      "attacks": [C.resolved_attack(a) for a in bound], "seed": seed, "device": str(dev)})
     run.write_run_info(seed=seed, device=str(dev), extra={"eval_seconds": round(elapsed, 2)})
     run.finish()
     console.print(f"evaluated in {elapsed:.1f}s")
     _show_results(outcomes, res["metrics"], {**res["files"], "run": run.path})
+
+
+def _fmt_norm(rec) -> str:
+    if isinstance(rec, str):
+        return rec
+    return f"mean={','.join(f'{v:.4g}' for v in rec['mean'])} std={','.join(f'{v:.4g}' for v in rec['std'])} " \
+           f"({rec['source']})"
 
 
 # --- tpgd (Temperature-PGD study) -----------------------------------------------------------------
@@ -402,7 +418,7 @@ def tpgd_cmd(
     come with paired intervals (class-stratified bootstrap) and McNemar p-values; the T-ensemble row is the
     worst case over all rows. Writes metrics/tpgd.json, metrics.json, outcomes.npz, config.toml, run.json.
     """
-    from classwise.core import Norm, parse_number, resolve_device
+    from classwise.core import Norm, parse_number
     from classwise.data import load_dataset
     from classwise.io import atomic_write_json
     from classwise.models import load_checkpoint
@@ -415,13 +431,14 @@ def tpgd_cmd(
     names = [r.name for r in rules]
     if len(set(names)) != len(names):
         raise ClasswiseError("--rule: give each rule (conf, class) once")
-    dev = resolve_device(device)
-    sidecar = _peek_sidecar(checkpoint)
+    C.check_split(split)
+    dev = C.check_device(device)
+    sidecar = C.check_checkpoint(checkpoint)
     ds_name = dataset or (sidecar or {}).get("dataset")
     if not ds_name:
         raise ClasswiseError(f"checkpoint {checkpoint} does not say its dataset; pass --dataset NAME")
-    net, meta = load_checkpoint(checkpoint, device=dev)
-    tm = meta.get("threat_model") or {}
+    ds_name = C.dataset_name(ds_name)
+    tm = (sidecar or {}).get("threat_model") or {}
     raw_eps = eps if eps is not None else tm.get("eps")
     if raw_eps is None:
         raise ClasswiseError(f"checkpoint {checkpoint} does not say its eps; pass --eps (e.g. --eps 8/255)")
@@ -432,6 +449,8 @@ def tpgd_cmd(
     alpha_v = parse_number(alpha, name="--alpha") if alpha is not None else None
     if alpha_v is not None and not alpha_v > 0:
         raise ClasswiseError(f"--alpha must be > 0, got {alpha}")
+    C.check_data(ds_name, [split], data_root, download)
+    net, meta = load_checkpoint(checkpoint, device=dev)
     data = load_dataset(ds_name, split, root=data_root, download=download)
     if limit:
         data = data.take(limit, seed=seed)
@@ -459,7 +478,8 @@ def tpgd_cmd(
                                    progress=tick)
     elapsed = time.perf_counter() - t0
     res = analyse_sweep(outcomes, bottom_k=bottom_k, n_boot=n_boot, seed=seed)
-    res["attack"] = {"eps": eps_v, "norm": norm_v, "steps": steps, "restarts": restarts, "alpha": alpha_v}
+    alpha_used = alpha_v if alpha_v is not None else 2.5 * eps_v / steps  # the rows' step size (pgd's rule)
+    res["attack"] = {"eps": eps_v, "norm": norm_v, "steps": steps, "restarts": restarts, "alpha": alpha_used}
     res["rules"] = [r.to_dict() for r in rules]
     res.update(info)
     written = write_evaluation(run, outcomes)
@@ -467,9 +487,10 @@ def tpgd_cmd(
     run.write_config({"command": "tpgd", "checkpoint": str(checkpoint), "dataset": ds_name, "split": split,
                       "limit": limit, "model": meta.get("architecture"), "method": meta.get("method"),
                       "temperatures": [float(t) for t in temps], "rules": [r.to_dict() for r in rules],
-                      "eps": eps_v, "norm": norm_v, "steps": steps, "restarts": restarts, "alpha": alpha_v,
+                      "eps": eps_v, "norm": norm_v, "steps": steps, "restarts": restarts, "alpha": alpha_used,
+                      "alpha_rule": "given" if alpha_v is not None else "2.5 * eps / steps",
                       "batch_size": batch_size, "bottom_k": bottom_k, "n_boot": n_boot, "seed": seed,
-                      "device": str(dev), "data_root": data_root,
+                      "device": str(dev), "data_root": C.data_root_record(data),
                       "attacks": [outcomes.specs[a] for a in outcomes.attacks]})
     run.write_run_info(seed=seed, device=str(dev), extra={"eval_seconds": round(elapsed, 2)})
     run.finish()
@@ -578,24 +599,22 @@ def train(
     """
     import os
 
-    from classwise.core import resolve_device
     from classwise.runs import RunDir, default_run_dir
     from classwise.training.config import resolve_config
     from classwise.training.fit import FitCallbacks, check_out, fit
 
     overrides: dict = {"model": model, "method": method, "epochs": epochs, "eps": eps, "batch_size": batch_size,
-                       "lr": lr, "seed": seed, "tensorboard": tensorboard or None}
-    for item in set_ or []:
-        if "=" not in item:
-            raise ClasswiseError(f"--set {item!r}: write KEY=VALUE, e.g. --set beta=3")
-        k, v = item.split("=", 1)
-        overrides[k.strip()] = v.strip()
+                       "lr": lr, "seed": seed, "tensorboard": tensorboard or None, **C.parse_set(set_, "beta=3")}
     if resume and out is None:
         raise ClasswiseError("--resume needs --out RUN_DIR naming the run to continue")
+    if resume and not out.is_dir():
+        raise ClasswiseError(f"nothing to resume in {out}: the run directory does not exist; drop --resume "
+                             "to start a new run there")
     if resume and recipe is None and (out / "config.toml").is_file():
         recipe = str(out / "config.toml")  # continue with the run's own resolved configuration
     cfg, recipe_path = resolve_config(recipe=recipe, dataset=dataset, overrides=overrides)
-    dev = resolve_device(device)
+    dev = C.check_device(device)
+    C.check_data(cfg.dataset, ["train", "test"] if evaluate_test else ["train"], data_root, download)
     main_proc = int(os.environ.get("RANK", "0")) == 0
     out = out or default_run_dir("train", cfg.dataset)
     run = RunDir(out) if main_proc else None
@@ -678,12 +697,9 @@ def study(
     from classwise.study.paper import run_study
     from classwise.training.fit import FitCallbacks
 
-    ckpts = {}
-    for item in checkpoint or []:
-        if "=" not in item:
-            raise ClasswiseError(f"--checkpoint {item!r}: write DEFENSE=PATH, e.g. pgd-at=runs/x/checkpoints/best.safetensors")
-        k, v = item.split("=", 1)
-        ckpts[k.strip().lower()] = v.strip()
+    ckpts = C.study_checkpoints(checkpoint)
+    C.check_study(dataset, scale, ckpts, data_root)
+    C.check_device(device)
     out = out or default_run_dir("study", dataset)
     run = RunDir(out).open()
     console.print(f"[bold]classwise study[/]: {dataset}, scale {scale} -> {out}")
@@ -701,6 +717,7 @@ def study(
                         callbacks=FitCallbacks(on_start=on_start, on_batch=lambda e, k, loss: prog.advance(task["id"], k)),
                         on_stage=lambda s: prog.console.print(f"  {s}", highlight=False, markup=False))
     run.write_config({"command": "study", "dataset": dataset, "scale": scale, "seed": seed,
+                      "data_root": str(C.located_root(dataset, "test", data_root)),
                       "checkpoints": ckpts, "eval_limit": eval_limit,
                       "train": {k: ("none" if v is None else v) for k, v in res.summary["config"].items()},
                       "attacks": res.summary["attacks"]})
@@ -948,8 +965,7 @@ def defend(
     defend.json, the chosen setting's metrics.json/outcomes.npz, settings/*/outcomes.npz (for
     `classwise compare`), plots/tradeoff.png; `classwise report RUN` renders it.
     """
-    from classwise.attacks import build_attack
-    from classwise.core import AttackSpec, resolve_device
+    from classwise.core import AttackSpec
     from classwise.data import load_dataset
     from classwise.defenses.artifacts import write_sweep
     from classwise.defenses.sweep import run_inference_sweep, run_train_sweep, validation_split
@@ -982,12 +998,26 @@ def defend(
         if not defense:
             raise ClasswiseError("--phase train needs --defense NAME (fixed, adaptive or frl) and --weight W1,W2,...")
         values = _float_list(weight or "", "--weight")
-    dev = resolve_device(device)
-    net, meta = load_checkpoint(checkpoint, device=dev)
-    ds_name = dataset or meta.get("dataset")
+    overrides = C.parse_set(set_)
+    dev = C.check_device(device)
+    sidecar = C.check_checkpoint(checkpoint) or {}
+    ds_name = dataset or sidecar.get("dataset")
     if not ds_name:
         raise ClasswiseError(f"checkpoint {checkpoint} does not say its dataset; pass --dataset NAME")
-    recipe = meta.get("recipe")
+    ds_name = C.dataset_name(ds_name)
+    C.check_class(cls, ds_name)
+    recipe = sidecar.get("recipe")
+    default_eps = eps or (sidecar.get("threat_model") or {}).get("eps") or (recipe or {}).get("eps")
+    bound = C.build_attacks(attack, default_eps=default_eps,
+                            default_specs=[AttackSpec("pgd", {"steps": 20}), AttackSpec("cw", {"steps": 20})],
+                            no_attack_hint="no attack given and the checkpoint names no eps; pass --attack SPEC "
+                                           "(e.g. --attack pgd:eps=0.2,steps=20) or --eps")
+    if phase is DefendPhase.train:
+        C.check_train_sweep(recipe, ds_name, defense=defense, key=key, values=values, overrides=overrides)
+    if val_fraction is not None and not 0 <= val_fraction < 1:
+        raise ClasswiseError(f"--val-fraction must lie in [0, 1), got {val_fraction:g}")
+    C.check_data(ds_name, ["train", "test"], data_root)
+    net, meta = load_checkpoint(checkpoint, device=dev)
     if not recipe:
         err_console.print("warning: the checkpoint carries no training recipe; the validation split is carved "
                           "with the default val_fraction/seed and may overlap the model's training images",
@@ -997,14 +1027,6 @@ def defend(
                         if (recipe or {}).get("image_size") not in (None, "none") else None)
     if limit:
         test = test.take(limit, seed=seed)
-    default_eps = eps or (meta.get("threat_model") or {}).get("eps") or (recipe or {}).get("eps")
-    specs = [AttackSpec.parse(s) for s in (attack or [])]
-    if not specs:
-        if default_eps is None:
-            raise ClasswiseError("no attack given and the checkpoint names no eps; pass --attack SPEC "
-                                 "(e.g. --attack pgd:eps=0.2,steps=20) or --eps")
-        specs = [AttackSpec("pgd", {"steps": 20}), AttackSpec("cw", {"steps": 20})]
-    bound = [build_attack(s, defaults={"eps": default_eps} if default_eps is not None else None) for s in specs]
     run = RunDir(out or default_run_dir("defend", ds_name)).open()
     what = f"rule {rule}" if phase is DefendPhase.inference else f"training defense {defense}"
     console.print(f"[bold]classwise defend[/]: {phase.value} phase, {what}, sweep {', '.join(f'{v:g}' for v in values)}; "
@@ -1018,12 +1040,6 @@ def defend(
         res = run_inference_sweep(net, val, test, bound, rule=rule, values=values, cstar=cls, transfer=transfer,
                                   **common)
     else:
-        overrides: dict = {}
-        for item in set_ or []:
-            if "=" not in item:
-                raise ClasswiseError(f"--set {item!r}: write KEY=VALUE, e.g. --set epochs=15")
-            k, v = item.split("=", 1)
-            overrides[k.strip()] = v.strip()
         res = run_train_sweep(recipe or {"dataset": ds_name}, net, val, test, bound, run.path / "train",
                               defense=defense, values=values, key=key, cstar=cls, overrides=overrides,
                               data_root=data_root, **common)
@@ -1032,7 +1048,8 @@ def defend(
               "rule": res.rule, "values": values, "class": cls, "defense": defense, "key": key,
               "overrides": set_ or [], "limit": limit, "val_fraction": val_fraction, "objective": objective,
               "max_drop_points": max_drop, "transfer": transfer, "batch_size": batch_size,
-              "attacks": [a.spec.to_dict() for a in bound], "seed": seed, "device": str(dev)}
+              "attacks": [C.resolved_attack(a) for a in bound], "seed": seed, "device": str(dev),
+              "data_root": C.data_root_record(test)}
     run.write_config(config)
     files = write_sweep(run, res, config={k: config[k] for k in ("command", "phase", "checkpoint", "dataset", "rule")},
                         phase=phase.value, objective=objective, max_drop=max_drop / 100)
@@ -1127,28 +1144,63 @@ def _on_sigterm(signum, frame) -> None:
     raise Terminated()
 
 
-def main() -> None:
-    """Console entry point: one-line errors, no tracebacks for user mistakes. SIGTERM (what schedulers
-    send) is handled like Ctrl-C (checkpoints saved, one line), with exit status 143 instead of 130."""
-    import signal
+def run_cli(argv: list[str] | None = None) -> int:
+    """Run the command line ``argv`` (default: ``sys.argv[1:]``) as a user sees it and return the exit
+    status: user mistakes (a :class:`ClasswiseError` or a usage error such as ``--limit 0`` or an unknown
+    option) become one ``error: ...`` line on stderr and status 2, never a traceback or a boxed message.
+    Ctrl-C exits 130 and SIGTERM (what schedulers send; handled like Ctrl-C, checkpoints saved) 143.
+    ``main()`` runs this; in-process tests call it directly."""
+    from classwise.cli._common import usage_error_message
 
-    from rich.text import Text
-
-    signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        app()
+        from typer import _click as click  # the Click that Typer runs on (vendored by Typer >= 0.2x)
+    except ImportError:  # pragma: no cover - older Typer on the click package
+        import click
+    try:
+        rv = app(args=argv, prog_name="classwise", standalone_mode=False)
+        return rv if isinstance(rv, int) and not isinstance(rv, bool) else 0
+    except click.exceptions.NoArgsIsHelpError as e:  # `classwise` / `classwise CMD` with no arguments
+        text = e.format_message()  # the help; Typer's rich help printed itself when the error was made
+        if text:
+            console.print(text, markup=False, highlight=False, soft_wrap=True)
+        return e.exit_code
+    except click.exceptions.UsageError as e:  # BadParameter, NoSuchOption, MissingParameter, ...
+        _print_error(usage_error_message(e))
+        return 2
+    except click.exceptions.ClickException as e:  # e.g. FileError: one line as well
+        _print_error(e.format_message())
+        return e.exit_code
     except ClasswiseError as e:
-        err_console.print(Text.assemble(("error:", "bold red"), " ", str(e)), highlight=False, soft_wrap=True)
-        sys.exit(getattr(e, "exit_code", 2))
+        _print_error(str(e))
+        return getattr(e, "exit_code", 2)
     except OSError as e:  # outside classwise.io's writers (which raise WriteError): still one line
         where = f": {e.filename}" if e.filename else ""
-        err_console.print(Text.assemble(("error:", "bold red"), f" {e.strerror or e}{where} (errno {e.errno})"),
-                          highlight=False, soft_wrap=True)
-        sys.exit(2)
-    except KeyboardInterrupt as e:
-        term = getattr(e, "exit_code", None) == 143
-        err_console.print("terminated (SIGTERM)" if term else "interrupted")
-        sys.exit(143 if term else 130)
+        _print_error(f"{e.strerror or e}{where} (errno {e.errno})")
+        return 2
+    except (KeyboardInterrupt, typer.Abort) as e:  # Click turns KeyboardInterrupt into Abort
+        cause = e if isinstance(e, KeyboardInterrupt) else (e.__cause__ or e.__context__)
+        if not isinstance(cause, KeyboardInterrupt):
+            err_console.print("aborted", markup=False, highlight=False)
+            return 1
+        term = getattr(cause, "exit_code", None) == 143
+        err_console.print("terminated (SIGTERM)" if term else "interrupted", markup=False, highlight=False)
+        return 143 if term else 130
+
+
+def _print_error(message: str) -> None:
+    """``error: MESSAGE`` as ONE physical line, however narrow the terminal (soft_wrap: no folding)."""
+    from rich.text import Text
+
+    err_console.print(Text.assemble(("error:", "bold red"), " ", " ".join(message.split())), highlight=False,
+                      soft_wrap=True)
+
+
+def main() -> None:
+    """Console entry point: one-line errors, no tracebacks for user mistakes."""
+    import signal
+
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    sys.exit(run_cli())
 
 
 if __name__ == "__main__":

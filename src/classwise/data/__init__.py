@@ -7,6 +7,8 @@ from classwise.data.datasets import (
     dataset_info,
     default_data_root,
     load_dataset,
+    locate_dataset,
 )
 
-__all__ = ["DATASETS", "DatasetSpec", "ImageData", "dataset_info", "default_data_root", "load_dataset", "to_float"]
+__all__ = ["DATASETS", "DatasetSpec", "ImageData", "dataset_info", "default_data_root", "load_dataset", "locate_dataset",
+           "to_float"]

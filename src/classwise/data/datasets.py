@@ -50,6 +50,20 @@ Loader = Callable[[str, "Path | None", bool, "int | None"], ImageData]
 
 
 @dataclass(frozen=True)
+class _Place:
+    """Where a split may lie: the folders tried in order, the test that a folder holds it, the hint
+    naming the files looked for and the fix, and how to download it (None: it cannot be)."""
+
+    dirs: Sequence[Path]
+    has_split: Callable[[Path], bool]
+    fix: str
+    fetch: Callable[[], object] | None = None
+
+
+Placer = Callable[[str, "Path | None"], _Place]
+
+
+@dataclass(frozen=True)
 class DatasetSpec:
     """A registered dataset: its loader and what is known about it without reading data."""
 
@@ -62,6 +76,7 @@ class DatasetSpec:
     eps_linf: float | None = None  # the customary L-inf budget, a hint only
     streaming: bool = False
     help: str = ""
+    place: Placer | None = None  # (split, root) -> where the split may lie; None: bundled, no files
 
     def info(self) -> dict[str, Any]:
         return {
@@ -127,6 +142,18 @@ def load_dataset(
     return data
 
 
+def locate_dataset(name: str, split: str = "test", *, root: str | os.PathLike | None = None) -> Path | None:
+    """The folder :func:`load_dataset` would read ``split`` from, without reading it (None for a bundled
+    set such as ``digits``); the same one-line :class:`ClasswiseError` as :func:`load_dataset` when no
+    folder holds it. With ``root``, only ``root`` (and its usual sub-folders) is searched."""
+    spec = DATASETS.get(_canonical(name))
+    if split not in SPLITS:
+        raise ClasswiseError(f"unknown split {split!r}; choose one of: {', '.join(SPLITS)}")
+    if spec.place is None:
+        return None
+    return _find(spec.name, split, spec.place(split, Path(root).expanduser() if root is not None else None))
+
+
 def _resize(images: torch.Tensor, size: int) -> torch.Tensor:
     import torch.nn.functional as F
 
@@ -154,31 +181,23 @@ def _dedupe(paths: Sequence[Path]) -> list[Path]:
     return out
 
 
-def _locate(
-    name: str,
-    split: str,
-    dirs: Sequence[Path],
-    has_split: Callable[[Path], bool],
-    fix: str,
-    download: bool = False,
-    fetch: Callable[[], object] | None = None,
-) -> Path:
-    """The first of ``dirs`` holding the split; with ``download``, fetch it first if none does."""
-    dirs = _dedupe(dirs)
-    found = next((d for d in dirs if has_split(d)), None)
-    if found is None and download and fetch is not None:
+def _find(name: str, split: str, place: _Place, download: bool = False) -> Path:
+    """The first of ``place.dirs`` holding the split; with ``download``, fetch it first if none does."""
+    dirs = _dedupe(place.dirs)
+    found = next((d for d in dirs if place.has_split(d)), None)
+    if found is None and download and place.fetch is not None:
         logger.info("downloading %s %s split", name, split)
         try:
-            fetch()
+            place.fetch()
         except ClasswiseError:
             raise
         except Exception as e:  # network errors, md5 mismatch, disk full ...
             msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ClasswiseError(f"downloading {name} failed: {msg}; check the network, or place the "
                                  f"files yourself and pass --data-root DIR") from None
-        found = next((d for d in dirs if has_split(d)), None)
+        found = next((d for d in dirs if place.has_split(d)), None)
     if found is None:
-        raise ClasswiseError(f"{name} {split} split not found: looked in {', '.join(map(str, dirs))}; {fix}")
+        raise ClasswiseError(f"{name} {split} split not found: looked in {', '.join(map(str, dirs))}; {place.fix}")
     return found
 
 
@@ -239,21 +258,31 @@ def _idx_file(d: Path, stem: str) -> Path | None:
     return None
 
 
-def _idx_loader(name: str, tv_class: str, class_names: list[str]) -> Loader:
-    def load(split: str, root: Path | None, download: bool, image_size: int | None) -> ImageData:
+def _idx_place(name: str, tv_class: str) -> Placer:
+    def place(split: str, root: Path | None) -> _Place:
         import torchvision.datasets as tvd
 
         base = _base(root)
-        dirs = [base / tv_class / "raw", base, *SYSTEM_DIRS.get(name, [])]
+        # the system location (Debian's dataset packages) only when no --data-root was given
+        dirs = [base / tv_class / "raw", base, *(SYSTEM_DIRS.get(name, []) if root is None else [])]
         stems = _IDX_STEMS[split]
 
         def fetch() -> None:
             getattr(tvd, tv_class)(str(base), train=split == "train", download=True)
 
-        d = _locate(name, split, dirs, lambda d: all(_idx_file(d, s) for s in stems),
-                    f"pass --data-root DIR holding the IDX files ({stems[0]}[.gz], {stems[1]}[.gz]), or --download",
-                    download, fetch)
-        img_path, lbl_path = (_idx_file(d, s) for s in stems)
+        return _Place(dirs, lambda d: all(_idx_file(d, s) for s in stems),
+                      f"looked for {stems[0]}[.gz] and {stems[1]}[.gz]; pass --data-root DIR holding these IDX "
+                      "files, or --download", fetch)
+
+    return place
+
+
+def _idx_loader(name: str, tv_class: str, class_names: list[str]) -> Loader:
+    placer = _idx_place(name, tv_class)
+
+    def load(split: str, root: Path | None, download: bool, image_size: int | None) -> ImageData:
+        d = _find(name, split, placer(split, root), download)
+        img_path, lbl_path = (_idx_file(d, s) for s in _IDX_STEMS[split])
         assert img_path is not None and lbl_path is not None
         images = read_idx(img_path)
         if images.ndim != 3:
@@ -268,19 +297,32 @@ def _idx_loader(name: str, tv_class: str, class_names: list[str]) -> Loader:
 
 # --- CIFAR-10 / CIFAR-100 (python pickle batches) -------------------------------------------------
 
+def _cifar_place(name: str, tv_class: str) -> Placer:
+    def place(split: str, root: Path | None) -> _Place:
+        import torchvision.datasets as tvd
+
+        cls = getattr(tvd, tv_class)
+        files = [f for f, _ in (cls.train_list if split == "train" else cls.test_list)]
+        meta_file = cls.meta["filename"]
+        base = _base(root)
+        return _Place([base / cls.base_folder, base], lambda d: all((d / f).is_file() for f in [*files, meta_file]),
+                      f"looked for {', '.join(files)} and {meta_file} (the python version); pass --data-root DIR "
+                      f"holding {cls.base_folder}/, or --download",
+                      lambda: cls(str(base), train=split == "train", download=True))
+
+    return place
+
+
 def _cifar_loader(name: str, tv_class: str, num_classes: int) -> Loader:
+    placer = _cifar_place(name, tv_class)
+
     def load(split: str, root: Path | None, download: bool, image_size: int | None) -> ImageData:
         import torchvision.datasets as tvd
 
         cls = getattr(tvd, tv_class)
         files = [f for f, _ in (cls.train_list if split == "train" else cls.test_list)]
         meta_file, names_key = cls.meta["filename"], cls.meta["key"]
-        base = _base(root)
-        d = _locate(name, split, [base / cls.base_folder, base],
-                    lambda d: all((d / f).is_file() for f in [*files, meta_file]),
-                    f"pass --data-root DIR holding {cls.base_folder}/ (the python version: "
-                    f"{', '.join(files)}, {meta_file}), or --download",
-                    download, lambda: cls(str(base), train=split == "train", download=True))
+        d = _find(name, split, placer(split, root), download)
         chunks, labels = [], []
         for f in files:
             path = d / f
@@ -312,6 +354,16 @@ def _cifar_loader(name: str, tv_class: str, num_classes: int) -> Loader:
 
 # --- SVHN (.mat) ----------------------------------------------------------------------------------
 
+def _svhn_place(split: str, root: Path | None) -> _Place:
+    import torchvision.datasets as tvd
+
+    fname = tvd.SVHN.split_list[split][1]
+    base = _base(root)
+    return _Place([base, base / "svhn", base / "SVHN"], lambda d: (d / fname).is_file(),
+                  f"looked for {fname}; pass --data-root DIR holding it, or --download",
+                  lambda: tvd.SVHN(str(base), split=split, download=True))
+
+
 def _load_svhn(split: str, root: Path | None, download: bool, image_size: int | None) -> ImageData:
     import torchvision.datasets as tvd
 
@@ -320,10 +372,7 @@ def _load_svhn(split: str, root: Path | None, download: bool, image_size: int | 
             return os.path.isfile(os.path.join(self.root, self.filename))
 
     fname = tvd.SVHN.split_list[split][1]
-    base = _base(root)
-    d = _locate("svhn", split, [base, base / "svhn", base / "SVHN"], lambda d: (d / fname).is_file(),
-                f"pass --data-root DIR holding {fname}, or --download",
-                download, lambda: tvd.SVHN(str(base), split=split, download=True))
+    d = _find("svhn", split, _svhn_place(split, root), download)
     try:
         ds = _SVHN(str(d), split=split)
     except Exception as e:  # scipy's MatReadError, ValueError, KeyError 'X' ...
@@ -338,15 +387,21 @@ def _load_svhn(split: str, root: Path | None, download: bool, image_size: int | 
 _STL_FILES = {"train": ("train_X.bin", "train_y.bin"), "test": ("test_X.bin", "test_y.bin")}
 
 
-def _load_stl10(split: str, root: Path | None, download: bool, image_size: int | None) -> ImageData:
+def _stl10_place(split: str, root: Path | None) -> _Place:
     import torchvision.datasets as tvd
 
     base = _base(root)
     files = _STL_FILES[split]
-    d = _locate("stl10", split, [base / tvd.STL10.base_folder, base],
-                lambda d: all((d / f).is_file() for f in files),
-                f"pass --data-root DIR holding {tvd.STL10.base_folder}/ ({', '.join(files)}), or --download",
-                download, lambda: tvd.STL10(str(base), split=split, download=True))
+    return _Place([base / tvd.STL10.base_folder, base], lambda d: all((d / f).is_file() for f in files),
+                  f"looked for {', '.join(files)}; pass --data-root DIR holding {tvd.STL10.base_folder}/, "
+                  "or --download", lambda: tvd.STL10(str(base), split=split, download=True))
+
+
+def _load_stl10(split: str, root: Path | None, download: bool, image_size: int | None) -> ImageData:
+    import torchvision.datasets as tvd
+
+    files = _STL_FILES[split]
+    d = _find("stl10", split, _stl10_place(split, root), download)
 
     class _STL10(tvd.STL10):
         base_folder = d.name  # so root/base_folder is the folder found, whatever its name
@@ -369,15 +424,24 @@ def _load_stl10(split: str, root: Path | None, download: bool, image_size: int |
 _FOLDER_SPLITS = {"train": ("train",), "test": ("val", "test")}
 
 
+def _folder_base(root: Path | None) -> Path:
+    return root if root is not None else default_data_root() / "imagefolder"
+
+
+def _folder_place(split: str, root: Path | None) -> _Place:
+    names = _FOLDER_SPLITS[split]
+    return _Place([_folder_base(root) / s for s in names], Path.is_dir,
+                  f"looked for the folder{'s' if len(names) > 1 else ''} {' or '.join(names)}/; pass --data-root "
+                  "DIR holding train/<class>/*.jpg and val/<class>/*.jpg")
+
+
 def _load_imagefolder(split: str, root: Path | None, download: bool, image_size: int | None) -> ImageData:
     from torchvision import transforms as T
     from torchvision.datasets import ImageFolder
     from torchvision.datasets.folder import find_classes
 
-    base = root if root is not None else default_data_root() / "imagefolder"
-    dirs = [base / s for s in _FOLDER_SPLITS[split]]
-    d = _locate("imagefolder", split, dirs, Path.is_dir,
-                "pass --data-root DIR holding train/<class>/*.jpg and val/<class>/*.jpg")
+    base = _folder_base(root)
+    d = _find("imagefolder", split, _folder_place(split, root), download)
 
     def classes(p: Path) -> list[str]:
         try:
@@ -426,17 +490,20 @@ def _register(spec: DatasetSpec) -> None:
 _register(DatasetSpec("digits", _load_digits, 10, tuple(DIGIT_NAMES), 1, 8, 0.1,
                       help="scikit-learn's bundled 8x8 digits (1797 images), fixed stratified 75/25 split; offline"))
 _register(DatasetSpec("mnist", _idx_loader("mnist", "MNIST", DIGIT_NAMES), 10, tuple(DIGIT_NAMES), 1, 28, 0.3,
-                      help="MNIST handwritten digits, 28x28 grey (IDX files)"))
+                      help="MNIST handwritten digits, 28x28 grey (IDX files)", place=_idx_place("mnist", "MNIST")))
 _register(DatasetSpec("fashion-mnist", _idx_loader("fashion-mnist", "FashionMNIST", FASHION_MNIST_CLASSES), 10,
                       tuple(FASHION_MNIST_CLASSES), 1, 28, 0.1,
-                      help="Fashion-MNIST clothing, 28x28 grey (IDX files; also found in /usr/share/datasets)"))
+                      help="Fashion-MNIST clothing, 28x28 grey (IDX files; also found in /usr/share/datasets)",
+                      place=_idx_place("fashion-mnist", "FashionMNIST")))
 _register(DatasetSpec("cifar10", _cifar_loader("cifar10", "CIFAR10", 10), 10, tuple(CIFAR10_CLASSES), 3, 32, 8 / 255,
-                      help="CIFAR-10, 32x32 colour (python batches)"))
+                      help="CIFAR-10, 32x32 colour (python batches)", place=_cifar_place("cifar10", "CIFAR10")))
 _register(DatasetSpec("cifar100", _cifar_loader("cifar100", "CIFAR100", 100), 100, None, 3, 32, 8 / 255,
-                      help="CIFAR-100 fine labels, 32x32 colour (python batches)"))
+                      help="CIFAR-100 fine labels, 32x32 colour (python batches)",
+                      place=_cifar_place("cifar100", "CIFAR100")))
 _register(DatasetSpec("svhn", _load_svhn, 10, tuple(DIGIT_NAMES), 3, 32, 8 / 255,
-                      help="SVHN house numbers, 32x32 colour (.mat files)"))
+                      help="SVHN house numbers, 32x32 colour (.mat files)", place=_svhn_place))
 _register(DatasetSpec("stl10", _load_stl10, 10, tuple(STL10_CLASSES), 3, 96, 8 / 255,
-                      help="STL-10 labelled splits, 96x96 colour (binary files)"))
+                      help="STL-10 labelled splits, 96x96 colour (binary files)", place=_stl10_place))
 _register(DatasetSpec("imagefolder", _load_imagefolder, None, None, 3, DEFAULT_IMAGE_SIZE, 4 / 255, streaming=True,
-                      help="ImageNet-style folders root/train/<class>/*.jpg and root/val/<class>/*.jpg"))
+                      help="ImageNet-style folders root/train/<class>/*.jpg and root/val/<class>/*.jpg",
+                      place=_folder_place))

@@ -55,6 +55,18 @@ _STATS_ALIASES = {
 }
 
 
+def known_dataset_stats(name: str | None, in_channels: int | None = None) -> tuple[list[float], list[float]] | None:
+    """``(mean, std)`` of a dataset whose statistics are known (and match ``in_channels``), else None."""
+    key = (name or "").strip().lower()
+    key = _STATS_ALIASES.get(key, key)
+    if key not in DATASET_STATS:
+        return None
+    mean, std = DATASET_STATS[key]
+    if in_channels is not None and len(mean) != in_channels:
+        return None
+    return list(mean), list(std)
+
+
 def dataset_stats(name: str | None, in_channels: int | None = None) -> tuple[list[float], list[float]]:
     """``(mean, std)`` for a dataset name; identity (0, 1) for an unknown name or a channel mismatch."""
     key = (name or "").strip().lower()

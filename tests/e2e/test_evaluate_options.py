@@ -1,0 +1,94 @@
+"""evaluate's --mean/--std/--normalize and what config.toml records (in-process through run_cli)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+try:  # Python >= 3.11
+    import tomllib
+except ModuleNotFoundError:  # pragma: no cover
+    import tomli as tomllib  # type: ignore[no-redef]
+
+MODEL_FILE = '''
+import torch.nn as nn
+
+def factory(num_classes, in_channels=1):
+    return nn.Sequential(nn.Flatten(), nn.Linear(in_channels * 64, num_classes))
+'''
+MEAN, STD = 0.5, 0.1
+
+
+@pytest.fixture(scope="module")
+def net_files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("norm")
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    with torch.no_grad():
+        net[1].weight.normal_(0, 1)
+        net[1].bias.normal_(0, 5)
+    torch.save(net.state_dict(), d / "net.pt")
+    (d / "net.py").write_text(MODEL_FILE)
+    return net, d
+
+
+def _acc(net, wrap: bool) -> float:
+    from classwise.data import load_dataset
+    from classwise.models import NormalizedModel
+
+    x, y = load_dataset("digits", "test").tensors()
+    m = NormalizedModel(net, [MEAN], [STD], 1) if wrap else net
+    with torch.no_grad():
+        return float((m(x).argmax(1) == y).float().mean())
+
+
+def _evaluate(tmp: Path, d: Path, *extra: str) -> dict:
+    from classwise.cli.main import run_cli
+
+    out = tmp / "EV"
+    code = run_cli(["evaluate", "--checkpoint", str(d / "net.pt"), "--dataset", "digits", "--model-file",
+                    f"{d / 'net.py'}:factory", "--attack", "fgsm:eps=0.05", "--no-checks", "--out", str(out), *extra])
+    assert code == 0
+    import json
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    return {"acc": metrics["clean"]["accuracy"], "cfg": tomllib.loads((out / "config.toml").read_text())}
+
+
+def test_mean_std_wrap_a_model_file(net_files, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    net, d = net_files
+    plain, wrapped = _acc(net, False), _acc(net, True)
+    assert plain != wrapped  # the property below could fail
+    r = _evaluate(tmp_path / "a", d, "--mean", "1/2", "--std", "0.1")
+    assert r["acc"] == pytest.approx(wrapped)
+    assert r["cfg"]["normalization"] == {"mean": [pytest.approx(MEAN)], "std": [pytest.approx(STD)], "source": "flags"}
+    assert r["cfg"]["data_root"] == "bundled"
+    (a,) = r["cfg"]["attacks"]
+    assert a["name"] == "fgsm" and a["params"]["eps"] == 0.05 and a["params"]["random_start"] is False
+    r = _evaluate(tmp_path / "b", d)
+    assert r["acc"] == pytest.approx(plain) and r["cfg"]["normalization"] == "none"
+
+
+def test_model_file_normalize_uses_the_dataset_stats(net_files, tmp_path, monkeypatch):
+    from classwise.models import dataset_stats
+
+    monkeypatch.chdir(tmp_path)
+    _, d = net_files
+    r = _evaluate(tmp_path, d, "--normalize")
+    mean, std = dataset_stats("digits", 1)
+    assert r["cfg"]["normalization"]["source"] == "dataset stats (digits)"
+    assert r["cfg"]["normalization"]["mean"] == pytest.approx(mean)
+    assert r["cfg"]["normalization"]["std"] == pytest.approx(std)
+
+
+def test_resolved_pgd_parameters_are_recorded():
+    from classwise.attacks import build_attack
+    from classwise.cli._common import resolved_attack
+
+    r = resolved_attack(build_attack("pgd:eps=0.1,steps=10"))
+    p = r["params"]
+    assert p["alpha"] == pytest.approx(0.025) and p["restarts"] == 1 and p["random_start"] is True
+    assert p["loss"] == "ce" and p["T"] == 1.0 and p["norm"] == "linf" and p["steps"] == 10

@@ -265,7 +265,7 @@ def evaluate(
     from classwise.attacks import build_attack
     from classwise.core import AttackSpec, resolve_device
     from classwise.data import load_dataset
-    from classwise.models import create_model, dataset_stats, load_checkpoint, load_model_file
+    from classwise.models import check_loadable, create_model, dataset_stats, load_checkpoint, load_model_file
     from classwise.report.artifacts import write_evaluation
     from classwise.runs import RunDir, default_run_dir
 
@@ -273,6 +273,8 @@ def evaluate(
         raise ClasswiseError("give either --model or --model-file, not both")
     dev = resolve_device(device)
     sidecar = _peek_sidecar(checkpoint)
+    if not (model or model_file):  # before any data: a sidecar naming a model file says which flag to type
+        check_loadable(checkpoint, model_file_option=True)
     ds_name = dataset or (sidecar or {}).get("dataset")
     if not ds_name:
         raise ClasswiseError(f"checkpoint {checkpoint} does not say its dataset; pass --dataset NAME "
@@ -290,7 +292,7 @@ def evaluate(
                                   input_size=data.input_size)
         net, meta = load_checkpoint(checkpoint, device=dev, model=net)
     else:
-        net, meta = load_checkpoint(checkpoint, device=dev)
+        net, meta = load_checkpoint(checkpoint, device=dev, model_file_option=True)
     was_training = net.training
     default_eps = eps or (meta.get("threat_model") or {}).get("eps")
     specs = [AttackSpec.parse(s) for s in (attack or [])]
@@ -783,12 +785,11 @@ def report(
     norms = None
     for name in ("best.safetensors", "model.safetensors", "last.safetensors"):
         ck = run_dir / "checkpoints" / name
-        if ck.is_file():
-            from classwise.models import load_checkpoint
-            from classwise.study.common import weight_norms
+        if ck.is_file():  # read from the tensors: a report builds no model and runs no code
+            from classwise.models import classifier_weight_norms
 
             try:
-                norms = weight_norms(load_checkpoint(ck)[0])
+                norms = classifier_weight_norms(ck)
             except ClasswiseError as e:
                 err_console.print(f"warning: no weight norms ({e})", markup=False, highlight=False)
             break

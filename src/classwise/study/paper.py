@@ -22,7 +22,7 @@ from classwise.data import load_dataset
 from classwise.errors import ClasswiseError
 from classwise.evaluation import WORST_CASE, Outcomes, evaluate
 from classwise.io import atomic_write_json
-from classwise.models import load_checkpoint
+from classwise.models import check_loadable, load_checkpoint
 from classwise.report.artifacts import write_evaluation
 from classwise.runs import RunDir
 from classwise.study.common import eval_attack_specs, weight_norms
@@ -81,6 +81,8 @@ def run_study(
     unknown = sorted(set(checkpoints) - set(DEFENSES))
     if unknown:
         raise ClasswiseError(f"--checkpoint {unknown[0]}=...: unknown defense; choose one of: {', '.join(DEFENSES)}")
+    for path in checkpoints.values():  # before any training: a sidecar may name code, which is never run
+        check_loadable(path)
     dev = resolve_device(device)
     out = Path(out)
     base, recipe_path = resolve_config(dataset=dataset, overrides={"seed": seed})

@@ -17,15 +17,19 @@ from classwise.models import (
     MODELS,
     NormalizedModel,
     WideResNet,
+    check_loadable,
+    classifier_weight_norms,
     create_model,
     dataset_stats,
     last_linear,
     load_checkpoint,
     load_model_file,
     load_weights,
+    model_from_meta,
     read_sidecar,
     read_state_dict,
     save_checkpoint,
+    validate_sidecar,
 )
 
 # (in_channels, input_size) each registered model must build for
@@ -415,7 +419,13 @@ def test_external_model_checkpoint_round_trip(tmp_path, user_file):
         model,
         {"model_file": f"{user_file}:Net", "num_classes": 3, "in_channels": 1, "input_size": 8},
     )
-    loaded, _ = load_checkpoint(p)
+    # the sidecar names the file, but loading never imports it: it says which flag to type
+    with pytest.raises(ClasswiseError, match=r"never runs code .*--model-file .*user_net\.py:Net") as err:
+        load_checkpoint(p)
+    assert "\n" not in str(err.value)
+    typed = NormalizedModel(load_model_file(f"{user_file}:Net", num_classes=3, in_channels=1, input_size=8),
+                            [0.5], [0.25], in_channels=1)
+    loaded, _ = load_checkpoint(p, model=typed)
     x = torch.rand(2, 1, 8, 8)
     torch.testing.assert_close(loaded(x), model(x))
 
@@ -439,3 +449,193 @@ def test_load_model_file_errors(tmp_path, user_file, spec, match):
     with pytest.raises(ClasswiseError, match=match) as err:
         load_model_file(spec.format(f=user_file, d=tmp_path), num_classes=3)
     assert "\n" not in str(err.value)
+
+
+# ---------------------------------------------------------------------------------------------
+# a sidecar never runs code; its fields are checked
+# ---------------------------------------------------------------------------------------------
+
+_MARKER_NET = """
+import pathlib
+pathlib.Path(__file__).with_name("IMPORTED").write_text("net.py ran")
+from torch import nn
+
+def factory(num_classes, in_channels=1, input_size=8):
+    return nn.Sequential(nn.Flatten(), nn.Linear(in_channels * input_size * input_size, num_classes))
+"""
+
+
+def _model_file_checkpoint(tmp_path, spec="net.py:factory"):
+    """A checkpoint whose sidecar names a model file beside it, written without importing the file."""
+    (tmp_path / "net.py").write_text(_MARKER_NET)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(64, 3))
+    p = save_checkpoint(tmp_path / "model.safetensors", NormalizedModel(net, in_channels=1),
+                        {"model_file": spec, "num_classes": 3, "in_channels": 1, "input_size": 8})
+    return p
+
+
+@pytest.mark.parametrize("option", [True, False])
+def test_sidecar_model_file_is_never_imported(tmp_path, monkeypatch, option):
+    monkeypatch.chdir(tmp_path.parent)  # the relative spec resolves against the sidecar, not the cwd
+    p = _model_file_checkpoint(tmp_path)
+    for call in (lambda: load_checkpoint(p, model_file_option=option),
+                 lambda: load_checkpoint(tmp_path, model_file_option=option),
+                 lambda: check_loadable(p, model_file_option=option),
+                 lambda: model_from_meta(read_sidecar(p), where=p.with_suffix(".json"), model_file_option=option)):
+        with pytest.raises(ClasswiseError) as err:
+            call()
+        msg = str(err.value)
+        assert "\n" not in msg and "never runs code" in msg
+        assert f"--model-file {tmp_path / 'net.py'}:factory" in msg, msg
+        assert ("classwise evaluate" in msg) is (not option)
+    assert not (tmp_path / "IMPORTED").exists()
+
+
+def test_sidecar_model_file_absolute_spec_and_no_factory(tmp_path):
+    p = _model_file_checkpoint(tmp_path, spec=str(tmp_path / "net.py"))
+    with pytest.raises(ClasswiseError, match=r"--model-file \S*net\.py:FACTORY"):
+        load_checkpoint(p, model_file_option=True)
+    assert not (tmp_path / "IMPORTED").exists()
+
+
+def test_sidecar_architecture_wins_over_model_file(tmp_path):
+    """A built-in architecture is classwise's own code: a model_file beside it is not imported."""
+    (tmp_path / "net.py").write_text(_MARKER_NET)
+    p = save_checkpoint(tmp_path / "a.safetensors", _small(), {"model_file": "net.py:factory"})
+    loaded, meta = load_checkpoint(p)
+    assert meta["architecture"] == "small-cnn" and not (tmp_path / "IMPORTED").exists()
+
+
+def _good_sidecar():
+    return {"architecture": "small-cnn", "num_classes": 10, "in_channels": 1, "input_size": 8,
+            "mean": [0.5], "std": [0.25], "dataset": "digits", "class_names": list("0123456789"),
+            "threat_model": {"norm": "linf", "eps": 0.2}, "epoch": 3, "format_version": 1}
+
+
+@pytest.mark.parametrize(
+    "field,value,expected",
+    [
+        ("arch_options", [1, 2], "an object of model options"),
+        ("arch_options", "depth=10", "an object of model options"),
+        ("in_channels", "x", "a positive integer"),
+        ("in_channels", 0, "a positive integer"),
+        ("in_channels", True, "a positive integer"),
+        ("in_channels", 1.5, "a positive integer"),
+        ("input_size", {}, "a positive integer or a [height, width] list"),
+        ("input_size", [8, 8, 8], "a positive integer or a [height, width] list"),
+        ("input_size", -8, "a positive integer or a [height, width] list"),
+        ("num_classes", -3, "a positive integer"),
+        ("num_classes", "10", "a positive integer"),
+        ("mean", "abc", "a finite number or a list of them"),
+        ("mean", [0.1, "x"], "a finite number or a list of them"),
+        ("mean", [], "a finite number or a list of them"),
+        ("mean", [0.1, 0.2, 0.3], "1 or 1 (in_channels) values"),
+        ("std", [0.0], "a positive number"),
+        ("std", {"a": 1}, "a positive number"),
+        ("architecture", 3, "a model name"),
+        ("architecture", ["small-cnn"], "a model name"),
+        ("model_file", 7, "a string PATH.py:FACTORY"),
+        ("dataset", 5, "a dataset name"),
+        ("class_names", "0123456789", "a list of strings"),
+        ("class_names", [0, 1], "a list of strings"),
+        ("epoch", "3", "a non-negative integer"),
+        ("format_version", "1", "a non-negative integer"),
+        ("threat_model", [0.2], "an object"),
+        ("threat_model.eps", [0.2], "a number or a string"),
+        ("threat_model.norm", 2, "linf or l2"),
+        ("recipe", "digits", "an object"),
+        ("metrics", 0.9, "an object"),
+    ],
+)
+def test_sidecar_field_types_are_one_line_errors(tmp_path, field, value, expected):
+    meta = _good_sidecar()
+    head, _, sub = field.partition(".")
+    if sub:
+        meta[head][sub] = value
+    else:
+        meta[head] = value
+    p = save_checkpoint(tmp_path / "m.safetensors", _small(), {})
+    side = p.with_suffix(".json")
+    side.write_text(json.dumps(meta))
+    for call in (lambda: read_sidecar(p), lambda: load_checkpoint(p), lambda: validate_sidecar(meta, where=side)):
+        with pytest.raises(ClasswiseError) as err:
+            call()
+        msg = str(err.value)
+        assert "\n" not in msg
+        assert f"field {field!r}" in msg and str(side) in msg and expected in msg, msg
+
+
+def test_sidecar_valid_fields_pass(tmp_path):
+    meta = _good_sidecar() | {"input_size": [8, 8], "mean": 0.5, "std": 0.25, "arch_options": None,
+                              "threat_model": {"norm": "l2", "eps": "8/255"}, "unknown_key": [1, {"x": 2}]}
+    assert validate_sidecar(meta) == meta
+    assert model_from_meta(meta).config["input_size"] == 8
+    with pytest.raises(ClasswiseError, match="lacks a valid num_classes"):
+        model_from_meta({k: v for k, v in meta.items() if k != "num_classes"})
+
+
+# ---------------------------------------------------------------------------------------------
+# classifier weight norms from the tensors alone
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("arch,kw", [("small-cnn", {"in_channels": 1, "input_size": 8}),
+                                     ("preact-resnet18", {}), ("resnet18", {}),
+                                     ("wrn-34-10", {"depth": 10, "widen_factor": 1})])
+def test_classifier_weight_norms_match_last_linear(tmp_path, arch, kw):
+    model = create_model(arch, num_classes=10, **kw)
+    p = save_checkpoint(tmp_path / "best.safetensors", model, {})
+    want = last_linear(model).weight.detach().float().norm(dim=1).numpy()
+    got = classifier_weight_norms(p)
+    assert got.shape == (10,) and (got == want).all()
+    assert (classifier_weight_norms(tmp_path, num_classes=10) == want).all()  # a directory, K given
+
+
+def test_classifier_weight_norms_when_hidden_width_equals_k(tmp_path):
+    # small-cnn's hidden layer has 128 outputs: with K = 128 it is a candidate too, but it feeds fc
+    model = _small(num_classes=128)
+    p = save_checkpoint(tmp_path / "m.safetensors", model, {})
+    want = last_linear(model).weight.detach().float().norm(dim=1).numpy()
+    assert (classifier_weight_norms(p) == want).all()
+
+
+def test_classifier_weight_norms_errors(tmp_path):
+    net = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+    torch.save(net.state_dict(), tmp_path / "bare.pt")
+    with pytest.raises(ClasswiseError, match="no sidecar giving num_classes"):
+        classifier_weight_norms(tmp_path / "bare.pt")
+    with pytest.raises(ClasswiseError, match=r"2-D weights with 5 output rows: none"):
+        classifier_weight_norms(tmp_path / "bare.pt", num_classes=5)
+    two = {"a.weight": torch.ones(3, 4), "b.weight": torch.ones(3, 6)}  # two heads: ambiguous
+    torch.save(two, tmp_path / "two.pt")
+    with pytest.raises(ClasswiseError, match=r"a\.weight \(3, 4\), b\.weight \(3, 6\); 2 of them"):
+        classifier_weight_norms(tmp_path / "two.pt", num_classes=3)
+    assert (classifier_weight_norms(tmp_path / "bare.pt", num_classes=3) ==
+            net[1].weight.detach().norm(dim=1).numpy()).all()
+
+
+# ---------------------------------------------------------------------------------------------
+# a malicious raw pickle: refused, nothing run, only our error
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["torch.save", "pickle-2", "pickle-5"])
+def test_malicious_pickle_refused_without_torch_warning(tmp_path, how, recwarn):
+    import pickle
+
+    marker = tmp_path / "PWNED"
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    p = tmp_path / "evil.pt"
+    if how == "torch.save":
+        torch.save({"state_dict": Payload()}, p)
+    else:
+        p.write_bytes(pickle.dumps({"w": Payload()}, protocol=int(how[-1])))
+    with pytest.raises(ClasswiseError, match="weights_only") as err:
+        read_state_dict(p)
+    assert "\n" not in str(err.value)
+    assert not marker.exists()
+    assert [str(w.message) for w in recwarn.list] == []

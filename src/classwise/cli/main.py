@@ -278,7 +278,7 @@ def evaluate(
 
     from classwise.core import AttackSpec
     from classwise.data import dataset_info, load_dataset
-    from classwise.models import NormalizedModel, create_model, load_checkpoint, load_model_file
+    from classwise.models import NormalizedModel, check_loadable, create_model, load_checkpoint, load_model_file
     from classwise.report.artifacts import write_evaluation
     from classwise.runs import RunDir, default_run_dir
 
@@ -289,6 +289,8 @@ def evaluate(
     bs = C.parse_batch_size(batch_size)
     dev = C.check_device(device)
     sidecar = C.check_checkpoint(checkpoint)
+    if not (model or model_file):  # before any data: a sidecar naming a model file says which flag to type
+        check_loadable(checkpoint, model_file_option=True)
     ds_name = dataset or (sidecar or {}).get("dataset")
     if not ds_name:
         raise ClasswiseError(f"checkpoint {checkpoint} does not say its dataset; pass --dataset NAME "
@@ -326,7 +328,7 @@ def evaluate(
                 net = NormalizedModel(net, norm.mean, norm.std, data.in_channels, {"model_file": model_file})
         net, meta = load_checkpoint(checkpoint, device=dev, model=net)
     else:
-        net, meta = load_checkpoint(checkpoint, device=dev)
+        net, meta = load_checkpoint(checkpoint, device=dev, model_file_option=True)
     was_training = net.training
     if sidecar and not own and sidecar.get("dataset") and sidecar["dataset"] != ds_name:
         err_console.print(f"warning: the checkpoint was trained on {sidecar['dataset']}, evaluating on {ds_name}",
@@ -808,12 +810,11 @@ def report(
     norms = None
     for name in ("best.safetensors", "model.safetensors", "last.safetensors"):
         ck = run_dir / "checkpoints" / name
-        if ck.is_file():
-            from classwise.models import load_checkpoint
-            from classwise.study.common import weight_norms
+        if ck.is_file():  # read from the tensors: a report builds no model and runs no code
+            from classwise.models import classifier_weight_norms
 
             try:
-                norms = weight_norms(load_checkpoint(ck)[0])
+                norms = classifier_weight_norms(ck)
             except ClasswiseError as e:
                 err_console.print(f"warning: no weight norms ({e})", markup=False, highlight=False)
             break

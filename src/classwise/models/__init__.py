@@ -5,6 +5,9 @@ Every model takes images in [0, 1] and normalizes inside itself (:class:`Normali
 
 from classwise.models.checkpoint import (
     FORMAT_VERSION,
+    check_buildable,
+    check_loadable,
+    classifier_weight_norms,
     load_checkpoint,
     load_weights,
     model_from_meta,
@@ -13,6 +16,7 @@ from classwise.models.checkpoint import (
     save_checkpoint,
     sidecar_path,
     strip_prefixes,
+    validate_sidecar,
 )
 from classwise.models.external import load_model_file
 from classwise.models.nets import (
@@ -39,6 +43,9 @@ __all__ = [
     "PreActResNet",
     "SmallCNN",
     "WideResNet",
+    "check_buildable",
+    "check_loadable",
+    "classifier_weight_norms",
     "count_parameters",
     "create_model",
     "dataset_stats",
@@ -53,4 +60,5 @@ __all__ = [
     "sidecar_path",
     "strip_prefixes",
     "unwrap_model",
+    "validate_sidecar",
 ]

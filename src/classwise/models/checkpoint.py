@@ -13,17 +13,26 @@ sidecar always sits beside complete weights (possibly an older sidecar for a mom
 
 :func:`read_state_dict` also reads torch state dicts (``.pt``/``.pth``), always with
 ``weights_only=True``: a pickle holding arbitrary Python objects is refused, never executed.
+
+Reading a checkpoint never runs code. A sidecar is data: :func:`validate_sidecar` checks every field
+it knows before anything uses one, and a sidecar that names a ``model_file`` is never imported; the
+caller gets an error saying which ``--model-file`` to type (code runs only from a file the user
+named). :func:`classifier_weight_norms` reads the classifier's weights from the tensors alone.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import pickle
-from collections.abc import Mapping
+import shlex
+import warnings
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -179,7 +188,9 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             raise ClasswiseError(f"cannot read checkpoint {path}: {_short(e)}; {_EXPECTED}") from None
     else:
         try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # torch warns about the pickle protocol before refusing a payload
+                warnings.filterwarnings("ignore", message=r"(?s).*pickle protocol", category=UserWarning)
+                obj = torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as e:
             if "weights only" in str(e).lower() or "weights_only" in str(e).lower():
                 reason = (
@@ -219,6 +230,97 @@ def read_sidecar(path: str | os.PathLike) -> dict[str, Any] | None:
             f"checkpoint sidecar {side} has format_version {version}, newer than this classwise "
             f"understands ({FORMAT_VERSION}); upgrade classwise"
         )
+    return validate_sidecar(meta, where=side)
+
+
+# ----------------------------------------------------------------------------------------------
+# sidecar validation
+# ----------------------------------------------------------------------------------------------
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _pos_int(v: Any) -> bool:
+    return _is_int(v) and v >= 1
+
+
+def _numbers(v: Any, *, positive: bool = False) -> bool:
+    items = v if isinstance(v, list) else [v]
+    return bool(items) and all(_is_number(x) and (x > 0 or not positive) for x in items)
+
+
+def _text(v: Any) -> bool:
+    return isinstance(v, str) and bool(v.strip())
+
+
+# field -> (check, what it must be). A field set to null counts as absent; unknown fields are kept.
+_SIDECAR_FIELDS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "format_version": (lambda v: _is_int(v) and v >= 0, "a non-negative integer"),
+    "architecture": (_text, "a model name (see `classwise list models`)"),
+    "arch_options": (lambda v: isinstance(v, dict), 'an object of model options, e.g. {"depth": 10}'),
+    "model_file": (_text, "a string PATH.py:FACTORY"),
+    "num_classes": (_pos_int, "a positive integer"),
+    "in_channels": (_pos_int, "a positive integer"),
+    "input_size": (
+        lambda v: _pos_int(v) or (isinstance(v, list) and 1 <= len(v) <= 2 and all(map(_pos_int, v))),
+        "a positive integer or a [height, width] list of them",
+    ),
+    "mean": (_numbers, "a finite number or a list of them, one per input channel"),
+    "std": (lambda v: _numbers(v, positive=True), "a positive number or a list of them, one per input channel"),
+    "dataset": (_text, "a dataset name (see `classwise list datasets`)"),
+    "class_names": (lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v), "a list of strings"),
+    "method": (lambda v: isinstance(v, str), "a string"),
+    "epoch": (lambda v: _is_int(v) and v >= 0, "a non-negative integer"),
+    "partial_epoch": (lambda v: _is_int(v) and v >= 0, "a non-negative integer"),
+    "threat_model": (lambda v: isinstance(v, dict), 'an object, e.g. {"norm": "linf", "eps": 0.03}'),
+    "threat_model.eps": (lambda v: _is_number(v) or _text(v), "a number or a string such as 8/255"),
+    "threat_model.norm": (_text, "linf or l2"),
+    "recipe": (lambda v: isinstance(v, dict), "an object (the training recipe)"),
+    "metrics": (lambda v: isinstance(v, dict), "an object"),
+    "defense": (lambda v: isinstance(v, dict), "an object"),
+}
+
+
+def _brief(v: Any, limit: int = 60) -> str:
+    try:
+        text = json.dumps(v, allow_nan=True)
+    except (TypeError, ValueError):
+        text = repr(v)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def validate_sidecar(meta: Mapping[str, Any], *, where: str | os.PathLike = "") -> dict[str, Any]:
+    """Check the type of every field classwise reads from a sidecar; returns ``meta`` as a dict.
+
+    A wrong one (``"in_channels": "x"``, ``"arch_options": [1, 2]``, ``"num_classes": -3``, ...) is a
+    one-line :class:`ClasswiseError` naming the field, the file and the expected type, raised before
+    anything uses the sidecar. ``mean``/``std`` lists must have one value, or one per ``in_channels``.
+    """
+    meta = dict(meta)
+    side = f" {where}" if str(where) else ""
+
+    def bad(name: str, value: Any, expected: str) -> ClasswiseError:
+        return ClasswiseError(
+            f"checkpoint sidecar{side}: field {name!r} must be {expected}, got {_brief(value)}; fix or remove that field"
+        )
+
+    for name, (check, expected) in _SIDECAR_FIELDS.items():
+        head, _, sub = name.partition(".")
+        holder = meta.get(head) if sub else meta
+        value = holder.get(sub if sub else head) if isinstance(holder, dict) else None
+        if value is not None and not check(value):
+            raise bad(name, value, expected)
+    channels = meta.get("in_channels")
+    for name in ("mean", "std"):
+        value = meta.get(name)
+        if isinstance(value, list) and channels is not None and len(value) not in (1, channels):
+            raise bad(name, value, f"1 or {channels} (in_channels) values")
     return meta
 
 
@@ -316,63 +418,132 @@ def _resolve_checkpoint_path(path: Path) -> Path:
     return path
 
 
-def model_from_meta(meta: Mapping[str, Any], *, where: str | os.PathLike = "") -> NormalizedModel:
-    """Rebuild an untrained model from a sidecar: via ``architecture`` or a ``model_file`` spec."""
-    try:
-        num_classes = int(meta["num_classes"])
-    except (KeyError, TypeError, ValueError):
-        raise ClasswiseError(f"checkpoint sidecar {where} lacks a valid num_classes") from None
-    in_channels = int(meta.get("in_channels", 3))
-    input_size = meta.get("input_size", 32)
-    mean, std = meta.get("mean"), meta.get("std")
-    if meta.get("architecture"):
-        options = meta.get("arch_options") or {}
-        return create_model(
-            str(meta["architecture"]),
-            num_classes=num_classes,
-            in_channels=in_channels,
-            input_size=input_size,
-            mean=mean,
-            std=std,
-            **options,
-        )
-    if meta.get("model_file"):
-        from classwise.models.external import load_model_file
+def _model_file_error(spec: str, where: str | os.PathLike, *, model_file_option: bool) -> ClasswiseError:
+    file_part, sep, attr = spec.rpartition(":")
+    if not sep:
+        file_part, attr = spec, "FACTORY"
+    target = Path(file_part).expanduser()
+    if not target.is_absolute() and str(where):
+        target = Path(where).parent / target
+    flag = "--model-file " + shlex.quote(f"{target}:{attr}")
+    head = (f"checkpoint sidecar {where} names the model file {spec!r}; classwise never runs code "
+            "that a checkpoint names")
+    if model_file_option:
+        return ClasswiseError(f"{head}: if you trust that file, pass {flag}")
+    return ClasswiseError(f"{head}, and this command builds only built-in architectures (`classwise list models`); "
+                          f"if you trust that file, `classwise evaluate --checkpoint CHECKPOINT {flag}` runs it")
 
-        spec = str(meta["model_file"])
-        file_part = spec.rsplit(":", 1)[0]
-        if where and not Path(file_part).is_file() and (Path(where).parent / file_part).is_file():
-            spec = str(Path(where).parent / spec)
-        net = load_model_file(spec, num_classes=num_classes, in_channels=in_channels, input_size=input_size)
-        config = {
-            "num_classes": num_classes,
-            "in_channels": in_channels,
-            "input_size": input_size,
-            "model_file": str(meta["model_file"]),
-        }
-        return NormalizedModel(net, mean, std, in_channels, config)
+
+def check_buildable(
+    meta: Mapping[str, Any], *, where: str | os.PathLike = "", model_file_option: bool = False
+) -> None:
+    """Raise the :class:`ClasswiseError` :func:`model_from_meta` would raise for ``meta``, building nothing.
+
+    ``model_file_option``: the caller takes a ``--model-file`` flag (the error then says to pass it).
+    """
+    num_classes = meta.get("num_classes")
+    if not _pos_int(num_classes):
+        raise ClasswiseError(f"checkpoint sidecar {where} lacks a valid num_classes")
+    if meta.get("architecture"):
+        return
+    if meta.get("model_file"):
+        raise _model_file_error(str(meta["model_file"]), where, model_file_option=model_file_option)
     raise ClasswiseError(
         f"checkpoint sidecar {where} names no architecture; pass --model (and dataset) or --model-file"
     )
 
 
-def load_checkpoint(
-    path: str | os.PathLike, *, device: str | torch.device = "cpu", model: nn.Module | None = None
-) -> tuple[nn.Module, dict[str, Any]]:
-    """Load a checkpoint (file, or a run directory) into ``model`` or a model rebuilt from its sidecar.
+def model_from_meta(
+    meta: Mapping[str, Any], *, where: str | os.PathLike = "", model_file_option: bool = False
+) -> NormalizedModel:
+    """Rebuild an untrained built-in model from a sidecar's ``architecture`` (and sizes, mean/std).
 
+    Never imports anything: a sidecar naming a ``model_file`` instead is a :class:`ClasswiseError`
+    that says which ``--model-file`` to pass (see :func:`check_buildable`).
+    """
+    meta = validate_sidecar(meta, where=where)
+    check_buildable(meta, where=where, model_file_option=model_file_option)
+    return create_model(
+        str(meta["architecture"]),
+        num_classes=meta["num_classes"],
+        in_channels=meta.get("in_channels") or 3,
+        input_size=meta.get("input_size") or 32,
+        mean=meta.get("mean"),
+        std=meta.get("std"),
+        **(meta.get("arch_options") or {}),
+    )
+
+
+def check_loadable(path: str | os.PathLike, *, model_file_option: bool = False) -> None:
+    """Fail now, reading only the sidecar, where ``load_checkpoint(path)`` without a model would fail on it."""
+    path = _resolve_checkpoint_path(Path(path))
+    meta = read_sidecar(path)
+    if meta is None:
+        raise _no_sidecar(path)
+    check_buildable(meta, where=sidecar_path(path), model_file_option=model_file_option)
+
+
+def _no_sidecar(path: Path) -> ClasswiseError:
+    return ClasswiseError(
+        f"checkpoint {path} has no sidecar {sidecar_path(path).name} describing the model; "
+        "pass --model (and dataset) or --model-file"
+    )
+
+
+def load_checkpoint(
+    path: str | os.PathLike,
+    *,
+    device: str | torch.device = "cpu",
+    model: nn.Module | None = None,
+    model_file_option: bool = False,
+) -> tuple[nn.Module, dict[str, Any]]:
+    """Load a checkpoint (file, or a run directory) into ``model`` or a built-in model rebuilt from its sidecar.
+
+    Runs no code from the checkpoint: a sidecar that names a ``model_file`` is an error unless
+    ``model`` is given (built by the caller from a ``--model-file`` the user typed);
+    ``model_file_option`` says the caller has that flag, for the message.
     Returns ``(model in eval mode on device, sidecar meta or {})``.
     """
     path = _resolve_checkpoint_path(Path(path))
     meta = read_sidecar(path)
     if model is None:
         if meta is None:
-            raise ClasswiseError(
-                f"checkpoint {path} has no sidecar {sidecar_path(path).name} describing the model; "
-                "pass --model (and dataset) or --model-file"
-            )
-        model = model_from_meta(meta, where=sidecar_path(path))
+            raise _no_sidecar(path)
+        model = model_from_meta(meta, where=sidecar_path(path), model_file_option=model_file_option)
     state = read_state_dict(path)
     load_weights(model, state)
     model.to(resolve_device(device)).eval()
     return model, dict(meta or {})
+
+
+# ----------------------------------------------------------------------------------------------
+# classifier weights without a model
+# ----------------------------------------------------------------------------------------------
+
+
+def classifier_weight_norms(path: str | os.PathLike, num_classes: int | None = None) -> np.ndarray:
+    """Per-class L2 norm of the classifier's weight rows, shape (K,), read from the tensors alone.
+
+    No model is built and no code runs (the tensors come from :func:`read_state_dict`). ``path`` is a
+    checkpoint file or run directory; ``num_classes`` defaults to the sidecar's. The classifier weight
+    is found by this rule: among the 2-D tensors named ``*weight`` whose first dimension is K, drop each
+    whose K outputs feed another 2-D weight (another one has K input columns, so it is a hidden layer);
+    exactly one must remain, else a :class:`ClasswiseError` names the candidates. This is the last
+    ``nn.Linear`` of every built-in architecture (safetensors files keep no layer order to go by).
+    """
+    path = _resolve_checkpoint_path(Path(path))
+    if num_classes is None:
+        num_classes = (read_sidecar(path) or {}).get("num_classes")
+        if num_classes is None:
+            raise ClasswiseError(f"checkpoint {path} has no sidecar giving num_classes, needed to find its classifier")
+    state = read_state_dict(path)
+    mats = {k: v for k, v in state.items() if v.ndim == 2 and k.split(".")[-1].endswith("weight")}
+    cands = [k for k, v in mats.items() if v.shape[0] == num_classes]
+    last = [k for k in cands if not any(o != k and v.shape[1] == num_classes for o, v in mats.items())]
+    if len(last) != 1:
+        found = ", ".join(f"{k} {_shape(state[k])}" for k in cands) or "none"
+        raise ClasswiseError(
+            f"cannot tell the classifier weight of checkpoint {path}: 2-D weights with {num_classes} output "
+            f"rows: {found}; {len(last)} of them feed no other layer, exactly one must"
+        )
+    return state[last[0]].detach().float().norm(dim=1).numpy()

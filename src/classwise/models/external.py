@@ -7,7 +7,8 @@ it can import its neighbours). ``factory`` is a function, an ``nn.Module`` class
 ``nn.Module`` taking whatever input the caller feeds it (classwise wraps it in a
 :class:`~classwise.models.nets.NormalizedModel` when given mean/std).
 
-Importing runs the file's code: only load files you trust.
+Importing runs the file's code: only load files you trust. classwise calls this only for a spec the
+user typed (``--model-file``), never for one a checkpoint's sidecar names.
 """
 
 from __future__ import annotations

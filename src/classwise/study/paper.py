@@ -23,7 +23,7 @@ from classwise.data import load_dataset
 from classwise.errors import ClasswiseError
 from classwise.evaluation import Outcomes, evaluate
 from classwise.io import atomic_write_json
-from classwise.models import load_checkpoint
+from classwise.models import check_loadable, load_checkpoint
 from classwise.report.artifacts import write_evaluation
 from classwise.runs import RunDir
 from classwise.study.claims_runs import write_claims
@@ -83,6 +83,8 @@ def run_study(
     unknown = sorted(set(checkpoints) - set(DEFENSES))
     if unknown:
         raise ClasswiseError(f"--checkpoint {unknown[0]}=...: unknown defense; choose one of: {', '.join(DEFENSES)}")
+    for path in checkpoints.values():  # before any training: a sidecar may name code, which is never run
+        check_loadable(path)
     dev = resolve_device(device)
     out = Path(out)
     base, recipe_path = resolve_config(dataset=dataset, overrides={"seed": seed})

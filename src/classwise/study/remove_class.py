@@ -24,7 +24,7 @@ from classwise.data import load_dataset
 from classwise.errors import ClasswiseError
 from classwise.evaluation import Outcomes
 from classwise.io import atomic_write_json
-from classwise.models import load_checkpoint
+from classwise.models import check_loadable, load_checkpoint
 from classwise.runs import RunDir, read_config
 from classwise.study.common import class_index
 from classwise.training.config import TrainConfig, apply_overrides
@@ -104,6 +104,7 @@ def remove_class(
     run = Path(run)
     dev = resolve_device(device)
     cfg = _run_config(run)
+    check_loadable(run / "checkpoints" / "best.safetensors")  # before any work; never imports a model file
     outcomes = Outcomes.load(run / "outcomes.npz")
     if not outcomes.attacks:
         raise ClasswiseError(f"{run}/outcomes.npz holds no attack; evaluate the run with an attack first")

@@ -278,7 +278,13 @@ def evaluate(
 
     from classwise.core import AttackSpec
     from classwise.data import dataset_info, load_dataset
-    from classwise.models import NormalizedModel, check_loadable, create_model, load_checkpoint, load_model_file
+    from classwise.models import (
+        NormalizedModel,
+        check_loadable,
+        create_model,
+        load_checkpoint,
+        load_model_file,
+    )
     from classwise.report.artifacts import write_evaluation
     from classwise.runs import RunDir, default_run_dir
 
@@ -805,6 +811,9 @@ def report(
 
     if not run_dir.is_dir():
         raise ClasswiseError(f"run directory {run_dir} not found")
+    if not any((run_dir / f).is_file() for f in ("outcomes.npz", "study.json", "defend.json")):
+        raise ClasswiseError(f"no outcomes file at {run_dir / 'outcomes.npz'}; run `classwise evaluate ... "
+                             "--out DIR` first")
     _warn_incomplete(run_dir)
     add_to_run(run_dir)  # report.html and plots/ go into it: one writer at a time
     norms = None
@@ -871,9 +880,9 @@ def compare(
 
     if len(runs) < 2:
         raise ClasswiseError("compare needs at least two run directories")
+    loaded = [Outcomes.load(r / "outcomes.npz") for r in runs]
     for r in runs:
         _warn_incomplete(r)
-    loaded = [Outcomes.load(r / "outcomes.npz") for r in runs]
     base = loaded[0]
     for r, o in zip(runs[1:], loaded[1:], strict=True):
         if o.dataset != base.dataset or o.split != base.split or not np.array_equal(o.index, base.index):

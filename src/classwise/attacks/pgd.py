@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from classwise.attacks._validate import check_finite_input, guard, guarded, predictions
 from classwise.attacks.geometry import _per_sample, ascent_step, clip_box, project, random_init
 from classwise.attacks.losses import LossFn, make_loss
 from classwise.core import Norm, parse_number
@@ -69,8 +70,8 @@ def _check(x: torch.Tensor, y: torch.Tensor, eps: Budget, steps: int) -> None:
 
 
 def _fooled(logits: torch.Tensor, labels: torch.Tensor, targeted: bool) -> torch.Tensor:
-    pred = logits.argmax(dim=1)
-    return pred == labels if targeted else pred != labels
+    pred = predictions(logits)  # -1 where a logit is NaN/Inf: never robust
+    return (pred == labels) | (pred < 0) if targeted else pred != labels
 
 
 def _box(x: torch.Tensor, norm: Norm, eps: Budget) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -156,6 +157,7 @@ def _ascent(model: nn.Module, xa: torch.Tensor, la: torch.Tensor, idx: torch.Ten
     return out, fooled_all
 
 
+@guarded
 def iterative_attack(
     model: nn.Module,
     x: torch.Tensor,
@@ -232,6 +234,7 @@ def _default_alpha(eps: Budget, steps: int, norm: Norm) -> Budget:
     return 2.5 * eps / steps
 
 
+@guarded
 def pgd(
     model: nn.Module,
     x: torch.Tensor,
@@ -273,6 +276,7 @@ def pgd(
                             target=target, early_stop=early_stop, generator=generator)
 
 
+@guarded
 def fgsm(
     model: nn.Module,
     x: torch.Tensor,
@@ -293,6 +297,7 @@ def fgsm(
                random_start=False, targeted=targeted, target=target, early_stop=False, generator=generator)
 
 
+@guarded
 def tpgd(
     model: nn.Module,
     x: torch.Tensor,
@@ -318,6 +323,7 @@ def tpgd(
                restarts=restarts, loss="ce", T=T, early_stop=early_stop, generator=generator)
 
 
+@guarded
 def cw(
     model: nn.Module,
     x: torch.Tensor,
@@ -392,6 +398,7 @@ def fused_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, plans: list[PG
     """
     if len({p.group for p in plans}) > 1:
         raise ClasswiseError("fused_pgd: the plans differ in steps, norm or random start")
+    check_finite_input(x, where="fused_pgd")
     m, n = len(plans), x.shape[0]
     if n == 0 or m == 0:
         return [x.detach().clone() for _ in plans]
@@ -420,6 +427,8 @@ def fused_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, plans: list[PG
             out = torch.where(s == j, plans[j].loss(z, labels, li), out)
         return out
 
-    adv, _ = _ascent(model, xs, ys, torch.arange(m * n, device=x.device), start, loss=loss, eps=eps, alpha=alpha,
-                     steps=steps, norm=norm, targeted=False, early_stop=True, final_check=False, fmt=fmt)
+    with guard(model):
+        adv, _ = _ascent(model, xs, ys, torch.arange(m * n, device=x.device), start, loss=loss, eps=eps,
+                         alpha=alpha, steps=steps, norm=norm, targeted=False, early_stop=True, final_check=False,
+                         fmt=fmt)
     return [adv[j * n:(j + 1) * n] for j in range(m)]

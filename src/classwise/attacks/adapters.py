@@ -31,7 +31,7 @@ from torch import nn
 
 from classwise.attacks._validate import guarded
 from classwise.attacks.geometry import flat_norm, project
-from classwise.core import Norm, parse_number
+from classwise.core import Norm, check_eps, parse_number
 from classwise.errors import ClasswiseError
 
 log = logging.getLogger(__name__)
@@ -176,6 +176,7 @@ def torchattacks_attack(
     ta = import_torchattacks()
     norm = Norm.parse(norm)
     eps = parse_number(eps, name="eps")
+    check_eps(eps, norm, shape=tuple(x.shape[1:]))
     cls = _find_class(ta, name)
     accepted = inspect.signature(cls.__init__).parameters
     kwargs = {k: _value(v) for k, v in params.items()}

@@ -248,7 +248,7 @@ def apgd(
     """
     norm = Norm.parse(norm)
     eps = _budget(eps, "eps", x)
-    _check(x, y, eps, int(steps))
+    _check(x, y, eps, int(steps), norm)
     _validate(steps, restarts, rho)
     loss_fn = _untargeted(loss)
     x = x.detach()
@@ -306,7 +306,7 @@ def apgd_t(
     """
     norm = Norm.parse(norm)
     eps = _budget(eps, "eps", x)
-    _check(x, y, eps, int(steps))
+    _check(x, y, eps, int(steps), norm)
     _validate(steps, restarts, rho)
     if int(n_target_classes) < 1:
         raise ClasswiseError(f"n_target_classes must be >= 1, got {n_target_classes}")

@@ -98,7 +98,7 @@ def autoattack(
     if version not in VERSIONS:
         raise ClasswiseError(f"unknown AutoAttack version {version!r}; choose one of: {', '.join(VERSIONS)}")
     eps = _budget(eps, "eps", x)
-    _check(x, y, eps, int(steps))
+    _check(x, y, eps, int(steps), norm)
     if int(n_target_classes) < 1:
         raise ClasswiseError(f"n_target_classes must be >= 1, got {n_target_classes}")
     x = x.detach()

@@ -22,7 +22,7 @@ from torch import nn
 from classwise.attacks._validate import check_finite_input, guard, guarded, predictions
 from classwise.attacks.geometry import _per_sample, ascent_step, clip_box, project, random_init
 from classwise.attacks.losses import LossFn, make_loss
-from classwise.core import Norm, parse_number
+from classwise.core import Norm, check_eps, parse_number
 from classwise.errors import ClasswiseError
 
 Budget = float | torch.Tensor  # a number, or one value per sample: shape (N,)
@@ -55,16 +55,12 @@ def _take(v: Budget, idx: torch.Tensor) -> Budget:
     return v[idx] if isinstance(v, torch.Tensor) else v
 
 
-def _check(x: torch.Tensor, y: torch.Tensor, eps: Budget, steps: int) -> None:
+def _check(x: torch.Tensor, y: torch.Tensor, eps: Budget, steps: int, norm: Norm | str = Norm.LINF) -> None:
     if x.ndim < 2 or x.shape[0] != y.shape[0]:
         raise ClasswiseError(f"x of shape {tuple(x.shape)} does not match labels of shape {tuple(y.shape)}")
-    if isinstance(eps, torch.Tensor):
-        if eps.shape != (x.shape[0],):
-            raise ClasswiseError(f"per-sample eps must have shape ({x.shape[0]},), got {tuple(eps.shape)}")
-        if not bool((eps >= 0).all()):  # NaN fails >= too
-            raise ClasswiseError(f"eps must be >= 0 for every sample, got min {eps.min().item()}")
-    elif not eps >= 0:
-        raise ClasswiseError(f"eps must be >= 0, got {eps}")
+    if isinstance(eps, torch.Tensor) and eps.shape != (x.shape[0],):
+        raise ClasswiseError(f"per-sample eps must have shape ({x.shape[0]},), got {tuple(eps.shape)}")
+    check_eps(eps, norm, shape=tuple(x.shape[1:]))  # the one eps rule (classwise.core)
     if steps < 1:
         raise ClasswiseError(f"steps must be >= 1, got {steps}")
 
@@ -191,7 +187,7 @@ def iterative_attack(
     """
     norm = Norm.parse(norm)
     eps, alpha = _budget(eps, "eps", x), _budget(alpha, "alpha", x)
-    _check(x, y, eps, steps)
+    _check(x, y, eps, steps, norm)
     if init is not None and init.shape != x.shape:
         raise ClasswiseError(f"init of shape {tuple(init.shape)} does not match x of shape {tuple(x.shape)}")
     if targeted and target is None:

@@ -58,7 +58,7 @@ def predictions(logits: torch.Tensor) -> torch.Tensor:
 def _one_value_per_channel(module: nn.Module, args: tuple) -> None:
     x = args[0] if args else None
     if isinstance(x, torch.Tensor) and x.ndim >= 2 and x.numel() == x.shape[1]:
-        module._classwise_was_training = module.training  # type: ignore[attr-defined]
+        module.__dict__.setdefault("_classwise_was_training", module.training)  # nested guards: first wins
         module.training = False
 
 

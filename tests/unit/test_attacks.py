@@ -216,3 +216,13 @@ def test_train_mode_batchnorm_one_active_row_no_crash_and_stats_untouched(attack
     single = build_attack("pgd:eps=0.3,steps=3")(model, x[:1], y[:1])  # a one-row batch from the start
     assert single.shape == (1, 1, 8, 8)
     assert all(torch.equal(before[k], v) for k, v in _bn_state(model).items())
+
+
+def test_training_budgets_follow_the_eps_rule():
+    from classwise.training.config import TrainConfig
+
+    with pytest.raises(ClasswiseError, match=r"class_eps\[1\] 1.2 is out of range"):
+        TrainConfig(class_eps=[0.1, 1.2]).validate()
+    with pytest.raises(ClasswiseError, match="eps \\* frl_eps_max 1.2 is out of range"):
+        TrainConfig(defense="frl", eps=0.8).validate()  # the remargined eps would reach 1.2 mid-training
+    TrainConfig(defense="frl", eps=0.5).validate()

@@ -104,6 +104,8 @@ class TrainConfig:
         norm = Norm.parse(self.norm)
         self.norm = norm.value
         check_eps(self.eps, norm)
+        for c, e in enumerate(self.class_eps or []):  # per-class budgets obey the same rule
+            check_eps(float(e), norm, name=f"class_eps[{c}]")
         for name, lo in [("epochs", 1), ("batch_size", 1), ("steps", 1), ("val_steps", 1), ("eval_steps", 1)]:
             if getattr(self, name) < lo:
                 raise ClasswiseError(f"{name} must be >= {lo}, got {getattr(self, name)}")

@@ -95,6 +95,8 @@ def validate_defense_config(cfg: Any) -> None:
     if cfg.frl_eps_max < 1:
         raise ClasswiseError(f"frl_eps_max must be >= 1 (the largest remargined eps, as a multiple of eps), "
                              f"got {cfg.frl_eps_max:g}")
+    if cfg.defense == "frl":  # the largest remargined eps is an attack budget too
+        check_eps(cfg.eps * cfg.frl_eps_max, cfg.norm, name="eps * frl_eps_max")
     if d == "none":
         return
     if cfg.class_weights is not None or cfg.class_eps is not None:

@@ -8,7 +8,12 @@ summed, so each sample's trajectory does not depend on the rest of the batch.
 
 ``eps`` (and ``alpha``) of :func:`iterative_attack`, :func:`pgd` and :func:`fgsm` may also be
 per-sample tensors of shape (N,); then ``||x_adv_i - x_i|| <= eps_i`` (class-wise training gives some
-classes a larger budget).
+classes a larger budget). Every eps obeys :func:`classwise.core.check_eps` (linf in [0, 1]; l2 finite,
+>= 0). Every public attack checks that ``x`` is finite (``ValueError`` naming the first bad sample) and
+runs under :func:`classwise.attacks._validate.guard`: a train-mode model's BatchNorm running statistics
+come back bit-identical, and a forward in which a train-mode BatchNorm would see one value per channel
+(early stopping left one row) uses its running statistics for that forward instead of crashing. A row
+of non-finite logits counts as fooled (not robust).
 """
 
 from __future__ import annotations

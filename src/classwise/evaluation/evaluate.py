@@ -38,13 +38,15 @@ def _predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return predictions(model(x))
 
 
-def _finite_batch(x: torch.Tensor, start: int) -> None:
-    """A one-line error naming the first dataset sample holding NaN/Inf, before it is attacked."""
+def _finite_batch(x: torch.Tensor, start: int, index: object = None) -> None:
+    """A one-line error naming the first sample holding NaN/Inf (its position in the evaluated data, and
+    its index in the dataset split when known), before anything is attacked."""
     try:
         check_finite_input(x, where="evaluate")
     except ValueError:
-        bad = int((~torch.isfinite(x.reshape(x.shape[0], -1)).all(dim=1)).nonzero()[0])
-        raise ClasswiseError(f"evaluate: input sample {start + bad} holds NaN/Inf values; images must be finite "
+        pos = start + int((~torch.isfinite(x.reshape(x.shape[0], -1)).all(dim=1)).nonzero()[0])
+        where = f" (dataset index {int(index[pos])})" if index is not None and pos < len(index) else ""
+        raise ClasswiseError(f"evaluate: input sample {pos}{where} holds NaN/Inf values; images must be finite "
                              "numbers in [0, 1] (check the data and its preprocessing)") from None
 
 
@@ -236,7 +238,7 @@ def evaluate(
             if b % info.world != info.rank:
                 continue  # another process's batch (under torchrun)
             x = x.contiguous(memory_format=mf) if x.ndim == 4 else x
-            _finite_batch(x, b * batch_size)
+            _finite_batch(x, b * batch_size, data.meta.get("index"))
             p = _predict(net, x)
             ok = p == y
             if progress:

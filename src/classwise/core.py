@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import warnings
 from dataclasses import dataclass, field
 from enum import Enum
 from fractions import Fraction
@@ -52,6 +53,37 @@ def parse_number(value: Any, *, name: str = "value") -> float:
         raise ClasswiseError(f"{name} must be a number like 0.3 or 8/255, got {value!r}") from None
 
 
+def check_eps(eps: float | torch.Tensor, norm: Norm | str = Norm.LINF, *, shape: tuple[int, ...] | None = None,
+              name: str = "eps") -> None:
+    """The one rule for every perturbation budget (attack specs, attack calls, training configs).
+
+    linf: ``0 <= eps <= 1`` (images lie in [0, 1]); l2: ``eps >= 0`` and finite, with a warning when it
+    exceeds the diameter ``sqrt(C*H*W)`` of the input box (``shape``: one input's shape, when known).
+    ``eps`` may be a number or a per-sample tensor (every entry obeys the rule). One-line
+    :class:`ClasswiseError` otherwise.
+    """
+    norm = Norm.parse(norm)
+    if isinstance(eps, torch.Tensor):
+        e = eps.detach().double()
+        lo, hi = (float(e.min()), float(e.max())) if e.numel() else (0.0, 0.0)
+        bad = bool(torch.isnan(e).any())
+        what = f"{name} (per sample, min {lo:g}, max {hi:g})"
+    else:
+        lo = hi = float(eps)
+        bad = math.isnan(lo)
+        what = f"{name} {lo:g}"
+    if norm is Norm.LINF and (bad or lo < 0 or hi > 1):
+        raise ClasswiseError(f"{what} is out of range: linf eps must lie in [0, 1] for images in [0, 1] "
+                             "(write e.g. 8/255 or 0.3)")
+    if norm is Norm.L2 and (bad or lo < 0 or not math.isfinite(hi)):
+        raise ClasswiseError(f"{what} is out of range: l2 eps must be a finite number >= 0 (write e.g. 0.5)")
+    if norm is Norm.L2 and shape:
+        diameter = math.sqrt(math.prod(shape))
+        if hi > diameter:
+            warnings.warn(f"{name} {hi:g} exceeds the diameter {diameter:.4g} of the l2 ball around "
+                          f"inputs of shape {tuple(shape)}: the attack is unbounded in effect", stacklevel=3)
+
+
 @dataclass(frozen=True)
 class ThreatModel:
     """An eps-ball: ``||x_adv - x||_norm <= eps`` and ``x_adv`` in [0, 1]."""
@@ -62,8 +94,7 @@ class ThreatModel:
     def __post_init__(self) -> None:
         object.__setattr__(self, "norm", Norm.parse(self.norm))
         eps = parse_number(self.eps, name="eps")
-        if not eps >= 0 or math.isnan(eps):
-            raise ClasswiseError(f"eps must be >= 0, got {self.eps!r}")
+        check_eps(eps, self.norm)
         object.__setattr__(self, "eps", eps)
 
 

@@ -72,7 +72,7 @@ def test_summary_schema_and_roundtrip(tmp_path):
     assert a["robust_accuracy"] == pytest.approx(4 / 6)
     assert a["attack_success_rate"] == pytest.approx(1 / 5)
     assert a["per_class"][0] == {"class": 0, "name": "a", "support": 2, "clean_acc": 1.0, "robust_acc": 0.5,
-                                 "dominant_target": 1, "dominant_target_share": 1.0}
+                                 "dominant_target": 1, "dominant_target_share": 1.0, "nonfinite": 0}
     o.save(tmp_path / "o.npz")
     back = Outcomes.load(tmp_path / "o.npz")
     # NaN != NaN, so compare the serialized forms

@@ -126,7 +126,7 @@ def test_build_attack_parses_specs_and_rejects_bad_ones():
         build_attack("pgdd:eps=0.1")
     with pytest.raises(ClasswiseError, match="no parameter 'stepz'.*it takes: eps"):
         build_attack("pgd:eps=0.1,stepz=3")
-    with pytest.raises(ClasswiseError, match="eps must be >= 0"):
+    with pytest.raises(ClasswiseError, match=r"eps -0.1 is out of range: linf eps must lie in \[0, 1\]"):
         build_attack("pgd:eps=-0.1")
     with pytest.raises(ClasswiseError, match="needs eps"):
         build_attack("fgsm")
@@ -136,3 +136,93 @@ def test_build_attack_parses_specs_and_rejects_bad_ones():
         build_attack("pgd:eps=0.1,steps=2.5")
     with pytest.raises(ClasswiseError, match="unknown norm"):
         build_attack("pgd:eps=0.1,norm=l3")
+
+
+# --- the one eps rule (classwise.core.check_eps) and the BatchNorm guard ------------------------------
+
+
+def _lin():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10)).eval()
+
+
+@pytest.mark.parametrize("spec", ["pgd:eps=1.5", "fgsm:eps=-0.1", "cw:eps=nan", "apgd-ce:eps=2",
+                                  "pgd:eps=inf,norm=l2", "pgd:eps=-1,norm=l2", "tpgd:eps=3/2", "autoattack:eps=1.01"])
+def test_eps_out_of_range_is_refused_at_build_time(spec):
+    with pytest.raises(ClasswiseError, match="out of range") as e:
+        build_attack(spec)
+    assert "\n" not in str(e.value)
+
+
+def test_eps_rule_is_the_same_everywhere():
+    from classwise.core import ThreatModel
+    from classwise.training.config import TrainConfig
+    from classwise.training.methods import MethodConfig
+
+    x, y = torch.rand(4, 1, 8, 8), torch.zeros(4, dtype=torch.long)
+    model = _lin()
+    msgs = []
+    for raise_it in (lambda: build_attack("pgd:eps=1.5"), lambda: pgd(model, x, y, eps=1.5, steps=1),
+                     lambda: pgd(model, x, y, eps=torch.tensor([0.0, 0.1, 1.5, 0.2]), steps=1),
+                     lambda: TrainConfig(eps=1.5).validate(), lambda: ThreatModel(eps=1.5),
+                     lambda: MethodConfig(eps=1.5)):
+        with pytest.raises(ClasswiseError, match=r"linf eps must lie in \[0, 1\]") as e:
+            raise_it()
+        msgs.append(str(e.value))
+    assert all("\n" not in m for m in msgs)
+    build_attack("pgd:eps=1.5,norm=l2")  # fine in l2
+    build_attack("pgd:eps=1,steps=2")  # the box edge is allowed
+    pgd(model, x, y, eps=torch.tensor([0.0, 0.0, 1.0, 0.5]), steps=1)
+
+
+def test_l2_eps_above_the_diameter_warns():
+    x, y = torch.rand(3, 1, 8, 8), torch.zeros(3, dtype=torch.long)
+    with pytest.warns(UserWarning, match="diameter 8"):
+        pgd(_lin(), x, y, eps=9.0, norm="l2", steps=1)
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pgd(_lin(), x, y, eps=7.9, norm="l2", steps=1)
+
+
+def _bn_net():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+                               torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(4, 6),
+                               torch.nn.BatchNorm1d(6), torch.nn.Linear(6, 3))
+
+
+def _bn_state(model):
+    return {k: v.clone() for k, v in model.state_dict().items() if "running" in k or "num_batches" in k}
+
+
+@pytest.mark.parametrize("attack", ["pgd:eps=0.3,steps=6,restarts=3", "apgd-ce:eps=0.3,steps=6,restarts=2",
+                                    "apgd-t:eps=0.3,steps=6,n_target_classes=2", "autoattack:eps=0.3,steps=4,version=fast",
+                                    "cw:eps=0.3,steps=6", "fgsm:eps=0.3"])
+def test_train_mode_batchnorm_one_active_row_no_crash_and_stats_untouched(attack):
+    """Early stopping leaves one row for BatchNorm1d in train mode (it used to raise 'Expected more than 1
+    value per channel'); the running statistics of every BatchNorm come back bit-identical."""
+    model = _bn_net().train()
+    for _ in range(3):  # non-trivial running statistics
+        model(torch.rand(16, 1, 8, 8))
+    x = torch.rand(5, 1, 8, 8)
+    with torch.no_grad():
+        y = model(x).argmax(1)  # (a train-mode forward: it moves the running statistics itself)
+    before = _bn_state(model)
+    out = build_attack(attack)(model, x, y, generator=torch.Generator().manual_seed(0))
+    assert out.shape == x.shape and model.training
+    after = _bn_state(model)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    single = build_attack("pgd:eps=0.3,steps=3")(model, x[:1], y[:1])  # a one-row batch from the start
+    assert single.shape == (1, 1, 8, 8)
+    assert all(torch.equal(before[k], v) for k, v in _bn_state(model).items())
+
+
+def test_training_budgets_follow_the_eps_rule():
+    from classwise.training.config import TrainConfig
+
+    with pytest.raises(ClasswiseError, match=r"class_eps\[1\] 1.2 is out of range"):
+        TrainConfig(class_eps=[0.1, 1.2]).validate()
+    with pytest.raises(ClasswiseError, match="eps \\* frl_eps_max 1.2 is out of range"):
+        TrainConfig(defense="frl", eps=0.8).validate()  # the remargined eps would reach 1.2 mid-training
+    TrainConfig(defense="frl", eps=0.5).validate()

@@ -219,3 +219,36 @@ def test_run_checks_collects_and_serializes(rounded, digits):
     payload = json.loads(json.dumps({"checks": flags_to_json(flags)}, allow_nan=False))
     assert all(set(d) == {"name", "severity", "message", "value"} for d in payload["checks"])
     assert all("\n" not in d["message"] for d in payload["checks"])
+
+
+class _HalfNaN(torch.nn.Module):
+    """Deterministic; NaN logits for the first half of every batch."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(64, 10)
+
+    def forward(self, x):
+        out = self.lin(x.flatten(1))
+        bad = torch.arange(len(x)) < len(x) // 2
+        return torch.where(bad[:, None], torch.full_like(out, float("nan")), out)
+
+
+def test_nonfinite_outputs_flag_and_randomness_not_blamed():
+    from classwise.evaluation.checks import check_nonfinite, check_randomness
+
+    torch.manual_seed(0)
+    x = torch.rand(10, 1, 8, 8)
+    model = _HalfNaN()
+    flag = check_nonfinite(model, x)
+    assert flag is not None and flag.name == "nonfinite_outputs" and flag.severity == "error"
+    assert flag.value == pytest.approx(0.5) and "\n" not in flag.message
+    assert check_randomness(model, x) is None  # NaN in both passes is not randomness
+
+    class Noisy(_HalfNaN):
+        def forward(self, x):
+            return super().forward(x) + torch.randn(len(x), 10)  # the finite rows really are random
+
+    fired = check_randomness(Noisy(), x)
+    assert fired is not None and fired.name == "randomness" and fired.value < float("inf")
+    assert check_nonfinite(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10)), x) is None

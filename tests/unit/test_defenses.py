@@ -219,7 +219,7 @@ def test_frl_and_fixed_run_inside_trades_and_mart(tmp_path, method):
     (dict(defense="fixed", defense_warmup=3, epochs=3), "must be smaller than epochs"),
     (dict(defense="adaptive", val_fraction=0.0), "val_fraction is 0; set val_fraction > 0"),
     (dict(defense="fixed", class_weights=[1.0] * 10), "class_weights and defense = 'fixed' both set"),
-    (dict(defense="fixed", defense_eps=1.5), "defense_eps must lie in"),
+    (dict(defense="fixed", defense_eps=1.5), r"defense_eps 1.5 is out of range: linf eps must lie in \[0, 1\]"),
     (dict(defense="frl", frl_eps_max=0.5), "frl_eps_max must be >= 1"),
     (dict(defense="frl", frl_rate=-1), "frl_rate must be >= 0"),
     (dict(defense="fixed", vulnerable_class=-1), "vulnerable_class must be a class index >= 0"),

@@ -124,3 +124,29 @@ def test_fuse_chunks_respect_the_budget():
     assert _fuse_chunks([0, 1, 2], 250, 784, cpu) == [[0], [1], [2]]     # 28x28: one by one
     assert _fuse_chunks([0, 1, 2, 3], FUSE_BUDGET["cpu"] // 2, 1, cpu) == [[0, 1], [2, 3]]
     assert _fuse_chunks([0, 1, 2], 250, 3072, torch.device("cuda")) == [[0, 1, 2]]
+
+
+def test_outcomes_with_no_valid_prediction(tmp_path):
+    """-1 (NaN/Inf logits) is wrong everywhere, counted per class, and in no confusion column."""
+    import numpy as np
+
+    from classwise.evaluation import Outcomes
+
+    y = np.array([0, 0, 1, 1, 2, 2])
+    clean = np.array([0, -1, 1, 1, -1, 2])
+    adv = np.array([1, -1, -1, 1, -1, 2])
+    o = Outcomes(y, clean, {"A": adv, "B": adv.copy()}, ["a", "b", "c"])
+    df = o.class_table()
+    assert df["clean_acc"].tolist() == [0.5, 1.0, 0.5] and df["A"].tolist() == [0.0, 0.5, 0.5]
+    assert o.nonfinite("clean").tolist() == [1, 0, 1] and o.nonfinite("A").tolist() == [1, 1, 1]
+    counts = o.confusion("A", normalize=False)
+    assert counts.sum() == 3 and counts[0, 1] == 1
+    assert o.confusion("A")[0].tolist() == [0.0, 0.5, 0.0]  # the -1 half is in no column
+    m = o.summary()
+    assert m["clean"]["nonfinite"] == 2 and m["attacks"]["A"]["nonfinite"] == 3
+    assert [r["nonfinite"] for r in m["attacks"]["worst-case"]["per_class"]] == [1, 1, 1]
+    assert m["attacks"]["A"]["per_class"][0]["dominant_target"] == 1  # -1 is never a target
+    assert m["attacks"]["A"]["per_class"][1]["dominant_target"] is None
+    back = Outcomes.load(o.save(tmp_path / "o.npz"))
+    assert back.clean_pred.tolist() == clean.tolist() and back.adv_pred["A"].tolist() == adv.tolist()
+    assert (o.broken_by() == np.array(["A", "clean", "A", "", "clean", ""], dtype=object)).all()

@@ -203,7 +203,7 @@ def test_pgd_per_sample_eps_contract(batch):
     assert torch.equal(pgd(model, x, y, eps=torch.zeros(len(y))), x)
     with pytest.raises(ClasswiseError, match="shape"):
         pgd(model, x, y, eps=torch.full((3,), 0.1))
-    with pytest.raises(ClasswiseError, match=">= 0"):
+    with pytest.raises(ClasswiseError, match=r"must lie in \[0, 1\]"):
         pgd(model, x, y, eps=-eps - 0.1)
     with pytest.raises(ClasswiseError, match="alpha"):
         pgd(model, x, y, eps=eps + 0.1, alpha=torch.zeros(len(y)))

@@ -28,7 +28,7 @@ from classwise.attacks.losses import (
     temperature_cross_entropy,
 )
 from classwise.attacks.pgd import cw, fgsm, iterative_attack, pgd, tpgd
-from classwise.core import AttackSpec, Norm, parse_number
+from classwise.core import AttackSpec, Norm, check_eps, parse_number
 from classwise.errors import ClasswiseError
 from classwise.registry import Registry
 
@@ -101,7 +101,7 @@ def _convert(attack: str, key: str, value: Any, default: Any) -> Any:
     if isinstance(default, str):
         return str(value)
     v = parse_number(value, name=where)
-    if key in ("eps", "alpha", "kappa") and v < 0:
+    if key in ("alpha", "kappa") and v < 0:  # eps: classwise.core.check_eps, in build_attack
         raise ClasswiseError(f"{where} must be >= 0, got {value!r}")
     if key == "T" and not v > 0:
         raise ClasswiseError(f"{where} (temperature) must be > 0, got {value!r}")
@@ -159,6 +159,8 @@ def build_attack(spec: AttackSpec | str, *, defaults: dict[str, Any] | None = No
         )
     kwargs = {k: _convert(spec.name, k, v, accepted[k]) for k, v in merged.items()}
     kwargs.update(extra)
+    if "eps" in kwargs:  # the one eps rule (classwise.core.check_eps), at build time
+        check_eps(kwargs["eps"], kwargs.get("norm", Norm.LINF), name=f"attack {spec.name!r}: eps")
     if "steps" in accepted and "steps" not in kwargs and accepted["steps"] is not inspect.Parameter.empty:
         kwargs["steps"] = accepted["steps"]  # record the step count that runs (it names the attack: PGD-20)
     missing = [k for k, d in accepted.items() if d is inspect.Parameter.empty and k not in kwargs]

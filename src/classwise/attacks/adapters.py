@@ -29,8 +29,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from classwise.attacks._validate import guarded
 from classwise.attacks.geometry import flat_norm, project
-from classwise.core import Norm, parse_number
+from classwise.core import Norm, check_eps, parse_number
 from classwise.errors import ClasswiseError
 
 log = logging.getLogger(__name__)
@@ -124,7 +125,8 @@ def from_torchattacks(attack_obj: Any) -> Callable[..., torch.Tensor]:
         return x_adv.detach().to(device=x.device, dtype=x.dtype)
 
     run.__doc__ = f"{type(attack_obj).__name__} (torchattacks) under the classwise attack contract"
-    return run
+    run.__name__ = run.__qualname__ = type(attack_obj).__name__
+    return guarded(run)
 
 
 def _find_class(ta: Any, name: str) -> type:
@@ -152,6 +154,7 @@ def _value(v: Any) -> Any:
     return v
 
 
+@guarded
 def torchattacks_attack(
     model: nn.Module,
     x: torch.Tensor,
@@ -173,6 +176,7 @@ def torchattacks_attack(
     ta = import_torchattacks()
     norm = Norm.parse(norm)
     eps = parse_number(eps, name="eps")
+    check_eps(eps, norm, shape=tuple(x.shape[1:]))
     cls = _find_class(ta, name)
     accepted = inspect.signature(cls.__init__).parameters
     kwargs = {k: _value(v) for k, v in params.items()}

@@ -28,6 +28,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from classwise.attacks._validate import guarded, predictions
 from classwise.attacks.geometry import ascent_step, flat_norm, project
 from classwise.attacks.losses import cross_entropy, dlr_loss, margin
 from classwise.attacks.pgd import Budget, _all_zero, _budget, _check, _take
@@ -158,7 +159,7 @@ def _apgd_run(model: nn.Module, x: torch.Tensor, y: torch.Tensor, t: torch.Tenso
         s["eps"] = eps
 
     def record(logits: torch.Tensor) -> dict:
-        fooled = logits.argmax(dim=1) != s["y"]
+        fooled = predictions(logits) != s["y"]
         new = fooled & ~out.found[s["rows"]]
         if bool(new.any()):
             out.adv[s["rows"][new]] = s["cur"][new]
@@ -222,6 +223,7 @@ def _positive(eps: Budget, idx: torch.Tensor) -> torch.Tensor:
 # --- attacks ---------------------------------------------------------------------------------------
 
 
+@guarded
 def apgd(
     model: nn.Module,
     x: torch.Tensor,
@@ -246,7 +248,7 @@ def apgd(
     """
     norm = Norm.parse(norm)
     eps = _budget(eps, "eps", x)
-    _check(x, y, eps, int(steps))
+    _check(x, y, eps, int(steps), norm)
     _validate(steps, restarts, rho)
     loss_fn = _untargeted(loss)
     x = x.detach()
@@ -257,7 +259,7 @@ def apgd(
         return out
     if early_stop:
         with torch.no_grad():
-            eligible = model(x).argmax(dim=1) == y
+            eligible = predictions(model(x)) == y
     else:
         eligible = torch.ones(n, dtype=torch.bool, device=x.device)
     found = torch.zeros(n, dtype=torch.bool, device=x.device)
@@ -282,6 +284,7 @@ def _merge(r, idx: torch.Tensor, out: torch.Tensor, best_loss: torch.Tensor, fou
     found[idx[r.found]] = True
 
 
+@guarded
 def apgd_t(
     model: nn.Module,
     x: torch.Tensor,
@@ -303,7 +306,7 @@ def apgd_t(
     """
     norm = Norm.parse(norm)
     eps = _budget(eps, "eps", x)
-    _check(x, y, eps, int(steps))
+    _check(x, y, eps, int(steps), norm)
     _validate(steps, restarts, rho)
     if int(n_target_classes) < 1:
         raise ClasswiseError(f"n_target_classes must be >= 1, got {n_target_classes}")
@@ -315,7 +318,7 @@ def apgd_t(
         return out
     with torch.no_grad():
         clean = model(x)
-    eligible = clean.argmax(dim=1) == y
+    eligible = predictions(clean) == y
     ranked = clean.argsort(dim=1, descending=True)  # column 0 is y wherever the sample is eligible
     found = torch.zeros(n, dtype=torch.bool, device=x.device)
     best_loss = torch.full((n,), float("-inf"), device=x.device)
@@ -330,6 +333,7 @@ def apgd_t(
     return out.detach()
 
 
+@guarded
 def apgd_ce(
     model: nn.Module,
     x: torch.Tensor,
@@ -348,6 +352,7 @@ def apgd_ce(
                 early_stop=early_stop, generator=generator)
 
 
+@guarded
 def apgd_dlr(
     model: nn.Module,
     x: torch.Tensor,

@@ -14,6 +14,7 @@ import logging
 import torch
 from torch import nn
 
+from classwise.attacks._validate import guarded, predictions
 from classwise.attacks.adapters import INSTALL_HINT, have_torchattacks, torchattacks_attack
 from classwise.attacks.apgd import apgd, apgd_t
 from classwise.attacks.pgd import _all_zero, _budget, _check, _take
@@ -66,6 +67,7 @@ def _members(version: str, norm: Norm, steps: int, n_target_classes: int, n_clas
     return members
 
 
+@guarded
 def autoattack(
     model: nn.Module,
     x: torch.Tensor,
@@ -96,7 +98,7 @@ def autoattack(
     if version not in VERSIONS:
         raise ClasswiseError(f"unknown AutoAttack version {version!r}; choose one of: {', '.join(VERSIONS)}")
     eps = _budget(eps, "eps", x)
-    _check(x, y, eps, int(steps))
+    _check(x, y, eps, int(steps), norm)
     if int(n_target_classes) < 1:
         raise ClasswiseError(f"n_target_classes must be >= 1, got {n_target_classes}")
     x = x.detach()
@@ -108,7 +110,7 @@ def autoattack(
         return (out, broken_by) if return_broken_by else out
     with torch.no_grad():
         logits = model(x)
-    robust = logits.argmax(dim=1) == y
+    robust = predictions(logits) == y
     for i in (~robust).nonzero().squeeze(1).tolist():
         broken_by[i] = "clean"
     if not _all_zero(eps):
@@ -120,7 +122,7 @@ def autoattack(
                 break
             x_adv = attack(model, x[idx], y[idx], _take(eps, idx), generator)
             with torch.no_grad():
-                fooled = model(x_adv).argmax(dim=1) != y[idx]
+                fooled = predictions(model(x_adv)) != y[idx]
             out[idx[fooled]] = x_adv[fooled]
             robust[idx[fooled]] = False
             for i in idx[fooled].tolist():

@@ -8,7 +8,12 @@ summed, so each sample's trajectory does not depend on the rest of the batch.
 
 ``eps`` (and ``alpha``) of :func:`iterative_attack`, :func:`pgd` and :func:`fgsm` may also be
 per-sample tensors of shape (N,); then ``||x_adv_i - x_i|| <= eps_i`` (class-wise training gives some
-classes a larger budget).
+classes a larger budget). Every eps obeys :func:`classwise.core.check_eps` (linf in [0, 1]; l2 finite,
+>= 0). Every public attack checks that ``x`` is finite (``ValueError`` naming the first bad sample) and
+runs under :func:`classwise.attacks._validate.guard`: a train-mode model's BatchNorm running statistics
+come back bit-identical, and a forward in which a train-mode BatchNorm would see one value per channel
+(early stopping left one row) uses its running statistics for that forward instead of crashing. A row
+of non-finite logits counts as fooled (not robust).
 """
 
 from __future__ import annotations
@@ -19,9 +24,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from classwise.attacks._validate import check_finite_input, guard, guarded, predictions
 from classwise.attacks.geometry import _per_sample, ascent_step, clip_box, project, random_init
 from classwise.attacks.losses import LossFn, make_loss
-from classwise.core import Norm, parse_number
+from classwise.core import Norm, check_eps, parse_number
 from classwise.errors import ClasswiseError
 
 Budget = float | torch.Tensor  # a number, or one value per sample: shape (N,)
@@ -54,23 +60,19 @@ def _take(v: Budget, idx: torch.Tensor) -> Budget:
     return v[idx] if isinstance(v, torch.Tensor) else v
 
 
-def _check(x: torch.Tensor, y: torch.Tensor, eps: Budget, steps: int) -> None:
+def _check(x: torch.Tensor, y: torch.Tensor, eps: Budget, steps: int, norm: Norm | str = Norm.LINF) -> None:
     if x.ndim < 2 or x.shape[0] != y.shape[0]:
         raise ClasswiseError(f"x of shape {tuple(x.shape)} does not match labels of shape {tuple(y.shape)}")
-    if isinstance(eps, torch.Tensor):
-        if eps.shape != (x.shape[0],):
-            raise ClasswiseError(f"per-sample eps must have shape ({x.shape[0]},), got {tuple(eps.shape)}")
-        if not bool((eps >= 0).all()):  # NaN fails >= too
-            raise ClasswiseError(f"eps must be >= 0 for every sample, got min {eps.min().item()}")
-    elif not eps >= 0:
-        raise ClasswiseError(f"eps must be >= 0, got {eps}")
+    if isinstance(eps, torch.Tensor) and eps.shape != (x.shape[0],):
+        raise ClasswiseError(f"per-sample eps must have shape ({x.shape[0]},), got {tuple(eps.shape)}")
+    check_eps(eps, norm, shape=tuple(x.shape[1:]))  # the one eps rule (classwise.core)
     if steps < 1:
         raise ClasswiseError(f"steps must be >= 1, got {steps}")
 
 
 def _fooled(logits: torch.Tensor, labels: torch.Tensor, targeted: bool) -> torch.Tensor:
-    pred = logits.argmax(dim=1)
-    return pred == labels if targeted else pred != labels
+    pred = predictions(logits)  # -1 where a logit is NaN/Inf: never robust
+    return (pred == labels) | (pred < 0) if targeted else pred != labels
 
 
 def _box(x: torch.Tensor, norm: Norm, eps: Budget) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -156,6 +158,7 @@ def _ascent(model: nn.Module, xa: torch.Tensor, la: torch.Tensor, idx: torch.Ten
     return out, fooled_all
 
 
+@guarded
 def iterative_attack(
     model: nn.Module,
     x: torch.Tensor,
@@ -189,7 +192,7 @@ def iterative_attack(
     """
     norm = Norm.parse(norm)
     eps, alpha = _budget(eps, "eps", x), _budget(alpha, "alpha", x)
-    _check(x, y, eps, steps)
+    _check(x, y, eps, steps, norm)
     if init is not None and init.shape != x.shape:
         raise ClasswiseError(f"init of shape {tuple(init.shape)} does not match x of shape {tuple(x.shape)}")
     if targeted and target is None:
@@ -232,6 +235,7 @@ def _default_alpha(eps: Budget, steps: int, norm: Norm) -> Budget:
     return 2.5 * eps / steps
 
 
+@guarded
 def pgd(
     model: nn.Module,
     x: torch.Tensor,
@@ -273,6 +277,7 @@ def pgd(
                             target=target, early_stop=early_stop, generator=generator)
 
 
+@guarded
 def fgsm(
     model: nn.Module,
     x: torch.Tensor,
@@ -293,6 +298,7 @@ def fgsm(
                random_start=False, targeted=targeted, target=target, early_stop=False, generator=generator)
 
 
+@guarded
 def tpgd(
     model: nn.Module,
     x: torch.Tensor,
@@ -318,6 +324,7 @@ def tpgd(
                restarts=restarts, loss="ce", T=T, early_stop=early_stop, generator=generator)
 
 
+@guarded
 def cw(
     model: nn.Module,
     x: torch.Tensor,
@@ -392,6 +399,7 @@ def fused_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, plans: list[PG
     """
     if len({p.group for p in plans}) > 1:
         raise ClasswiseError("fused_pgd: the plans differ in steps, norm or random start")
+    check_finite_input(x, where="fused_pgd")
     m, n = len(plans), x.shape[0]
     if n == 0 or m == 0:
         return [x.detach().clone() for _ in plans]
@@ -420,6 +428,8 @@ def fused_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, plans: list[PG
             out = torch.where(s == j, plans[j].loss(z, labels, li), out)
         return out
 
-    adv, _ = _ascent(model, xs, ys, torch.arange(m * n, device=x.device), start, loss=loss, eps=eps, alpha=alpha,
-                     steps=steps, norm=norm, targeted=False, early_stop=True, final_check=False, fmt=fmt)
+    with guard(model):
+        adv, _ = _ascent(model, xs, ys, torch.arange(m * n, device=x.device), start, loss=loss, eps=eps,
+                         alpha=alpha, steps=steps, norm=norm, targeted=False, early_stop=True, final_check=False,
+                         fmt=fmt)
     return [adv[j * n:(j + 1) * n] for j in range(m)]

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from classwise.attacks import ATTACKS, attack_params
+from classwise.attacks._validate import predictions
 from classwise.attacks.pgd import pgd
 from classwise.core import Norm, parse_number, resolve_device
 from classwise.data.base import ImageData
@@ -100,7 +101,7 @@ def _model_device(model: nn.Module) -> torch.device | None:
 
 @torch.no_grad()
 def _robust_count(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
-    return int((model(x).argmax(1) == y).sum())
+    return int((predictions(model(x)) == y).sum())  # a NaN/Inf row is never robust
 
 
 def _chunks(n: int, size: int) -> Iterator[slice]:
@@ -164,13 +165,44 @@ def check_randomness(model: nn.Module, x: torch.Tensor) -> Flag | None:
         return None
     with _eval_mode(model):
         a, b = model(x).float(), model(x).float()
-    diff = (a - b).abs().max().item() if torch.isfinite(a).all() and torch.isfinite(b).all() else math.inf
+    fa, fb = torch.isfinite(a).all(dim=1), torch.isfinite(b).all(dim=1)
+    if not bool((fa == fb).all()):
+        diff = math.inf  # a sample finite in one pass and not in the other: the forward is stochastic
+    elif not bool(fa.any()):
+        return None  # nothing finite to compare: the nonfinite_outputs flag says so, not randomness
+    else:
+        diff = (a[fa] - b[fa]).abs().max().item()  # rows non-finite in both passes are nonfinite_outputs' job
     if diff > RANDOM_TOL:
         return Flag("randomness", "warning",
                     f"two forward passes on the same inputs differ (max |logit diff| {diff:.3g}): the model is "
                     "stochastic, a single attack run is a lucky draw; attack with EOT (average gradients over "
                     "draws) and report the spread of robust accuracy over several evaluations", diff)
     return None
+
+
+@torch.no_grad()
+def check_nonfinite(model: nn.Module, x: torch.Tensor, outcomes: Outcomes | None = None) -> Flag | None:
+    """Any NaN/Inf logit, on the checked sample ``x`` or in ``outcomes`` (predictions of -1) -> error."""
+    n_bad = n = 0
+    where = []
+    if len(x):
+        with _eval_mode(model):
+            rows = ~torch.isfinite(model(x).float()).all(dim=1)
+        n_bad, n = int(rows.sum()), len(x)
+        if n_bad:
+            where.append(f"{n_bad}/{n} checked samples")
+    if outcomes is not None and len(outcomes):
+        for a in ["clean", *outcomes.attacks]:
+            k = int(outcomes.nonfinite(a).sum())
+            if k:
+                where.append(f"{k}/{len(outcomes)} under {a}")
+                n_bad, n = max(n_bad, k), max(n, len(outcomes))
+    if not where:
+        return None
+    return Flag("nonfinite_outputs", "error",
+                f"the model returns NaN/Inf logits ({'; '.join(where)}): those samples count as wrong (no class) "
+                "and accuracies say little; find the overflow or the invalid op (log/sqrt/division at 0, "
+                "a diverged checkpoint) and fix it", n_bad / n)
 
 
 def check_train_mode(was_training: bool | None) -> Flag | None:
@@ -340,6 +372,7 @@ def run_checks(
             flags.append(check_gradients(model, x, y, batch_size=batch_size))
             flags.append(check_probabilities(model, x))
             flags.append(check_randomness(model, x))
+            flags.append(check_nonfinite(model, x, outcomes))
             flags.append(check_eps_monotone(model, x, y, eps=eps, norm=norm_, batch_size=batch_size))
             flags.append(check_unbounded(model, x, y, norm=norm_, batch_size=batch_size))
     finally:
@@ -355,6 +388,6 @@ def run_checks(
 
 __all__ = [
     "Flag", "run_checks", "flags_to_json",
-    "check_gradients", "check_probabilities", "check_randomness", "check_train_mode",
+    "check_gradients", "check_probabilities", "check_randomness", "check_nonfinite", "check_train_mode",
     "check_attack_order", "check_eps_monotone", "check_unbounded",
 ]

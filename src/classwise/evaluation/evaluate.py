@@ -11,6 +11,7 @@ from torch import nn
 
 from classwise import dist as D
 from classwise.attacks import BoundAttack, build_attack
+from classwise.attacks._validate import check_finite_input, predictions
 from classwise.attacks.pgd import fused_pgd, pgd_plan
 from classwise.core import AttackSpec, resolve_device
 from classwise.data.base import ImageData
@@ -33,7 +34,20 @@ def _bind(attacks: Sequence[BoundAttack | AttackSpec | str]) -> list[BoundAttack
 
 @torch.no_grad()
 def _predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    return model(x).argmax(dim=1)
+    """Predicted classes (N,); -1 for a sample whose logits hold a NaN/Inf (it counts as wrong)."""
+    return predictions(model(x))
+
+
+def _finite_batch(x: torch.Tensor, start: int, index: object = None) -> None:
+    """A one-line error naming the first sample holding NaN/Inf (its position in the evaluated data, and
+    its index in the dataset split when known), before anything is attacked."""
+    try:
+        check_finite_input(x, where="evaluate")
+    except ValueError:
+        pos = start + int((~torch.isfinite(x.reshape(x.shape[0], -1)).all(dim=1)).nonzero()[0])
+        where = f" (dataset index {int(index[pos])})" if index is not None and pos < len(index) else ""
+        raise ClasswiseError(f"evaluate: input sample {pos}{where} holds NaN/Inf values; images must be finite "
+                             "numbers in [0, 1] (check the data and its preprocessing)") from None
 
 
 def _generator(seed: int, attack: int, batch: int) -> torch.Generator:
@@ -224,6 +238,7 @@ def evaluate(
             if b % info.world != info.rank:
                 continue  # another process's batch (under torchrun)
             x = x.contiguous(memory_format=mf) if x.ndim == 4 else x
+            _finite_batch(x, b * batch_size, data.meta.get("index"))
             p = _predict(net, x)
             ok = p == y
             if progress:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from classwise.analysis.classwise import class_accuracy, confusion_matrix, disparity, dominant_targets
+from classwise.analysis.classwise import confusion_matrix, disparity, dominant_targets
 from classwise.errors import ClasswiseError
 from classwise.io import atomic_write_bytes
 
@@ -29,6 +29,8 @@ class Outcomes:
     ``labels``, ``clean_pred`` and each ``adv_pred[label]`` are int arrays of shape (N,); ``index`` holds
     the positions of the samples in their dataset split. A sample misclassified when clean keeps its
     clean prediction under every attack (clean mistakes count as non-robust and are not attacked).
+    A prediction of ``-1`` means the model's logits held a NaN/Inf: no class, always wrong
+    (counted per class as ``nonfinite``, left out of confusion matrices and dominant targets).
     """
 
     labels: np.ndarray
@@ -108,7 +110,7 @@ class Outcomes:
     def class_table(self, *, worst_case: bool = True) -> pd.DataFrame:
         """One row per class: class, name, support, clean_acc, then robust accuracy under each attack."""
         k = self.num_classes
-        clean, support = class_accuracy(self.labels, self.clean_pred, k)
+        clean, support = class_accuracy(self.labels, self.clean_pred, k)  # -1 (non-finite) counts as wrong
         df = pd.DataFrame({"class": np.arange(k), "name": self.class_names, "support": support, "clean_acc": clean})
         cols = self.attacks + ([WORST_CASE] if worst_case and len(self.attacks) > 1 else [])
         for a in cols:
@@ -116,13 +118,28 @@ class Outcomes:
         return df
 
     def confusion(self, attack: str, *, normalize: bool = True) -> np.ndarray:
-        return confusion_matrix(self.labels, self.pred(attack), self.num_classes, normalize=normalize)
+        """M[c, j]: samples of class c predicted j (normalized: share of class c's support). Samples
+        without a valid prediction (-1, non-finite logits) are in no column, so such a row sums below 1;
+        :meth:`nonfinite` counts them."""
+        k, p = self.num_classes, self.pred(attack)
+        ok = p >= 0
+        counts = confusion_matrix(self.labels[ok], p[ok], k)
+        if not normalize:
+            return counts
+        support = np.bincount(self.labels, minlength=k)[:, None]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(support > 0, counts / np.maximum(support, 1), np.nan)
+
+    def nonfinite(self, attack: str) -> np.ndarray:
+        """Per class (K,): samples whose logits held a NaN/Inf under ``attack`` (or ``"clean"``)."""
+        return np.bincount(self.labels[self.pred(attack) < 0], minlength=self.num_classes)
 
     def summary(self) -> dict[str, Any]:
         """The ``metrics.json`` payload (schema documented in docs/metrics.md)."""
         k, names = self.num_classes, self.class_names
         clean_acc, support = class_accuracy(self.labels, self.clean_pred, k)
         clean_correct = self.clean_pred == self.labels
+        clean_bad = self.nonfinite("clean")
         out: dict[str, Any] = {
             "schema_version": 1,
             "dataset": self.dataset,
@@ -134,8 +151,10 @@ class Outcomes:
             "clean": {
                 "accuracy": _mean(clean_correct),
                 "disparity": disparity(clean_acc),
+                "nonfinite": int(clean_bad.sum()),
                 "per_class": [
-                    {"class": c, "name": names[c], "support": int(support[c]), "clean_acc": float(clean_acc[c])}
+                    {"class": c, "name": names[c], "support": int(support[c]), "clean_acc": float(clean_acc[c]),
+                     "nonfinite": int(clean_bad[c])}
                     for c in range(k)
                 ],
             },
@@ -151,17 +170,21 @@ class Outcomes:
         for a in attacks:
             rob_acc, _ = class_accuracy(self.labels, self.pred(a), k)
             rob = self.robust(a)
-            dom = dominant_targets(self.labels, self.clean_pred, self.pred(a), k)
+            valid = self.pred(a) >= 0
+            dom = dominant_targets(self.labels[valid], self.clean_pred[valid], self.pred(a)[valid], k)
+            bad = self.nonfinite(a)
             out["attacks"][a] = {
                 "spec": self.specs.get(a),
                 "robust_accuracy": _mean(rob),
                 # share of clean-correct samples the attack flips
                 "attack_success_rate": _mean(~rob[clean_correct]) if clean_correct.any() else float("nan"),
                 "disparity": disparity(rob_acc),
+                "nonfinite": int(bad.sum()),
                 "per_class": [
                     {
                         "class": c, "name": names[c], "support": int(support[c]),
                         "clean_acc": float(clean_acc[c]), "robust_acc": float(rob_acc[c]),
+                        "nonfinite": int(bad[c]),
                         "dominant_target": None if dom[c, 0] < 0 else int(dom[c, 0]),
                         "dominant_target_share": float(dom[c, 1]),
                     }
@@ -206,6 +229,18 @@ class Outcomes:
 def json_records(df: pd.DataFrame) -> list[dict[str, Any]]:
     """A DataFrame as JSON-ready records (numpy scalars become Python ones)."""
     return json.loads(df.to_json(orient="records"))
+
+
+def class_accuracy(labels: np.ndarray, preds: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-class accuracy (NaN where empty) and support, each (K,); a prediction of -1 is wrong."""
+    labels, preds = np.asarray(labels, dtype=np.int64), np.asarray(preds, dtype=np.int64)
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes or preds.max() >= num_classes
+                        or preds.min() < -1):
+        raise ValueError(f"class indices must lie in [0, {num_classes}) (predictions: or -1)")
+    support = np.bincount(labels, minlength=num_classes)
+    correct = np.bincount(labels[preds == labels], minlength=num_classes)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(support > 0, correct / np.maximum(support, 1), np.nan), support
 
 
 def _compact(a: np.ndarray) -> np.ndarray:

@@ -14,7 +14,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from classwise.core import Norm, parse_number
+from classwise.core import Norm, check_eps, parse_number
 from classwise.errors import ClasswiseError
 
 try:  # Python >= 3.11
@@ -103,11 +103,9 @@ class TrainConfig:
         MODELS.get(self.model)
         norm = Norm.parse(self.norm)
         self.norm = norm.value
-        if self.eps < 0 or (norm is Norm.LINF and self.eps > 1):
-            raise ClasswiseError(
-                f"eps {self.eps:g} is out of range: linf eps must lie in [0, 1] for images in [0, 1] "
-                "(write e.g. 8/255 or 0.3)" if norm is Norm.LINF else f"eps must be >= 0, got {self.eps:g}"
-            )
+        check_eps(self.eps, norm)
+        for c, e in enumerate(self.class_eps or []):  # per-class budgets obey the same rule
+            check_eps(float(e), norm, name=f"class_eps[{c}]")
         for name, lo in [("epochs", 1), ("batch_size", 1), ("steps", 1), ("val_steps", 1), ("eval_steps", 1)]:
             if getattr(self, name) < lo:
                 raise ClasswiseError(f"{name} must be >= {lo}, got {getattr(self, name)}")

@@ -61,6 +61,7 @@ from typing import Any
 
 import numpy as np
 
+from classwise.core import check_eps
 from classwise.errors import ClasswiseError
 
 DEFENSES = ("none", "fixed", "adaptive", "frl")
@@ -84,9 +85,8 @@ def validate_defense_config(cfg: Any) -> None:
                              f"0.1), got {cfg.defense_tau:g}")
     if not 0 <= cfg.defense_momentum < 1:
         raise ClasswiseError(f"defense_momentum must lie in [0, 1), got {cfg.defense_momentum:g}")
-    if cfg.defense_eps is not None and (cfg.defense_eps < 0 or (cfg.norm == "linf" and cfg.defense_eps > 1)):
-        raise ClasswiseError(f"defense_eps must lie in [0, 1] for linf (an absolute eps, e.g. 0.25), "
-                             f"got {cfg.defense_eps:g}")
+    if cfg.defense_eps is not None:  # an absolute eps (e.g. 0.25), under the one eps rule
+        check_eps(cfg.defense_eps, cfg.norm, name="defense_eps")
     if cfg.vulnerable_class is not None and cfg.vulnerable_class < 0:
         raise ClasswiseError(f"vulnerable_class must be a class index >= 0, got {cfg.vulnerable_class}")
     for name in ("frl_tau", "frl_rate", "frl_eps_rate"):
@@ -95,6 +95,8 @@ def validate_defense_config(cfg: Any) -> None:
     if cfg.frl_eps_max < 1:
         raise ClasswiseError(f"frl_eps_max must be >= 1 (the largest remargined eps, as a multiple of eps), "
                              f"got {cfg.frl_eps_max:g}")
+    if cfg.defense == "frl":  # the largest remargined eps is an attack budget too
+        check_eps(cfg.eps * cfg.frl_eps_max, cfg.norm, name="eps * frl_eps_max")
     if d == "none":
         return
     if cfg.class_weights is not None or cfg.class_eps is not None:

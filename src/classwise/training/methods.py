@@ -39,7 +39,7 @@ from torch import Tensor, nn
 
 from classwise.attacks.losses import cross_entropy
 from classwise.attacks.pgd import iterative_attack
-from classwise.core import Norm, parse_number
+from classwise.core import Norm, check_eps, parse_number
 from classwise.errors import ClasswiseError
 from classwise.registry import Registry
 
@@ -74,8 +74,7 @@ class MethodConfig:
 
     def __post_init__(self) -> None:
         eps = parse_number(self.eps, name="eps")
-        if not eps >= 0 or math.isinf(eps):
-            raise ClasswiseError(f"eps must be a finite number >= 0, got {self.eps!r}")
+        check_eps(eps, self.norm)  # the one eps rule (classwise.core)
         object.__setattr__(self, "eps", eps)
         if self.alpha is not None:
             alpha = parse_number(self.alpha, name="alpha")

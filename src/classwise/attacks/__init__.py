@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from classwise.attacks._validate import predictions
 from classwise.attacks.adapters import from_torchattacks, torchattacks_attack
 from classwise.attacks.apgd import apgd, apgd_ce, apgd_dlr, apgd_t, dlr_targeted_loss
 from classwise.attacks.autoattack import autoattack
@@ -175,6 +176,7 @@ def build_attack(spec: AttackSpec | str, *, defaults: dict[str, Any] | None = No
 
 
 __all__ = [
+    "predictions",
     "ATTACKS", "AttackSpec", "BoundAttack", "build_attack", "attack_params",
     "fgsm", "pgd", "tpgd", "cw", "iterative_attack",
     "project", "ascent_step", "random_init",

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from classwise.analysis import wilson_interval
-from classwise.attacks import build_attack
+from classwise.attacks import build_attack, predictions
 from classwise.core import resolve_device
 from classwise.data import load_dataset
 from classwise.errors import ClasswiseError
@@ -146,10 +146,10 @@ def remove_class(
             g = torch.Generator().manual_seed(seed)
             x_adv = a(model, x, yy, generator=g)
             with torch.no_grad():
-                pred = model(x_adv).argmax(1).cpu().numpy()
+                pred = predictions(model(x_adv)).cpu().numpy()  # -1: non-finite output, wrong
             ok = int((pred == new_src).sum())
             lo, hi = wilson_interval(np.array([ok]), np.array([len(pred)]))
-            others = pred[pred != new_src]
+            others = pred[(pred != new_src) & (pred >= 0)]
             top = names[keep[int(np.bincount(others).argmax())]] if len(others) else ""
             result.rows.append(RemovalRow(label, removed, a.label, len(pred), ok, ok / len(pred), float(lo[0]),
                                           float(hi[0]), top))

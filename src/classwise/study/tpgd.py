@@ -33,7 +33,7 @@ from torch import nn
 
 from classwise.analysis import attack_gain, class_report, mcnemar_per_class, wilson_interval
 from classwise.analysis._common import bottom_k_indices, default_bottom_k
-from classwise.attacks import BoundAttack, build_attack, tpgd
+from classwise.attacks import BoundAttack, build_attack, predictions, tpgd
 from classwise.core import AttackSpec, Norm, parse_number
 from classwise.errors import ClasswiseError
 from classwise.evaluation.outcomes import WORST_CASE, Outcomes
@@ -185,7 +185,8 @@ def tpgd_class(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float
                generator: torch.Generator | None = None, **kw: Any) -> torch.Tensor:
     """Temperature-PGD with T_i = ``class_T[clean prediction of x_i]`` (label-free; ``kw`` to :func:`tpgd`)."""
     table = torch.as_tensor(list(class_T), dtype=torch.float32, device=x.device)
-    pred = _clean_probs(model, x).argmax(dim=1)
+    # a row with non-finite outputs has no clean prediction (-1): it takes class 0's T (it is not robust anyway)
+    pred = predictions(_clean_probs(model, x)).clamp(min=0)
     return tpgd(model, x, y, eps=eps, T=table[pred], generator=generator, **kw)
 
 

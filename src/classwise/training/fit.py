@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from classwise import dist as D
-from classwise.attacks import pgd
+from classwise.attacks import pgd, predictions
 from classwise.core import resolve_device
 from classwise.data import ImageData, load_dataset
 from classwise.errors import ClasswiseError, Terminated
@@ -155,14 +155,14 @@ def validate(model: nn.Module, data: ImageData, cfg: TrainConfig, device: torch.
     for x, y in part.batches(max(256, cfg.batch_size), device=device):
         with torch.no_grad():
             logits = model(x)
-            ok = logits.argmax(1) == y
+            ok = predictions(logits) == y  # a non-finite output row is no prediction: wrong
             nonfinite += int((~torch.isfinite(logits)).any(1).sum())
         rob = ok.clone()
         if cfg.eps > 0 and bool(ok.any()):
             x_adv = pgd(model, x[ok], y[ok], eps=cfg.eps, alpha=alpha, steps=cfg.val_steps, norm=cfg.norm,
                         random_start=False)
             with torch.no_grad():
-                rob[ok] = model(x_adv).argmax(1) == y[ok]
+                rob[ok] = predictions(model(x_adv)) == y[ok]
         yc = y.cpu()
         counts[0] += torch.bincount(yc, minlength=k)
         counts[1] += torch.bincount(yc[ok.cpu()], minlength=k)
@@ -366,7 +366,7 @@ def fit(
                     nn.utils.clip_grad_norm_(params, cfg.grad_clip)
                 opt.step()
                 loss_sum += res.loss.item() * len(y)
-                correct += int((res.logits.argmax(1) == y).sum())
+                correct += int((predictions(res.logits.detach()) == y).sum())
                 seen += len(y)
                 if cb.on_batch and info.is_main:
                     cb.on_batch(epoch, len(y) * info.world, res.loss.item())

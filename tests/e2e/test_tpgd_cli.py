@@ -67,7 +67,8 @@ def test_tpgd_sweep_writes_run_and_report(tmp_path, ckpt):
     labels = [r["label"] for r in res["rows"]]
     assert labels == ["T=1", "T=0.5", "T=2", "conf(0.2-2)", "class(0.1-1)", "T-ensemble"]
     assert res["baseline"] == "T=1" and res["num_samples"] == 80
-    assert res["attack"] == {"eps": 0.2, "norm": "linf", "steps": 3, "restarts": 1, "alpha": None}
+    # the step size actually used is recorded: the default rule 2.5 * eps / steps
+    assert res["attack"] == {"eps": 0.2, "norm": "linf", "steps": 3, "restarts": 1, "alpha": pytest.approx(2.5 * 0.2 / 3)}
     assert len(res["class_T"]) == 10 and all(0.1 - 1e-9 <= t <= 1 + 1e-9 for t in res["class_T"])
     base = res["rows"][0]
     assert base["gain"] == 0 and base["p_value"] == 1

@@ -536,14 +536,8 @@ def classifier_weight_norms(path: str | os.PathLike, num_classes: int | None = N
         num_classes = (read_sidecar(path) or {}).get("num_classes")
         if num_classes is None:
             raise ClasswiseError(f"checkpoint {path} has no sidecar giving num_classes, needed to find its classifier")
+    from classwise.analysis.weightnorm import classifier_weight_key
+
     state = read_state_dict(path)
-    mats = {k: v for k, v in state.items() if v.ndim == 2 and k.split(".")[-1].endswith("weight")}
-    cands = [k for k, v in mats.items() if v.shape[0] == num_classes]
-    last = [k for k in cands if not any(o != k and v.shape[1] == num_classes for o, v in mats.items())]
-    if len(last) != 1:
-        found = ", ".join(f"{k} {_shape(state[k])}" for k in cands) or "none"
-        raise ClasswiseError(
-            f"cannot tell the classifier weight of checkpoint {path}: 2-D weights with {num_classes} output "
-            f"rows: {found}; {len(last)} of them feed no other layer, exactly one must"
-        )
-    return state[last[0]].detach().float().norm(dim=1).numpy()
+    key = classifier_weight_key(state, int(num_classes), where=f"checkpoint {path}")
+    return state[key].detach().float().norm(dim=1).numpy()

@@ -21,6 +21,7 @@ import numpy as np
 import tomllib
 
 from classwise.analysis import Claim, paper_claims
+from classwise.analysis.weightnorm import classifier_weight_key
 from classwise.errors import ClasswiseError
 from classwise.io import atomic_write_json
 
@@ -87,9 +88,8 @@ def run_name(run: Path) -> tuple[str, str]:
 
 
 def read_weight_norms(run: Path, num_classes: int) -> np.ndarray | str:
-    """Per-class L2 norms of the classifier weight (the one 2-D ``*weight`` tensor with K rows, preferring
-    one with a matching ``*bias`` of K entries), read with safetensors' numpy API; a string saying why
-    not when there is no checkpoint, no such tensor, or several."""
+    """Per-class L2 norms of the classifier weight (found by :func:`classifier_weight_key`), read with
+    safetensors' numpy API; a string saying why not when there is no checkpoint or no single classifier."""
     files = [run / "checkpoints" / n for n in CHECKPOINTS] + [run / n for n in CHECKPOINTS]
     path = next((f for f in files if f.is_file()), None)
     if path is None:
@@ -100,14 +100,11 @@ def read_weight_norms(run: Path, num_classes: int) -> np.ndarray | str:
         tensors = load_file(str(path))
     except Exception as e:  # safetensors raises its own types; bf16 has no numpy dtype
         return f"cannot read {path} with safetensors/numpy: {e}"
-    cand = [k for k, v in tensors.items() if k.endswith("weight") and v.ndim == 2 and v.shape[0] == num_classes]
-    with_bias = [k for k in cand if (b := tensors.get(k[: -len("weight")] + "bias")) is not None
-                 and b.shape == (num_classes,)]
-    pick = with_bias if len(with_bias) >= 1 else cand
-    if len(pick) != 1:
-        return (f"{path}: no 2-D weight with {num_classes} rows" if not pick else
-                f"{path}: {len(pick)} candidate classifier weights ({', '.join(sorted(pick))}); cannot tell which")
-    return np.linalg.norm(tensors[pick[0]].astype(np.float64), axis=1)
+    try:
+        key = classifier_weight_key(tensors, num_classes, where=str(path))
+    except ClasswiseError as e:
+        return str(e)
+    return np.linalg.norm(tensors[key].astype(np.float64), axis=1)
 
 
 def parse_labels(items: Sequence[str], runs: Sequence[Path]) -> dict[Path, str]:

@@ -701,6 +701,8 @@ def study(
 ) -> None:
     """The paper's study in one command: PGD-AT, TRADES and MART models, FGSM/PGD/CW/Temperature-PGD,
     analyses E1-E5, and a verdict on each of the paper's claims 1-5, in report.html."""
+    from classwise.attacks import build_attack
+    from classwise.core import AttackSpec
     from classwise.runs import RunDir, default_run_dir
     from classwise.study.paper import run_study
     from classwise.training.fit import FitCallbacks
@@ -728,7 +730,7 @@ def study(
                       "data_root": str(C.located_root(dataset, "test", data_root)),
                       "checkpoints": ckpts, "eval_limit": eval_limit,
                       "train": {k: ("none" if v is None else v) for k, v in res.summary["config"].items()},
-                      "attacks": res.summary["attacks"]})
+                      "attacks": [C.resolved_attack(build_attack(AttackSpec.parse(a))) for a in res.summary["attacks"]]})
     run.write_run_info(seed=seed, device=str(device), extra={"seconds": round(time.perf_counter() - t0, 1)})
     report = _study_report(res, out)
     run.finish()

@@ -5,7 +5,7 @@ Every method is ``method(model, x, y, *, cfg, class_weights=None, class_eps=None
 loss in train mode and returns it un-reduced per sample and as a scalar to call ``backward`` on.
 Shapes: ``x`` (N, C, H, W) in [0, 1], ``y`` (N,) int64, logits (N, K).
 
-Class-wise options (the vulnerable-class defenses of the paper, see PAPER.md):
+Class-wise options (the vulnerable-class defenses; see README, "Vulnerable-class defenses"):
 
 - ``class_weights`` (K,): the loss is the weighted mean ``sum_i w[y_i] l_i / sum_i w[y_i]``; the sum
   normalization keeps the loss scale (and so the effective learning rate) stable when one class gets

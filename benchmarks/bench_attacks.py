@@ -6,7 +6,7 @@ Same model object, same data, same eps/step/steps/random start and batch size fo
 contenders alternate within each repeat; we report the median (and min) seconds per batch, the ratio
 to the floor (steps x one forward+backward w.r.t. the input) and to torchattacks, and robust accuracy,
 since a faster attack that finds fewer adversarial examples is not faster. Not a test: numbers go in
-the closing notes of the issue. See ../shared/PEERS.md for how we compare fairly.
+the closing notes of the issue. Fair comparison: same model, data, budget and batch size in one process, contenders alternating.
 """
 
 from __future__ import annotations
@@ -180,7 +180,7 @@ def bench_autoattack(name, model, x, y, eps):
     t = clock(); ours = aa(model, x, y, eps=eps, version="standard"); to = clock() - t  # noqa: E702
     ta = torchattacks.AutoAttack(model, norm="Linf", eps=eps, version="standard", n_classes=10, seed=SEED)
     for member in ta._autoattack.attacks[:3]:  # APGD, APGD-T, FAB: torchattacks defaults to 10 steps,
-        member.steps = 100                     # the reference uses 100 (PEERS.md)
+        member.steps = 100                     # the reference AutoAttack uses 100
     t = clock(); theirs = ta(x, y); tt = clock() - t  # noqa: E702
     print(f"\n== {name}: AutoAttack (standard) on {len(y)} images at eps={eps:.4g}")
     print(f"classwise autoattack: {to:.1f}s robust {acc(model, ours, y):.3f}; torchattacks AutoAttack: {tt:.1f}s "

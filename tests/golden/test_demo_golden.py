@@ -1,0 +1,61 @@
+"""Golden test: the demo (PGD-AT on digits, then five evaluation settings) gives exactly the recorded outputs.
+
+Guards refactors that must not change behaviour: ``metrics.json``, every array of ``outcomes.npz`` and the
+training history (wall-clock ``seconds`` aside) must equal the files in ``tests/golden/demo-digits/``.
+The run uses one intra-op thread, which makes CPU training bit-reproducible.
+
+If a change is *meant* to alter these outputs, regenerate the files and say why in the commit:
+``python tests/golden/test_demo_golden.py --regenerate``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+GOLDEN = Path(__file__).parent / "demo-digits"
+ARGS = ["demo", "--epochs", "3", "--seed", "0", "--device", "cpu"]
+
+
+def _run_demo(out: Path) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "CLASSWISE_PROGRESS": "0"}
+    p = subprocess.run([sys.executable, "-m", "classwise", *ARGS, "--out", str(out)], capture_output=True,
+                       text=True, env=env, timeout=600)
+    assert p.returncode == 0, p.stdout + p.stderr
+
+
+def _history(path: Path) -> list[dict]:
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    for r in rows:
+        r.pop("seconds", None)
+    return rows
+
+
+@pytest.mark.slow
+def test_demo_outputs_match_golden(tmp_path):
+    out = tmp_path / "demo"
+    _run_demo(out)
+    assert json.loads((out / "metrics.json").read_text()) == json.loads((GOLDEN / "metrics.json").read_text())
+    got, want = np.load(out / "outcomes.npz"), np.load(GOLDEN / "outcomes.npz")
+    assert sorted(got.files) == sorted(want.files)
+    for k in want.files:
+        assert got[k].dtype == want[k].dtype, k
+        assert np.array_equal(got[k], want[k]), f"outcomes.npz[{k!r}] differs from the golden run"
+    assert _history(out / "history.jsonl") == _history(GOLDEN / "history.jsonl")
+
+
+if __name__ == "__main__" and sys.argv[1:] == ["--regenerate"]:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        _run_demo(Path(d) / "demo")
+        for name in ("metrics.json", "outcomes.npz", "history.jsonl"):
+            shutil.copy2(Path(d) / "demo" / name, GOLDEN / name)
+    print(f"regenerated {GOLDEN}")

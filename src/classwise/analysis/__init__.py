@@ -7,6 +7,12 @@ confusion, disparity), ``stats`` (Wilson and bootstrap intervals), ``diagnosis``
 outcomes of any runs), ``calibration`` (simulations of every claim rule under its null).
 """
 
+from classwise.analysis.accuracy import (
+    class_accuracy,
+    confusion_matrix,
+    disparity,
+    dominant_targets,
+)
 from classwise.analysis.claims import (
     Claim,
     claim_discrepancy,
@@ -15,18 +21,13 @@ from classwise.analysis.claims import (
     claim_weight_norm,
 )
 from classwise.analysis.claims_consistency import Setting, claim_consistency
-from classwise.analysis.classwise import (
-    class_accuracy,
-    confusion_matrix,
-    disparity,
-    dominant_targets,
-)
 from classwise.analysis.compare import mcnemar_per_class
 from classwise.analysis.consistency import consistency, consistency_matrix
 from classwise.analysis.diagnosis import class_report, split_disparity
 from classwise.analysis.flows import broken_flows, flow_table, symmetric_pairs, top_pairs
 from classwise.analysis.gain import attack_gain, gain_chain
-from classwise.analysis.paper_claims import WORST_CASE, paper_claims, weight_norm_attack
+from classwise.analysis.labels import CLEAN, WORST_CASE, headline_attack
+from classwise.analysis.paper_claims import paper_claims, weight_norm_attack
 from classwise.analysis.stats import DISPARITY_STATS, bootstrap_disparity, disparity_stats, wilson_interval
 from classwise.analysis.weightnorm import weight_norm_correlation
 
@@ -35,6 +36,8 @@ __all__ = [
     "Claim",
     "Setting",
     "WORST_CASE",
+    "CLEAN",
+    "headline_attack",
     "attack_gain",
     "bootstrap_disparity",
     "broken_flows",

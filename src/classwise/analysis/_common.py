@@ -9,7 +9,7 @@ import numpy as np
 import numpy.typing as npt
 from scipy import stats
 
-from classwise.analysis.classwise import _as_int
+from classwise.analysis.accuracy import _as_int
 
 __all__ = ["as_int", "as_float", "names_for", "default_bottom_k", "bottom_k_indices", "correlation"]
 

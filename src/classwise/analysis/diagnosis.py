@@ -11,7 +11,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from classwise.analysis._common import as_int, bottom_k_indices, default_bottom_k, names_for
-from classwise.analysis.classwise import _label_counts
+from classwise.analysis.accuracy import _label_counts
 from classwise.analysis.stats import DISPARITY_STATS, disparity_stats, wilson_interval
 
 __all__ = ["class_report", "split_disparity"]

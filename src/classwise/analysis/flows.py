@@ -14,7 +14,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from classwise.analysis._common import as_int, names_for
-from classwise.analysis.classwise import confusion_matrix
+from classwise.analysis.accuracy import confusion_matrix
 from classwise.analysis.stats import wilson_interval
 
 __all__ = ["broken_flows", "flow_table", "top_pairs", "symmetric_pairs"]

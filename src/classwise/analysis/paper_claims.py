@@ -29,18 +29,11 @@ from classwise.analysis.claims import (
     claim_weight_norm,
 )
 from classwise.analysis.claims_consistency import Setting, claim_consistency
+from classwise.analysis.labels import WORST_CASE, headline_attack
 
 __all__ = ["WORST_CASE", "headline_attack", "weight_norm_attack", "discrepancy_attack", "gain_attacks",
            "robust_of", "pred_of", "class_robust_accuracy", "paper_claims"]
 
-# The label of the point-wise worst case over a run's attacks; equal to classwise.evaluation.WORST_CASE
-# (not imported from there: that package imports torch, and this one never does).
-WORST_CASE = "worst-case"
-
-
-def headline_attack(attacks: Sequence[str]) -> str | None:
-    """The worst case with two or more attacks, the only attack with one, None with none."""
-    return None if not attacks else WORST_CASE if len(attacks) > 1 else attacks[0]
 
 
 def weight_norm_attack(attacks: Sequence[str]) -> str | None:

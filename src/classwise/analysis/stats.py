@@ -14,7 +14,7 @@ import numpy.typing as npt
 import pandas as pd
 from scipy.stats import binomtest
 
-from classwise.analysis.classwise import _as_int, _label_counts
+from classwise.analysis.accuracy import _as_int, _label_counts
 
 DISPARITY_STATS = ["worst_acc", "best_acc", "gap", "std", "normalized_std", "mean"]
 

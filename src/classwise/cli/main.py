@@ -845,7 +845,7 @@ def _rebuild_study_report(run_dir: Path, out: Path | None) -> Path:
 
     import numpy as np
 
-    from classwise.evaluation import Outcomes
+    from classwise.outcomes import Outcomes
     from classwise.report.html import build_report
     from classwise.study.paper import DEFENSES, DISPLAY, analyse
 
@@ -877,7 +877,7 @@ def compare(
     from rich.table import Table
 
     from classwise.analysis import mcnemar_per_class
-    from classwise.evaluation import WORST_CASE, Outcomes
+    from classwise.outcomes import WORST_CASE, Outcomes
     from classwise.report.html import build_compare_report
 
     if len(runs) < 2:

@@ -30,7 +30,8 @@ from classwise.data.base import ImageData
 from classwise.defenses.inference import RULES, make_defense, transfer_attack
 from classwise.defenses.tradeoff import most_vulnerable_class, primary, select_setting, tradeoff_table
 from classwise.errors import ClasswiseError
-from classwise.evaluation import Outcomes, evaluate
+from classwise.evaluation import evaluate
+from classwise.outcomes import Outcomes
 
 log = logging.getLogger(__name__)
 

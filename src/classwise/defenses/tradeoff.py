@@ -18,11 +18,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from classwise.analysis.classwise import class_accuracy
+from classwise.analysis.accuracy import class_accuracy
+from classwise.analysis.labels import WORST_CASE, headline_attack
 from classwise.analysis.stats import bootstrap_disparity, wilson_interval
 from classwise.errors import ClasswiseError
 
-WORST_CASE = "worst-case"  # classwise.evaluation.outcomes.WORST_CASE
 COLUMNS = ["setting", "value", "attack", "n", "clean_acc", "clean_lo", "clean_hi", "cstar", "cstar_n",
            "cstar_clean_acc", "cstar_robust", "cstar_lo", "cstar_hi", "avg_robust", "avg_lo", "avg_hi",
            "class_mean_robust", "worst_robust", "worst_lo", "worst_hi", "worst_class", "to_cstar_clean"]
@@ -35,9 +35,10 @@ def headline_attacks(o: Any) -> list[str]:
 
 def primary(o: Any) -> str:
     """The attack a selection uses by default: the worst case over the attacks (or the only one)."""
-    if not o.attacks:
+    attack = headline_attack(o.attacks)
+    if attack is None:
         raise ClasswiseError("these outcomes hold no attack; a robustness trade-off needs at least one")
-    return WORST_CASE if len(o.attacks) > 1 else o.attacks[0]
+    return attack
 
 
 def most_vulnerable_class(o: Any, attack: str | None = None) -> tuple[int, pd.DataFrame]:

@@ -33,7 +33,7 @@ from classwise.attacks.pgd import pgd
 from classwise.core import Norm, parse_number, resolve_device
 from classwise.data.base import ImageData
 from classwise.errors import ClasswiseError
-from classwise.evaluation.outcomes import Outcomes
+from classwise.outcomes import Outcomes
 
 log = logging.getLogger(__name__)
 

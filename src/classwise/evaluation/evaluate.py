@@ -16,7 +16,7 @@ from classwise.attacks.pgd import fused_pgd, pgd_plan
 from classwise.core import AttackSpec, resolve_device
 from classwise.data.base import ImageData
 from classwise.errors import ClasswiseError
-from classwise.evaluation.outcomes import Outcomes
+from classwise.outcomes import Outcomes
 
 log = logging.getLogger(__name__)
 

@@ -5,16 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from classwise.evaluation.outcomes import WORST_CASE, Outcomes
+from classwise.analysis.labels import headline_attack
+from classwise.outcomes import Outcomes
 from classwise.report.plots import plot_class_accuracy, plot_confusion, save_figure
 from classwise.runs import RunDir
 
 
 def primary_attack(outcomes: Outcomes) -> str | None:
     """The setting the headline figures show: the worst case over attacks, or the only attack."""
-    if not outcomes.attacks:
-        return None
-    return WORST_CASE if len(outcomes.attacks) > 1 else outcomes.attacks[0]
+    return headline_attack(outcomes.attacks)
 
 
 def write_evaluation(run: RunDir, outcomes: Outcomes, *, attack: str | None = None) -> dict[str, Any]:

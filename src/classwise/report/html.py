@@ -30,17 +30,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from classwise import __version__
+from classwise.analysis.labels import WORST_CASE, headline_attack
 from classwise.errors import ClasswiseError
 from classwise.io import atomic_write_bytes, atomic_write_text
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from classwise.evaluation.outcomes import Outcomes
+    from classwise.outcomes import Outcomes
 
 log = logging.getLogger(__name__)
 
-WORST_CASE = "worst-case"  # same label as classwise.evaluation.outcomes.WORST_CASE (not imported: no torch)
 CITATION = ('Tian, Kuang, Jiang, Wu, Wang, "Analysis and Applications of Class-wise Robustness in '
             'Adversarial Training", KDD 2021 (arXiv 2105.14240)')
 TEMPLATE = "report.html.j2"
@@ -229,11 +229,7 @@ class _Figures:
 
 
 def _primary_attack(o: Outcomes, want: str | None = None) -> str | None:
-    if want and (want in o.attacks or (want == WORST_CASE and len(o.attacks) > 1)):
-        return want
-    if not o.attacks:
-        return None
-    return WORST_CASE if len(o.attacks) > 1 else o.attacks[0]
+    return headline_attack(o.attacks, want)
 
 
 def _robust_vectors(settings: Mapping[str, Outcomes]) -> dict[str, np.ndarray]:
@@ -969,7 +965,7 @@ class _Run:
 
 
 def _read_run(run_dir: str | Path) -> _Run:
-    from classwise.evaluation.outcomes import Outcomes
+    from classwise.outcomes import Outcomes
 
     path = Path(run_dir)
     if not path.is_dir():
@@ -1124,7 +1120,7 @@ def _labels(runs: Sequence[_Run]) -> list[str]:
 
 def _align(base: Outcomes, other: Outcomes, other_path: Path, base_path: Path) -> Outcomes:
     """``other`` reordered to ``base``'s samples; ClasswiseError when they were not evaluated on the same ones."""
-    from classwise.evaluation.outcomes import Outcomes
+    from classwise.outcomes import Outcomes
 
     what = f"{other_path} and {base_path}"
     if (other.dataset, other.split) != (base.dataset, base.split):
@@ -1168,7 +1164,7 @@ def _tradeoff_html_table(df: pd.DataFrame, names: Sequence[str], chosen: str, ca
 def _defend_sections(run_path: Path, summary: Mapping[str, Any], seed: int, figs: _Figures) -> list[Section]:
     """The trade-off section of a ``classwise defend`` run, recomputed from its per-setting outcomes."""
     from classwise.defenses.tradeoff import tradeoff_table
-    from classwise.evaluation.outcomes import Outcomes
+    from classwise.outcomes import Outcomes
     from classwise.report.plots import plot_defense_tradeoff
 
     cstar = int(summary["cstar"])

@@ -21,9 +21,10 @@ from classwise.analysis.paper_claims import class_robust_accuracy
 from classwise.core import resolve_device
 from classwise.data import load_dataset
 from classwise.errors import ClasswiseError
-from classwise.evaluation import Outcomes, evaluate
+from classwise.evaluation import evaluate
 from classwise.io import atomic_write_json
 from classwise.models import check_loadable, load_checkpoint
+from classwise.outcomes import Outcomes
 from classwise.report.artifacts import write_evaluation
 from classwise.runs import RunDir
 from classwise.study.claims_runs import write_claims

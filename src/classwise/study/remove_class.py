@@ -22,9 +22,9 @@ from classwise.attacks import build_attack, predictions
 from classwise.core import resolve_device
 from classwise.data import load_dataset
 from classwise.errors import ClasswiseError
-from classwise.evaluation import Outcomes
 from classwise.io import atomic_write_json
 from classwise.models import check_loadable, load_checkpoint
+from classwise.outcomes import Outcomes
 from classwise.runs import RunDir, read_config
 from classwise.study.common import class_index
 from classwise.training.config import TrainConfig, apply_overrides

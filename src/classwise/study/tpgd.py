@@ -36,7 +36,7 @@ from classwise.analysis._common import bottom_k_indices, default_bottom_k
 from classwise.attacks import BoundAttack, build_attack, predictions, tpgd
 from classwise.core import AttackSpec, Norm, parse_number
 from classwise.errors import ClasswiseError
-from classwise.evaluation.outcomes import WORST_CASE, Outcomes
+from classwise.outcomes import WORST_CASE, Outcomes
 
 __all__ = [
     "ENSEMBLE", "RULES", "TempRule", "parse_temperatures", "parse_rule", "conf_temperature",

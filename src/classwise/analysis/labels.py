@@ -1,0 +1,25 @@
+"""Names of evaluation settings, shared by outcomes, analysis, report and CLI (torch-free).
+
+A run's attacks are columns named by their labels (``PGD-20``, ``FGSM`` ...). Two more names are not
+attacks: ``clean`` (no attack) and :data:`WORST_CASE`, the point-wise worst case over all of a run's
+attacks (a sample counts robust only if every attack failed on it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+__all__ = ["CLEAN", "WORST_CASE", "headline_attack"]
+
+CLEAN = "clean"
+WORST_CASE = "worst-case"
+
+
+def headline_attack(attacks: Sequence[str], want: str | None = None) -> str | None:
+    """The setting that stands for a run: ``want`` when the run has it, else the worst case with two or
+    more attacks, the only attack with one, None with none."""
+    if want and (want in attacks or (want == WORST_CASE and len(attacks) > 1)):
+        return want
+    if not attacks:
+        return None
+    return WORST_CASE if len(attacks) > 1 else attacks[0]

@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast lint install install-dev bench clean
+.PHONY: demo test test-fast lint typecheck install install-dev bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,10 @@ bench: install-dev
 
 lint: install-dev
 	$(VENV)/bin/ruff check src tests benchmarks
+
+# mypy on src (configuration in pyproject.toml); py.typed ships, so the annotations are part of the API.
+typecheck: install-dev
+	$(VENV)/bin/mypy
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache

@@ -188,6 +188,30 @@ def _coerce(v: str) -> Any:
         return v  # e.g. "8/255", "linf": parsed by whoever consumes it
 
 
+def default_step(eps: Any, steps: int) -> Any:
+    """Madry et al.'s PGD step rule, ``2.5 * eps / steps`` (the walk can cross the ball 2.5 times).
+
+    The one home of this rule: attacks, training, the CLI and the records all call it. ``eps`` may be a
+    float or a per-sample tensor; the result has its type.
+    """
+    return 2.5 * eps / steps
+
+
+DEFAULT_STEP_RULE = "2.5 * eps / steps"  # how records name default_step when no step size was given
+
+
+def mix_seed(seed: int, *parts: int) -> int:
+    """One integer seed from a run's seed and up to two indices (e.g. attack and batch, or epoch).
+
+    ``mix_seed(s, a, b) == s * 1_000_003 + a * 100_003 + b`` and ``mix_seed(s, e) == s * 1_000_003 + e``:
+    the formulas the evaluation and training generators have always used, so runs stay reproducible.
+    """
+    if len(parts) > 2:
+        raise ValueError(f"mix_seed takes at most two indices, got {len(parts)}")
+    a, b = (0, *parts) if len(parts) == 1 else (parts + (0, 0))[:2]
+    return int(seed) * 1_000_003 + int(a) * 100_003 + int(b)
+
+
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """``auto`` picks CUDA when available, else CPU; an unavailable CUDA is a one-line error."""
     if isinstance(device, torch.device):

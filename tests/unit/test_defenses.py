@@ -11,11 +11,11 @@ from test_training import tiny_cfg  # digits, small-cnn, a few seconds per run (
 
 from classwise.errors import ClasswiseError
 from classwise.models import read_state_dict
-from classwise.training import fit as fitmod
+from classwise.training import trainer as trainmod
 from classwise.training.config import resolve_config
 from classwise.training.defenses import Defense
 from classwise.training.fit import FitCallbacks, TrainingInterrupted, fit
-from classwise.training.methods import MethodConfig, get_method
+from classwise.training.methods import METHODS, MethodConfig
 
 
 def record(clean, robust, support=None):
@@ -89,13 +89,13 @@ def test_adaptive_interrupted_and_resumed_equals_uninterrupted(tmp_path):
 
 
 def test_vulnerable_class_is_picked_on_validation_never_test(tmp_path, monkeypatch):
-    real = fitmod.load_dataset
+    real = trainmod.load_dataset
 
     def no_test(name, split, **kw):
         assert split == "train", "training must never read the test split"
         return real(name, split, **kw)
 
-    monkeypatch.setattr(fitmod, "load_dataset", no_test)
+    monkeypatch.setattr(trainmod, "load_dataset", no_test)
     cfg = tiny_cfg(defense="fixed", defense_warmup=2, defense_weight=4.0, epochs=4)
     res = fit(cfg, tmp_path / "run", device="cpu")
     h = res.history
@@ -126,7 +126,7 @@ def test_fixed_weight_raises_the_class_share_of_the_loss(digits):
     d = Defense(tiny_cfg(defense="fixed", vulnerable_class=c, defense_warmup=0, defense_weight=5.0), 10)
     w = torch.tensor(d.weights())
     for name in ("pgd-at", "trades", "mart"):
-        method = get_method(name)
+        method = METHODS.get(name)
         plain = method(model, x, y, cfg=cfg, generator=torch.Generator().manual_seed(1))
         weighted = method(model, x, y, cfg=cfg, class_weights=w, generator=torch.Generator().manual_seed(1))
         ls = plain.per_sample_loss

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from classwise.errors import ClasswiseError
 from classwise.models import read_state_dict
 from classwise.training import trainer as trainmod
 from classwise.training.config import resolve_config
-from classwise.training.defenses import Defense
+from classwise.training.defenses import TRAINING_DEFENSES, Defense, training_defense_kinds
 from classwise.training.fit import FitCallbacks, TrainingInterrupted, fit
 from classwise.training.methods import METHODS, MethodConfig
 
@@ -22,6 +23,31 @@ def record(clean, robust, support=None):
     k = len(clean)
     return {"val_clean_per_class": list(clean), "val_robust_per_class": list(robust),
             "val_support": list(support or [10] * k)}
+
+
+# --- every registered kind -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", training_defense_kinds())
+def test_every_registered_training_defense_trains_and_records_its_state(tmp_path, kind):
+    """Loops over the registry, so a new training defense is checked inside fit() without a new test."""
+    cls = TRAINING_DEFENSES.get(kind)
+    cfg = tiny_cfg(defense=kind, defense_warmup=1, epochs=2, train_limit=128, val_limit=30)
+    res = fit(cfg, tmp_path / "run", device="cpu")
+    assert [r["epoch"] for r in res.history] == [1, 2] and all(math.isfinite(r["train_loss"]) for r in res.history)
+    state = torch.load(tmp_path / "run" / "checkpoints" / "state-e0002.pt", weights_only=True)
+    assert json.loads(state["defense"])["defense"] == kind
+    d = Defense(cfg, 10)
+    assert type(d) is cls
+    d.load_state_dict(state["defense"])  # what --resume reads back
+    last = res.history[-1]
+    if cls.recorded:  # the history record carries the defense's state after the epoch's update
+        assert last["defense"] == kind and {k: last[k] for k in d.info()} == d.info()
+        assert json.loads((tmp_path / "run" / "checkpoints" / "last.json").read_text())["defense"] == d.info()
+    else:
+        assert "defense" not in last
+    w = d.weights()  # what epoch 3 would train with; each is uniform or a vector of K finite values
+    assert w is None or (len(w) == 10 and all(math.isfinite(v) and v >= 0 for v in w))
 
 
 # --- adaptive -------------------------------------------------------------------------------------

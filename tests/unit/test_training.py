@@ -120,6 +120,17 @@ def test_fit_writes_checkpoints_history_and_loadable_best(tmp_path):
     assert model(torch.rand(2, 1, 8, 8)).shape == (2, 10)
 
 
+@pytest.mark.parametrize("name", METHODS.names())
+def test_every_registered_method_trains_one_epoch(tmp_path, name):
+    """Loops over the registry, so a new method is checked inside fit() without a new test."""
+    res = fit(tiny_cfg(method=name, epochs=1, train_limit=128, val_limit=30), tmp_path / "run", device="cpu")
+    (rec,) = res.history
+    assert rec["epoch"] == 1 and math.isfinite(rec["train_loss"]) and 0 <= rec["train_acc"] <= 1
+    assert sum(rec["val_support"]) == 30 and 0 <= rec["val_robust_acc"] <= rec["val_clean_acc"] <= 1
+    meta = json.loads((tmp_path / "run" / "checkpoints" / "last.json").read_text())
+    assert meta["method"] == meta["recipe"]["method"] == name and meta["metrics"]["train_loss"] == rec["train_loss"]
+
+
 def test_fit_refuses_to_overwrite_and_to_resume_nothing(tmp_path):
     cfg = tiny_cfg(epochs=1)
     with pytest.raises(ClasswiseError, match="nothing to resume"):

@@ -105,6 +105,7 @@ class Trainer:
         self.cb = callbacks or FitCallbacks()
         self.history: list[dict[str, Any]] = []
         self.start_epoch, self.best_score, self.best_epoch = 1, -math.inf, 0
+        self.saved_epoch = 0  # the epoch of the newest checkpoint on disk (0: none)
         self.stopped: str | None = None
         self.tb: Any = None
 

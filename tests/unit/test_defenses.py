@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -11,17 +12,42 @@ from test_training import tiny_cfg  # digits, small-cnn, a few seconds per run (
 
 from classwise.errors import ClasswiseError
 from classwise.models import read_state_dict
-from classwise.training import fit as fitmod
+from classwise.training import trainer as trainmod
 from classwise.training.config import resolve_config
-from classwise.training.defenses import Defense
+from classwise.training.defenses import TRAINING_DEFENSES, Defense, training_defense_kinds
 from classwise.training.fit import FitCallbacks, TrainingInterrupted, fit
-from classwise.training.methods import MethodConfig, get_method
+from classwise.training.methods import METHODS, MethodConfig
 
 
 def record(clean, robust, support=None):
     k = len(clean)
     return {"val_clean_per_class": list(clean), "val_robust_per_class": list(robust),
             "val_support": list(support or [10] * k)}
+
+
+# --- every registered kind -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", training_defense_kinds())
+def test_every_registered_training_defense_trains_and_records_its_state(tmp_path, kind):
+    """Loops over the registry, so a new training defense is checked inside fit() without a new test."""
+    cls = TRAINING_DEFENSES.get(kind)
+    cfg = tiny_cfg(defense=kind, defense_warmup=1, epochs=2, train_limit=128, val_limit=30)
+    res = fit(cfg, tmp_path / "run", device="cpu")
+    assert [r["epoch"] for r in res.history] == [1, 2] and all(math.isfinite(r["train_loss"]) for r in res.history)
+    state = torch.load(tmp_path / "run" / "checkpoints" / "state-e0002.pt", weights_only=True)
+    assert json.loads(state["defense"])["defense"] == kind
+    d = Defense(cfg, 10)
+    assert type(d) is cls
+    d.load_state_dict(state["defense"])  # what --resume reads back
+    last = res.history[-1]
+    if cls.recorded:  # the history record carries the defense's state after the epoch's update
+        assert last["defense"] == kind and {k: last[k] for k in d.info()} == d.info()
+        assert json.loads((tmp_path / "run" / "checkpoints" / "last.json").read_text())["defense"] == d.info()
+    else:
+        assert "defense" not in last
+    w = d.weights()  # what epoch 3 would train with; each is uniform or a vector of K finite values
+    assert w is None or (len(w) == 10 and all(math.isfinite(v) and v >= 0 for v in w))
 
 
 # --- adaptive -------------------------------------------------------------------------------------
@@ -89,13 +115,13 @@ def test_adaptive_interrupted_and_resumed_equals_uninterrupted(tmp_path):
 
 
 def test_vulnerable_class_is_picked_on_validation_never_test(tmp_path, monkeypatch):
-    real = fitmod.load_dataset
+    real = trainmod.load_dataset
 
     def no_test(name, split, **kw):
         assert split == "train", "training must never read the test split"
         return real(name, split, **kw)
 
-    monkeypatch.setattr(fitmod, "load_dataset", no_test)
+    monkeypatch.setattr(trainmod, "load_dataset", no_test)
     cfg = tiny_cfg(defense="fixed", defense_warmup=2, defense_weight=4.0, epochs=4)
     res = fit(cfg, tmp_path / "run", device="cpu")
     h = res.history
@@ -126,7 +152,7 @@ def test_fixed_weight_raises_the_class_share_of_the_loss(digits):
     d = Defense(tiny_cfg(defense="fixed", vulnerable_class=c, defense_warmup=0, defense_weight=5.0), 10)
     w = torch.tensor(d.weights())
     for name in ("pgd-at", "trades", "mart"):
-        method = get_method(name)
+        method = METHODS.get(name)
         plain = method(model, x, y, cfg=cfg, generator=torch.Generator().manual_seed(1))
         weighted = method(model, x, y, cfg=cfg, class_weights=w, generator=torch.Generator().manual_seed(1))
         ls = plain.per_sample_loss

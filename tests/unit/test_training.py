@@ -11,7 +11,7 @@ import torch
 
 from classwise.errors import ClasswiseError
 from classwise.models import load_checkpoint, read_state_dict
-from classwise.training import fit as fitmod
+from classwise.training import trainer as trainmod  # the loop's steps look up validate there
 from classwise.training.augment import augment_batch
 from classwise.training.config import TrainConfig, apply_overrides, recipe_names, resolve_config
 from classwise.training.fit import FitCallbacks, TrainingInterrupted, TrainingStopped, fit, lr_factor
@@ -120,6 +120,17 @@ def test_fit_writes_checkpoints_history_and_loadable_best(tmp_path):
     assert model(torch.rand(2, 1, 8, 8)).shape == (2, 10)
 
 
+@pytest.mark.parametrize("name", METHODS.names())
+def test_every_registered_method_trains_one_epoch(tmp_path, name):
+    """Loops over the registry, so a new method is checked inside fit() without a new test."""
+    res = fit(tiny_cfg(method=name, epochs=1, train_limit=128, val_limit=30), tmp_path / "run", device="cpu")
+    (rec,) = res.history
+    assert rec["epoch"] == 1 and math.isfinite(rec["train_loss"]) and 0 <= rec["train_acc"] <= 1
+    assert sum(rec["val_support"]) == 30 and 0 <= rec["val_robust_acc"] <= rec["val_clean_acc"] <= 1
+    meta = json.loads((tmp_path / "run" / "checkpoints" / "last.json").read_text())
+    assert meta["method"] == meta["recipe"]["method"] == name and meta["metrics"]["train_loss"] == rec["train_loss"]
+
+
 def test_fit_refuses_to_overwrite_and_to_resume_nothing(tmp_path):
     cfg = tiny_cfg(epochs=1)
     with pytest.raises(ClasswiseError, match="nothing to resume"):
@@ -187,14 +198,14 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
 
 def test_fgsm_rs_catastrophic_overfitting_stops(tmp_path, monkeypatch):
     scores = iter([0.5, 0.55, 0.1, 0.1])
-    real = fitmod.validate
+    real = trainmod.validate
 
     def fake_validate(*a, **k):
         r = real(*a, **k)
         r["val_robust_acc"] = next(scores)
         return r
 
-    monkeypatch.setattr(fitmod, "validate", fake_validate)
+    monkeypatch.setattr(trainmod, "validate", fake_validate)
     res = fit(tiny_cfg(method="fgsm-rs", epochs=4, schedule="cyclic"), tmp_path / "run", device="cpu")
     assert res.stopped_early and "catastrophic overfitting at epoch 3" in res.stopped_early
     assert [h["epoch"] for h in res.history] == [1, 2, 3]
@@ -266,12 +277,12 @@ def test_epoch_with_non_finite_weights_is_not_saved(tmp_path, monkeypatch):
 
 
 def test_non_finite_validation_outputs_stop_without_saving(tmp_path, monkeypatch):
-    real = fitmod.validate
+    real = trainmod.validate
 
     def inf_in_epoch_1(*a, **k):
         return {**real(*a, **k), "val_nonfinite": 5}
 
-    monkeypatch.setattr(fitmod, "validate", inf_in_epoch_1)
+    monkeypatch.setattr(trainmod, "validate", inf_in_epoch_1)
     with pytest.raises(TrainingStopped, match=r"epoch 1 diverged \(its validation outputs are not finite\).*"
                                               "No checkpoint was written"):
         fit(tiny_cfg(epochs=2), tmp_path / "run", device="cpu")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ from classwise.defenses.tradeoff import most_vulnerable_class, primary, select_s
 from classwise.errors import ClasswiseError
 from classwise.evaluation import evaluate
 from classwise.outcomes import Outcomes
+from classwise.training.defenses import TRAINING_DEFENSES, training_defense_kinds
 
 log = logging.getLogger(__name__)
 
@@ -132,8 +133,6 @@ def run_inference_sweep(
     ``attacks``: specs or bound attacks (at least one). ``cstar``: force the class (default: the least
     robust on ``val_data``). ``values``: b for ``bias`` (any real), tau for ``threshold`` (in (0, 1]).
     """
-    from classwise.attacks import BoundAttack, build_attack
-
     if rule not in RULES:
         raise ClasswiseError(f"unknown decision rule {rule!r}; choose one of: {', '.join(RULES)}")
     if not attacks:
@@ -142,8 +141,7 @@ def run_inference_sweep(
         raise ClasswiseError("the defense sweep needs at least one value to try")
     if test_data.split == val_data.split == "test":
         raise ClasswiseError("the validation data is the test split; c* must be chosen on a split of the training set")
-    bound = [a if isinstance(a, BoundAttack) else build_attack(a if isinstance(a, AttackSpec) else str(a))
-             for a in attacks]
+    bound = _bind(attacks)
     dev = resolve_device(device)
     model = model.to(dev).eval()
     say = on_stage or (lambda s: None)
@@ -174,21 +172,41 @@ def run_inference_sweep(
         test[lab] = evaluate(defended, test_data, bound, **ev)
         if transfer:
             trans[lab] = evaluate(defended, test_data, [transfer_attack(a, model) for a in bound], **ev)
-    tt = dict(values=vals, n_boot=n_boot, seed=seed)
-    val_table = tradeoff_table(val, c, **tt)
-    chosen, reason = select_setting(val_table, attack=sel_attack, objective=objective, max_drop=max_drop,
-                                    reference=UNDEFENDED)
+    val_table, test_table, chosen, reason = _tables(val, test, c, vals, n_boot=n_boot, seed=seed, attack=sel_attack,
+                                                    objective=objective, max_drop=max_drop)
     return SweepResult(rule=rule, cstar=c, cstar_table=ctable, values=vals, test=test, val=val, transfer=trans,
-                       test_table=tradeoff_table(test, c, **tt), val_table=val_table,
-                       transfer_table=tradeoff_table(trans, c, **tt) if trans else pd.DataFrame(),
+                       test_table=test_table, val_table=val_table,
+                       transfer_table=(tradeoff_table(trans, c, values=vals, n_boot=n_boot, seed=seed) if trans
+                                       else pd.DataFrame()),
                        chosen=chosen, reason=reason, selection_attack=sel_attack,
                        attacks=[a.label for a in bound], cstar_given=given)
 
 
+def _bind(attacks: Sequence[Any]) -> list[Any]:
+    """Specs (or their strings) built into bound attacks; bound attacks as they are."""
+    from classwise.attacks import BoundAttack, build_attack
+
+    return [a if isinstance(a, BoundAttack) else build_attack(a if isinstance(a, AttackSpec) else str(a))
+            for a in attacks]
+
+
+def _tables(val: dict[str, Outcomes], test: dict[str, Outcomes], c: int, vals: dict[str, float], *, n_boot: int,
+            seed: int, attack: str, objective: str, max_drop: float) -> tuple[pd.DataFrame, pd.DataFrame, str, str]:
+    """The validation and test trade-off tables and the setting chosen on the validation one (and why)."""
+    val_table = tradeoff_table(val, c, values=vals, n_boot=n_boot, seed=seed)
+    chosen, reason = select_setting(val_table, attack=attack, objective=objective, max_drop=max_drop,
+                                    reference=UNDEFENDED)
+    return val_table, tradeoff_table(test, c, values=vals, n_boot=n_boot, seed=seed), chosen, reason
+
+
 # --- training phase: one fit() per setting, the same trade-off output ------------------------------------
 
-#: the recipe key ``--weight`` sweeps for each training defense (classwise.training.defenses)
-TRAIN_KEYS = {"fixed": "defense_weight", "adaptive": "defense_tau", "frl": "frl_rate"}
+#: the recipe key ``--weight`` sweeps for each training defense (their ``sweep_key``, in registry order)
+TRAIN_KEYS: dict[str, str] = {k: key for k in training_defense_kinds()
+                              if (key := TRAINING_DEFENSES.get(k).sweep_key) is not None}
+#: how a swept key is named in the setting labels (``fixed:w=3``)
+_SHORT = {d.sweep_key: d.sweep_label for k in training_defense_kinds()
+          if (d := TRAINING_DEFENSES.get(k)).sweep_key is not None}
 
 
 def run_train_sweep(
@@ -220,20 +238,12 @@ def run_train_sweep(
     test splits (ordinary attacks: the weights are the defense) next to ``base_model`` (the undefended
     checkpoint). c* is the undefended model's least robust validation class (or ``cstar``); a ``fixed``
     defense is given that same class (``vulnerable_class``), so the table's c* is the one it protects."""
-    from classwise.attacks import BoundAttack, build_attack
-    from classwise.models import load_checkpoint
-    from classwise.training.config import TrainConfig, apply_overrides
-    from classwise.training.fit import fit
-
-    if "defense" not in TrainConfig.keys():  # pragma: no cover (the training defenses are being added)
-        raise ClasswiseError("this classwise has no training-phase defenses (no `defense` recipe key)")
     key = key or TRAIN_KEYS.get(defense)
     if key is None:
         raise ClasswiseError(f"unknown training defense {defense!r}; choose one of: {', '.join(TRAIN_KEYS)}")
     if not values:
         raise ClasswiseError("the defense sweep needs at least one --weight value")
-    bound = [a if isinstance(a, BoundAttack) else build_attack(a if isinstance(a, AttackSpec) else str(a))
-             for a in attacks]
+    bound = _bind(attacks)
     dev = resolve_device(device)
     say = on_stage or (lambda s: None)
     ev = dict(device=dev, seed=seed, batch_size=batch_size, **options)
@@ -245,11 +255,33 @@ def run_train_sweep(
         c = int(cstar)
     say(f"c* = {c} ({val[UNDEFENDED].class_names[c]}) from the undefended model's validation split")
     test = {UNDEFENDED: evaluate(base_model, test_data, bound, **ev)}
+    vals = {UNDEFENDED: math.nan}
+    for lab, v, net in _train_settings(recipe, defense, key, values, c, overrides, out, dev=dev, data_root=data_root,
+                                       say=say, callbacks=callbacks):
+        vals[lab] = float(v)
+        say(f"{lab}: validation and test evaluation")
+        val[lab] = evaluate(net, val_data, bound, **ev)
+        test[lab] = evaluate(net, test_data, bound, **ev)
+    val_table, test_table, chosen, reason = _tables(val, test, c, vals, n_boot=n_boot, seed=seed, attack=sel_attack,
+                                                    objective=objective, max_drop=max_drop)
+    return SweepResult(rule=f"train:{defense}", cstar=c, cstar_table=ctable, values=vals, test=test, val=val,
+                       transfer={}, test_table=test_table, val_table=val_table,
+                       transfer_table=pd.DataFrame(), chosen=chosen, reason=reason, selection_attack=sel_attack,
+                       attacks=[a.label for a in bound], cstar_given=cstar is not None)
+
+
+def _train_settings(recipe: Mapping[str, Any], defense: str, key: str, values: Sequence[float], c: int,
+                    overrides: Mapping[str, Any] | None, out: str | Path, *, dev: Any,
+                    data_root: str | Path | None, say: Stage, callbacks: Any) -> Iterator[tuple[str, float, nn.Module]]:
+    """Train the recipe with ``defense`` at each value of ``key``; yields (label, value, best model)."""
+    from classwise.models import load_checkpoint
+    from classwise.training.config import TrainConfig, apply_overrides
+    from classwise.training.fit import fit
+
     known = set(TrainConfig.keys())
     base = {k: v for k, v in recipe.items() if k in known and v != "none"}
     cfg0 = apply_overrides(TrainConfig(), base, where="the checkpoint's recipe")
-    short = {"defense_weight": "w", "defense_tau": "tau", "frl_rate": "rate"}.get(key, key)
-    vals = {UNDEFENDED: math.nan}
+    short = _SHORT.get(key, key)
     for v in values:
         lab = f"{defense}:{short}={float(v):g}"
         ov = {"defense": defense, key: float(v), **(dict(overrides or {}))}
@@ -257,18 +289,6 @@ def run_train_sweep(
             ov.setdefault("vulnerable_class", c)
         cfg = apply_overrides(cfg0, ov, where="--defense/--weight").validate()
         say(f"{lab}: training ({cfg.method}, {cfg.epochs} epochs)")
-        res = fit(cfg, Path(out) / setting_slug(lab), device=dev, data_root=data_root,
-                  callbacks=callbacks)
+        res = fit(cfg, Path(out) / setting_slug(lab), device=dev, data_root=data_root, callbacks=callbacks)
         net, _ = load_checkpoint(res.best, device=dev)
-        vals[lab] = float(v)
-        say(f"{lab}: validation and test evaluation")
-        val[lab] = evaluate(net, val_data, bound, **ev)
-        test[lab] = evaluate(net, test_data, bound, **ev)
-    tt = dict(values=vals, n_boot=n_boot, seed=seed)
-    val_table = tradeoff_table(val, c, **tt)
-    chosen, reason = select_setting(val_table, attack=sel_attack, objective=objective, max_drop=max_drop,
-                                    reference=UNDEFENDED)
-    return SweepResult(rule=f"train:{defense}", cstar=c, cstar_table=ctable, values=vals, test=test, val=val,
-                       transfer={}, test_table=tradeoff_table(test, c, **tt), val_table=val_table,
-                       transfer_table=pd.DataFrame(), chosen=chosen, reason=reason, selection_attack=sel_attack,
-                       attacks=[a.label for a in bound], cstar_given=cstar is not None)
+        yield lab, float(v), net

@@ -34,7 +34,9 @@ from classwise.training.fit import FitCallbacks, fit
 
 log = logging.getLogger(__name__)
 
-DEFENSES = ("pgd-at", "trades", "mart")
+#: the adversarial-training methods the paper compares (names of classwise.training.methods.METHODS)
+PAPER_METHODS = ("pgd-at", "trades", "mart")
+DEFENSES = PAPER_METHODS  # the old name, still imported by the CLI
 DISPLAY = {"pgd-at": "PGD-AT", "trades": "TRADES", "mart": "MART"}
 SCALES = ("smoke", "full")
 
@@ -81,9 +83,9 @@ def run_study(
     if scale not in SCALES:
         raise ClasswiseError(f"unknown scale {scale!r}; choose one of: {', '.join(SCALES)}")
     checkpoints = dict(checkpoints or {})
-    unknown = sorted(set(checkpoints) - set(DEFENSES))
+    unknown = sorted(set(checkpoints) - set(PAPER_METHODS))
     if unknown:
-        raise ClasswiseError(f"--checkpoint {unknown[0]}=...: unknown defense; choose one of: {', '.join(DEFENSES)}")
+        raise ClasswiseError(f"--checkpoint {unknown[0]}=...: unknown defense; choose one of: {', '.join(PAPER_METHODS)}")
     for path in checkpoints.values():  # before any training: a sidecar may name code, which is never run
         check_loadable(path)
     dev = resolve_device(device)
@@ -100,7 +102,7 @@ def run_study(
     norms: dict[str, np.ndarray] = {}
     history: dict[str, list[dict]] = {}
     models = {}
-    for method in DEFENSES:
+    for method in PAPER_METHODS:
         name = DISPLAY[method]
         sub = out / "models" / method
         if method in checkpoints:
@@ -144,6 +146,8 @@ def analyse(outcomes: Mapping[str, Outcomes], norms: Mapping[str, Any],
     robust = _robust_vectors(outcomes)
     claims = A.paper_claims(outcomes, norms, primary=primary)
     wn = A.weight_norm_attack(o.attacks)
+    if wn is None:
+        raise ClasswiseError(f"the outcomes of {primary} hold no attack; the paper's claims need at least one")
     summary: dict[str, Any] = {
         "primary": {"defense": primary, "attack": claims[0].extra.get("attack"), "weight_norm_attack": wn},
         "defenses": {d: oo.summary() for d, oo in outcomes.items()},

@@ -118,41 +118,17 @@ def remove_class(
         outcomes, attack_label, s, t)
     if c in (s, t):
         raise ClasswiseError("the control class must differ from source and target")
-    y, cp, ap = outcomes.labels, outcomes.clean_pred, outcomes.pred(attack_label)
-    sel = np.flatnonzero((y == s) & (cp == s) & (ap == t))
-    if len(sel) == 0:
-        raise ClasswiseError(f"no test example of {names[s]!r} was attacked into {names[t]!r} under {attack_label}; "
-                             "pick a target from the run's confusion flows (metrics.json: dominant_target)")
-    positions = outcomes.index[sel]
-    test = load_dataset(cfg.dataset, outcomes.split, root=data_root, image_size=cfg.image_size).subset(positions)
+    positions = _examples(outcomes, attack_label, s, t)
+    test = load_dataset(cfg.dataset, outcomes.split, root=data_root, image_size=cfg.image_size).subset(
+        torch.as_tensor(positions))
     x, y_src = test.tensors(dev)
-    spec = outcomes.specs.get(attack_label) or {}
-    weak = build_attack(attack) if attack else build_attack(_spec_str(spec))
-    if strong_attack:
-        strong = build_attack(strong_attack)
-    else:  # 5x the steps (at least 100) and 3 restarts of PGD at the same budget
-        sp = spec.get("params", {})
-        strong = build_attack(f"pgd:eps={sp.get('eps', cfg.eps)},norm={sp.get('norm', cfg.norm)},"
-                              f"steps={max(100, 5 * int(sp.get('steps', 20)))},restarts=3")
+    attacks = _attacks(outcomes.specs.get(attack_label) or {}, cfg, attack, strong_attack)
     out = Path(out) if out else run / f"remove-{s}-{t}"
     out_dir = RunDir(out).open()  # locked while this writes it; run.json says when it is complete
     result = RemovalResult(s, t, c, list(names), [int(i) for i in positions])
 
-    def measure(label: str, model, removed: int | None) -> None:
-        keep = [k for k in range(len(names)) if k != removed]
-        new_src = keep.index(s)
-        yy = torch.full_like(y_src, new_src)
-        for a in (weak, strong):
-            g = torch.Generator().manual_seed(seed)
-            x_adv = a(model, x, yy, generator=g)
-            with torch.no_grad():
-                pred = predictions(model(x_adv)).cpu().numpy()  # -1: non-finite output, wrong
-            ok = int((pred == new_src).sum())
-            lo, hi = wilson_interval(np.array([ok]), np.array([len(pred)]))
-            others = pred[(pred != new_src) & (pred >= 0)]
-            top = names[keep[int(np.bincount(others).argmax())]] if len(others) else ""
-            result.rows.append(RemovalRow(label, removed, a.label, len(pred), ok, ok / len(pred), float(lo[0]),
-                                          float(hi[0]), top))
+    def measure(label: str, model: torch.nn.Module, removed: int | None) -> None:
+        result.rows.extend(_measure(label, model, removed, x, y_src, attacks, s, names, seed))
 
     original, _ = load_checkpoint(run / "checkpoints" / "best.safetensors", device=dev)
     measure("original", original, None)
@@ -166,6 +142,52 @@ def remove_class(
     atomic_write_json(out / "remove_class.json", result.to_dict())
     out_dir.finish()
     return result
+
+
+def _examples(outcomes: Outcomes, attack_label: str, s: int, t: int) -> np.ndarray:
+    """Test-split positions of the examples of S, correct clean, that ``attack_label`` pushed into T."""
+    names = outcomes.class_names
+    y, cp, ap = outcomes.labels, outcomes.clean_pred, outcomes.pred(attack_label)
+    sel = np.flatnonzero((y == s) & (cp == s) & (ap == t))
+    if len(sel) == 0:
+        raise ClasswiseError(f"no test example of {names[s]!r} was attacked into {names[t]!r} under {attack_label}; "
+                             "pick a target from the run's confusion flows (metrics.json: dominant_target)")
+    assert outcomes.index is not None  # set on construction
+    return outcomes.index[sel]
+
+
+def _attacks(spec: dict[str, Any], cfg: TrainConfig, attack: str | None, strong_attack: str | None) -> list[Any]:
+    """The attack of the run's outcomes (or ``attack``) and a stronger one (or ``strong_attack``)."""
+    weak = build_attack(attack) if attack else build_attack(_spec_str(spec))
+    if strong_attack:
+        strong = build_attack(strong_attack)
+    else:  # 5x the steps (at least 100) and 3 restarts of PGD at the same budget
+        sp = spec.get("params", {})
+        strong = build_attack(f"pgd:eps={sp.get('eps', cfg.eps)},norm={sp.get('norm', cfg.norm)},"
+                              f"steps={max(100, 5 * int(sp.get('steps', 20)))},restarts=3")
+    return [weak, strong]
+
+
+def _measure(label: str, model: torch.nn.Module, removed: int | None, x: torch.Tensor, y_src: torch.Tensor,
+             attacks: list[Any], s: int, names: list[str], seed: int) -> list[RemovalRow]:
+    """One row per attack: how many of the S->T examples ``model`` (trained without ``removed``) still
+    classifies as S, with a Wilson interval, and where the broken ones go now."""
+    keep = [k for k in range(len(names)) if k != removed]
+    new_src = keep.index(s)
+    yy = torch.full_like(y_src, new_src)
+    rows = []
+    for a in attacks:
+        g = torch.Generator().manual_seed(seed)
+        x_adv = a(model, x, yy, generator=g)
+        with torch.no_grad():
+            pred = predictions(model(x_adv)).cpu().numpy()  # -1: non-finite output, wrong
+        ok = int((pred == new_src).sum())
+        lo, hi = wilson_interval(np.array([ok]), np.array([len(pred)]))
+        others = pred[(pred != new_src) & (pred >= 0)]
+        top = names[keep[int(np.bincount(others).argmax())]] if len(others) else ""
+        rows.append(RemovalRow(label, removed, a.label, len(pred), ok, ok / len(pred), float(lo[0]),
+                               float(hi[0]), top))
+    return rows
 
 
 def _spec_str(spec: dict[str, Any]) -> str:

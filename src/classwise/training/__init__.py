@@ -1,4 +1,5 @@
-"""Training: methods as loss functions (``methods``), one loop (``fit.fit``), recipes (``config``).
+"""Training: methods as loss functions (``methods``), one loop (``fit.fit``, its steps in ``trainer``),
+class-wise defenses (``defenses``), recipes (``config``).
 
 >>> from classwise.training.config import resolve_config
 >>> from classwise.training.fit import fit

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -20,7 +21,7 @@ from classwise.errors import ClasswiseError
 try:  # Python >= 3.11
     import tomllib
 except ModuleNotFoundError:  # pragma: no cover
-    import tomli as tomllib  # type: ignore[no-redef]
+    import tomli as tomllib  # type: ignore[no-redef,import-not-found]
 
 SCHEDULES = ("piecewise", "cosine", "onecycle", "cyclic", "constant")
 OPTIMIZERS = ("sgd", "adam")
@@ -97,15 +98,25 @@ class TrainConfig:
 
     def validate(self) -> TrainConfig:
         from classwise.models import MODELS
+        from classwise.training.defenses import validate_defense_config
         from classwise.training.methods import METHODS
 
         METHODS.get(self.method)
         MODELS.get(self.model)
+        self._check_budgets()
+        self._check_ranges()
+        self._check_choices()
+        validate_defense_config(self)
+        return self
+
+    def _check_budgets(self) -> None:
         norm = Norm.parse(self.norm)
         self.norm = norm.value
         check_eps(self.eps, norm)
         for c, e in enumerate(self.class_eps or []):  # per-class budgets obey the same rule
             check_eps(float(e), norm, name=f"class_eps[{c}]")
+
+    def _check_ranges(self) -> None:
         for name, lo in [("epochs", 1), ("batch_size", 1), ("steps", 1), ("val_steps", 1), ("eval_steps", 1)]:
             if getattr(self, name) < lo:
                 raise ClasswiseError(f"{name} must be >= {lo}, got {getattr(self, name)}")
@@ -115,6 +126,8 @@ class TrainConfig:
             raise ClasswiseError(f"val_fraction must lie in [0, 1), got {self.val_fraction:g}")
         if not 0 <= self.eps_warmup <= 1:
             raise ClasswiseError(f"eps_warmup must lie in [0, 1] (a share of the epochs), got {self.eps_warmup:g}")
+
+    def _check_choices(self) -> None:
         for name, choices in [("schedule", SCHEDULES), ("optimizer", OPTIMIZERS), ("augment", AUGMENTS),
                               ("attack_bn", ("eval", "train")), ("co_action", ("stop", "warn"))]:
             if getattr(self, name) not in choices:
@@ -127,10 +140,6 @@ class TrainConfig:
             v = getattr(self, name)
             if v is not None and any(w < 0 for w in v):
                 raise ClasswiseError(f"{name} must be non-negative")
-        from classwise.training.defenses import validate_defense_config
-
-        validate_defense_config(self)
-        return self
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -160,28 +169,41 @@ def _coerce(key: str, value: Any, tp: Any, where: str) -> Any:
         if not isinstance(value, (list, tuple)):
             raise ClasswiseError(f"{where}: {key} must be a list of numbers, got {value!r}")
         return [_coerce(key, v, args[0], where) for v in value]
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
-            return value.lower() in ("true", "yes", "1")
-        raise ClasswiseError(f"{where}: {key} must be true or false, got {value!r}")
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, (int, str)):
-            raise ClasswiseError(f"{where}: {key} must be an integer, got {value!r}")
-        try:
-            return int(value)
-        except ValueError:
-            raise ClasswiseError(f"{where}: {key} must be an integer, got {value!r}") from None
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-            raise ClasswiseError(f"{where}: {key} must be a number, got {value!r}")
-        return parse_number(value, name=f"{where}: {key}")
-    if tp is str:
-        if not isinstance(value, str):
-            raise ClasswiseError(f"{where}: {key} must be a string, got {value!r}")
+    if tp not in _SCALARS:
+        raise TypeError(f"unsupported config type {tp}")  # pragma: no cover
+    return _SCALARS[tp](key, value, where)
+
+
+def _to_bool(key: str, value: Any, where: str) -> bool:
+    if isinstance(value, bool):
         return value
-    raise TypeError(f"unsupported config type {tp}")  # pragma: no cover
+    if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+        return value.lower() in ("true", "yes", "1")
+    raise ClasswiseError(f"{where}: {key} must be true or false, got {value!r}")
+
+
+def _to_int(key: str, value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ClasswiseError(f"{where}: {key} must be an integer, got {value!r}")
+    try:
+        return int(value)
+    except ValueError:
+        raise ClasswiseError(f"{where}: {key} must be an integer, got {value!r}") from None
+
+
+def _to_float(key: str, value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ClasswiseError(f"{where}: {key} must be a number, got {value!r}")
+    return parse_number(value, name=f"{where}: {key}")
+
+
+def _to_str(key: str, value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        raise ClasswiseError(f"{where}: {key} must be a string, got {value!r}")
+    return value
+
+
+_SCALARS: dict[Any, Callable[[str, Any, str], Any]] = {bool: _to_bool, int: _to_int, float: _to_float, str: _to_str}
 
 
 def apply_overrides(cfg: TrainConfig, values: dict[str, Any], *, where: str) -> TrainConfig:

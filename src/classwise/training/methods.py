@@ -39,7 +39,7 @@ from torch import Tensor, nn
 
 from classwise.attacks.losses import cross_entropy
 from classwise.attacks.pgd import iterative_attack
-from classwise.core import Norm, check_eps, parse_number
+from classwise.core import Norm, check_eps, default_step, parse_number
 from classwise.errors import ClasswiseError
 from classwise.registry import Registry
 
@@ -101,7 +101,7 @@ class MethodConfig:
     @property
     def step(self) -> float:
         """The PGD step size: ``alpha``, or ``2.5 * eps / steps`` when unset."""
-        return self.alpha if self.alpha is not None else 2.5 * self.eps / self.steps
+        return self.alpha if self.alpha is not None else default_step(self.eps, self.steps)
 
 
 @dataclass
@@ -214,7 +214,7 @@ def sample_budget(cfg: MethodConfig, y: Tensor, class_eps: Tensor | None, *, ste
     if cfg.eps > 0:
         ratio = alpha / cfg.eps
     else:
-        ratio = cfg.fgsm_alpha if step is not None else 2.5 / cfg.steps
+        ratio = cfg.fgsm_alpha if step is not None else default_step(1.0, cfg.steps)  # the default step per unit eps
     return eps, eps * ratio
 
 
@@ -393,12 +393,7 @@ def mart(model: nn.Module, x: Tensor, y: Tensor, *, cfg: MethodConfig,
     return _finish(bce + cfg.beta * kl, logits_adv, y, class_weights, class_eps)
 
 
-def get_method(name: str) -> Method:
-    """The training method registered as ``name``; an unknown name is a one-line error listing the choices."""
-    return METHODS.get(name)
-
-
 __all__ = [
-    "METHODS", "MethodConfig", "MethodOutput", "attack_mode", "get_method", "make_adversarial",
+    "METHODS", "MethodConfig", "MethodOutput", "attack_mode", "make_adversarial",
     "mart_loss_terms", "sample_budget", "trades_loss_terms", "weighted_mean",
 ]

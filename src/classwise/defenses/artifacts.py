@@ -24,9 +24,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from classwise.analysis.tradeoff import table_records
 from classwise.defenses.sweep import UNDEFENDED, SweepResult, setting_slug
-from classwise.defenses.tradeoff import table_records
 from classwise.io import atomic_write_json
+from classwise.report.artifacts import write_evaluation
+from classwise.report.plots import plot_defense_tradeoff, save_figure
 from classwise.runs import RunDir
 
 FORMAT = "classwise-defend/1"
@@ -43,9 +45,6 @@ def _write_setting(run: RunDir, folder: str, label: str, outcomes: Any, config: 
 def write_sweep(run: RunDir, res: SweepResult, *, config: dict[str, Any], phase: str = "inference",
                 objective: str = "worst", max_drop: float = 0.02) -> dict[str, Path]:
     """Write every artifact of the module docstring; returns the main files by name."""
-    from classwise.report.artifacts import write_evaluation
-    from classwise.report.plots import plot_defense_tradeoff, save_figure
-
     names = res.test[UNDEFENDED].class_names
     dirs: dict[str, dict[str, str]] = {"settings": {}, "transfer": {}, "validation": {}}
     for label, o in res.test.items():

@@ -399,7 +399,7 @@ def plot_defense_tradeoff(table: pd.DataFrame, *, ax: Axes | None = None, title:
 
     ``table``: one row per setting in sweep order, with columns ``setting``, ``cstar_robust``, ``cstar_lo``,
     ``cstar_hi``, ``avg_robust``, ``avg_lo``, ``avg_hi``, ``worst_robust``, ``worst_lo``, ``worst_hi``
-    (accuracies in [0, 1], as :func:`classwise.defenses.tradeoff.tradeoff_table` gives for one attack).
+    (accuracies in [0, 1], as :func:`classwise.analysis.tradeoff.tradeoff_table` gives for one attack).
     Error bars are the intervals; points are joined in sweep order and labelled with the setting.
     ``contrast``: the same columns for a non-adaptive (transferred) evaluation, drawn hollow and dashed.
     ``highlight``: the chosen setting, circled.

@@ -91,6 +91,7 @@ def tradeoff_table(settings: Mapping[str, Any], cstar: int, *, values: Mapping[s
             lo_c, hi_c = wilson_interval(int(rob[in_c].sum()), int(in_c.sum()), confidence)
             lo_a, hi_a = wilson_interval(int(rob.sum()), n, confidence)
             boot = bootstrap_disparity(y, pred, k, n_boot=n_boot, confidence=confidence, seed=seed)
+            worst = boot.loc["worst_acc"].to_dict()
             finite = np.where(np.isfinite(acc), acc, np.inf)
             rows.append({
                 "setting": label, "value": float((values or {}).get(label, np.nan)), "attack": a, "n": n,
@@ -101,8 +102,7 @@ def tradeoff_table(settings: Mapping[str, Any], cstar: int, *, values: Mapping[s
                 "cstar_lo": float(lo_c), "cstar_hi": float(hi_c),
                 "avg_robust": float(rob.mean()) if n else np.nan, "avg_lo": float(lo_a), "avg_hi": float(hi_a),
                 "class_mean_robust": float(np.nanmean(acc)) if np.isfinite(acc).any() else np.nan,
-                "worst_robust": float(boot.loc["worst_acc", "value"]), "worst_lo": float(boot.loc["worst_acc", "lo"]),
-                "worst_hi": float(boot.loc["worst_acc", "hi"]),
+                "worst_robust": float(worst["value"]), "worst_lo": float(worst["lo"]), "worst_hi": float(worst["hi"]),
                 "worst_class": int(np.argmin(finite)) if np.isfinite(acc).any() else -1,
                 "to_cstar_clean": to_c,
             })
@@ -141,5 +141,5 @@ def select_setting(table: pd.DataFrame, *, attack: str, objective: str = "worst"
 
 def table_records(df: pd.DataFrame) -> list[dict[str, Any]]:
     """The table as JSON-ready records (NaN becomes None)."""
-    return [{k: (None if isinstance(v, float) and not np.isfinite(v) else (v.item() if hasattr(v, "item") else v))
+    return [{str(k): (None if isinstance(v, float) and not np.isfinite(v) else (v.item() if hasattr(v, "item") else v))
              for k, v in r.items()} for r in df.to_dict(orient="records")]

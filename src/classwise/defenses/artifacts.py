@@ -22,7 +22,7 @@ Each ``settings/<slug>`` folder is a run directory ``classwise compare`` reads, 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from classwise.analysis.tradeoff import table_records
 from classwise.defenses.sweep import UNDEFENDED, SweepResult, setting_slug
@@ -30,6 +30,9 @@ from classwise.io import atomic_write_json
 from classwise.report.artifacts import write_evaluation
 from classwise.report.plots import plot_defense_tradeoff, save_figure
 from classwise.runs import RunDir
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 FORMAT = "classwise-defend/1"
 
@@ -77,5 +80,5 @@ def write_sweep(run: RunDir, res: SweepResult, *, config: dict[str, Any], phase:
         contrast = tr[tr["attack"] == (att if att == "worst-case" else f"{att} (transfer)")]
     ax = plot_defense_tradeoff(t, contrast=contrast, highlight=res.chosen,
                                title=f"{res.rule} on c*={names[res.cstar]}: test, {att} (adaptive)")
-    files["tradeoff"] = save_figure(ax.figure, run.plots / "tradeoff.png")
+    files["tradeoff"] = save_figure(cast("Figure", ax.figure), run.plots / "tradeoff.png")
     return files

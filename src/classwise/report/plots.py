@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
+    from numpy.typing import ArrayLike
 
 
 def _plt():
@@ -37,8 +38,8 @@ def _has_display() -> bool:
 
 def plot_class_accuracy(
     class_names: Sequence[str],
-    clean_acc: Sequence[float],
-    robust_acc: Sequence[float],
+    clean_acc: ArrayLike,
+    robust_acc: ArrayLike,
     *,
     robust_label: str = "robust",
     sort: bool = True,
@@ -111,22 +112,22 @@ def plot_confusion(
 _CLEAN, _ROBUST, _VULN, _GREY = "#9ecae1", "#de2d26", "#67000d", "#bdbdbd"
 
 
-def _class_ticks(ax: Axes, names: Sequence[str], *, axis: str = "x", highlight: Sequence[bool] | None = None,
-                 pos: Sequence[float] | None = None) -> None:
+def _class_ticks(ax: Axes, names: Sequence[str], *, axis: str = "x", highlight: ArrayLike | None = None,
+                 pos: ArrayLike | None = None) -> None:
     """Class names as tick labels (rotated when many); highlighted ones bold and dark red."""
     k = len(names)
-    pos = np.arange(k) if pos is None else np.asarray(pos)
+    ticks = np.arange(k) if pos is None else np.asarray(pos)
     rot = 0 if k <= 6 and max((len(str(n)) for n in names), default=0) <= 8 else 45
     size = 9 if k <= 20 else 7 if k <= 40 else 5
     if axis == "x":
-        ax.set_xticks(pos)
+        ax.set_xticks(ticks)
         labels = ax.set_xticklabels([str(n) for n in names], rotation=rot, ha="right" if rot else "center",
                                     fontsize=size, rotation_mode="anchor" if rot else "default")
     else:
-        ax.set_yticks(pos)
+        ax.set_yticks(ticks)
         labels = ax.set_yticklabels([str(n) for n in names], fontsize=size)
     if highlight is not None:
-        for lab, h in zip(labels, highlight, strict=False):
+        for lab, h in zip(labels, np.asarray(highlight), strict=False):
             if h:
                 lab.set_color(_VULN)
                 lab.set_fontweight("bold")
@@ -251,7 +252,7 @@ def plot_attack_gain(gain: pd.DataFrame, *, ax: Axes | None = None, weak_label: 
     return ax
 
 
-def plot_weight_norm(norms: Sequence[float], robust: Sequence[float], class_names: Sequence[str], *,
+def plot_weight_norm(norms: ArrayLike, robust: ArrayLike, class_names: Sequence[str], *,
                      ax: Axes | None = None, robust_label: str = "robust") -> Axes:
     """Scatter of each class's last-layer weight norm against its robust accuracy, one label per class,
     with a least-squares line as a visual guide (the correlations belong in the text, not here)."""

@@ -51,7 +51,8 @@ def load_toml(text: str) -> dict[str, Any]:
 
 def describe(run_dir: Path, cfg: Mapping[str, Any]) -> dict[str, str]:
     """Model and method of a run from its config (train, demo) or its checkpoint's sidecar (evaluate)."""
-    train = cfg.get("train") if isinstance(cfg.get("train"), Mapping) else {}
+    section = cfg.get("train")
+    train: Mapping[str, Any] = section if isinstance(section, Mapping) else {}
     model = cfg.get("model") or train.get("model")
     method = cfg.get("method") or train.get("method")
     ck = cfg.get("checkpoint")

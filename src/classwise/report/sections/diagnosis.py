@@ -67,11 +67,11 @@ def _disparity_facts(disp: pd.DataFrame | None, cr: pd.DataFrame, *, robust: boo
                 out.append((f"{label} ({r['name']})", f"{pct(r[col])} {ival(r[lo], r[hi])}"))
             continue
         if key in disp.index:
-            r = disp.loc[key]
+            d = disp.loc[key]
             if key == "normalized_std":
-                v = f"{num(r['value'])} [{num(r['lo'])}, {num(r['hi'])}]" if finite(r["value"]) else "—"
+                v = f"{num(d['value'])} [{num(d['lo'])}, {num(d['hi'])}]" if finite(d["value"]) else "—"
             else:
-                v = f"{pct(r['value'])} {ival(r['lo'], r['hi'])}"
+                v = f"{pct(d['value'])} {ival(d['lo'], d['hi'])}"
             out.append((label, v))
     return out
 

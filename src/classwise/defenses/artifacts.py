@@ -24,6 +24,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from classwise.analysis.labels import WORST_CASE
 from classwise.analysis.tradeoff import table_records
 from classwise.defenses.sweep import UNDEFENDED, SweepResult, setting_slug
 from classwise.io import atomic_write_json
@@ -77,7 +78,7 @@ def write_sweep(run: RunDir, res: SweepResult, *, config: dict[str, Any], phase:
     contrast = None
     if len(res.transfer_table):
         tr = res.transfer_table
-        contrast = tr[tr["attack"] == (att if att == "worst-case" else f"{att} (transfer)")]
+        contrast = tr[tr["attack"] == (att if att == WORST_CASE else f"{att} (transfer)")]
     ax = plot_defense_tradeoff(t, contrast=contrast, highlight=res.chosen,
                                title=f"{res.rule} on c*={names[res.cstar]}: test, {att} (adaptive)")
     files["tradeoff"] = save_figure(cast("Figure", ax.figure), run.plots / "tradeoff.png")

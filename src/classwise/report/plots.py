@@ -5,6 +5,8 @@ backend when no display is configured, so importing classwise never needs a GUI.
 
 from __future__ import annotations
 
+import io
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -31,8 +33,6 @@ def _plt():
 
 
 def _has_display() -> bool:
-    import os
-
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")) or os.name == "nt"
 
 
@@ -365,8 +365,6 @@ def plot_compare(mcnemar: pd.DataFrame, *, ax: Axes | None = None, label_a: str 
 
 def figure_png(fig: Figure, *, dpi: int = 110) -> bytes:
     """The figure as PNG bytes (tight layout) and close it; for embedding in HTML."""
-    import io
-
     plt = _plt()
     try:
         fig.tight_layout()

@@ -84,6 +84,15 @@ def assert_self_contained(html: str) -> None:
     assert "url(" not in html  # no CSS-loaded resource
 
 
+def assert_figures_embedded(blobs: list[bytes], folder: Path, stems) -> None:
+    """Each expected figure is saved as ``folder/<stem>.png`` and embedded byte for byte (a new figure on
+    the page does not break this; a missing one does)."""
+    for stem in stems:
+        path = folder / f"{stem}.png"
+        assert path.is_file(), stem
+        assert path.read_bytes() in blobs, f"{stem}.png is not embedded in the page"
+
+
 def assert_pngs_decode(blobs: list[bytes]) -> None:
     import matplotlib.image as mpimg
 
@@ -152,14 +161,14 @@ def test_run_report_is_self_contained_with_every_figure(run2, outcomes):
     html = path.read_text(encoding="utf-8")
     assert_self_contained(html)
     blobs = images(html)
-    # E1 bars, E2 confusion, E3 consistency, E4 attack gain, E5 weight norm, training curves
-    assert len(blobs) == html.count(DATA_URI) == 6
+    assert len(blobs) == html.count(DATA_URI)  # every data URI is an <img>
     assert_pngs_decode(blobs)
-    # each embedded figure is also a PNG under plots/, byte for byte
+    # E1 bars, E2 confusion, E3 consistency, E4 attack gain, E5 weight norm, training curves: each is on the
+    # page and saved under plots/, byte for byte; and every embedded figure is one of the saved PNGs
+    assert_figures_embedded(blobs, run2 / "plots", ("class_accuracy_ci", "confusion", "consistency", "attack_gain",
+                                                    "weight_norm", "training_curves"))
     saved = {p.read_bytes() for p in (run2 / "plots").glob("*.png")}
     assert all(b in saved for b in blobs)
-    for stem in ("class_accuracy_ci", "confusion", "consistency", "attack_gain", "weight_norm", "training_curves"):
-        assert (run2 / "plots" / f"{stem}.png").is_file(), stem
     # reading a run never rewrites its data
     assert all((run2 / f).read_bytes() == b for f, b in before.items())
     # every section is there, and the per-class table names every class
@@ -185,7 +194,7 @@ def test_one_attack_and_clean_only_runs(outcomes, tmp_path):
     assert {"per-class", "flows", "training"} <= ids
     assert not ids & {"consistency", "attack-gain", "weight-norm"}  # need 2 attacks / norms
     assert_pngs_decode(images(html))
-    assert len(images(html)) == 3
+    assert_figures_embedded(images(html), one / "plots", ("class_accuracy_ci", "confusion", "training_curves"))
 
     zero = _write_run(tmp_path / "zero", _subset(outcomes, []))
     html = build_run_report(zero, out=tmp_path / "elsewhere" / "r.html").read_text()
@@ -242,9 +251,11 @@ def test_study_report_renders_claims_norms_and_history(tmp_path):
         assert c.title in unescape(html)
         kind = c.verdict.replace(" ", "-")
         assert ("span", {"class": f"badge {kind}"}) in page.tags
-    # per setting: E1 + E2 (2 each), E3 over 4 (setting, attack) vectors, E4 per setting, E5 for PGD-AT, curves
-    assert len(images(html)) == 2 * 2 + 1 + 2 + 1 + 1
+    # per setting: E1 + E2, E3 over 4 (setting, attack) vectors, E4 per setting, E5 for PGD-AT, curves for TRADES
     assert_pngs_decode(images(html))
+    assert_figures_embedded(images(html), tmp_path / "plots", [
+        *(f"{s}-{f}" for s in ("pgd-at", "trades") for f in ("class_accuracy_ci", "confusion", "attack_gain")),
+        "consistency", "pgd-at-weight_norm", "trades-training_curves"])
     assert "PGD-AT / FGSM" in html and "TRADES / PGD-20" in html  # consistency labels
     assert {"cat", "truck"} <= set(page.names) and 'eps = "8/255"' in unescape(html) and "/runs/study" in html
     assert {p.name for p in (tmp_path / "plots").glob("*.png")} >= {
@@ -295,8 +306,9 @@ def test_compare_report_and_alignment(outcomes, run2, tmp_path):
     out = build_compare_report([run2, b, s], tmp_path / "cmp.html", plots_dir=tmp_path / "cmp-plots")
     html = out.read_text()
     assert_self_contained(html)
-    assert len(images(html)) == 4  # robust + clean change for each of the two later runs
-    assert_pngs_decode(images(html))
+    assert_pngs_decode(images(html))  # robust + clean change for each of the two later runs:
+    assert_figures_embedded(images(html), tmp_path / "cmp-plots",
+                            [f"compare-{r}-{k}" for r in ("better", "shuffled") for k in ("robust", "clean")])
     assert "McNemar" in html and set(outcomes.class_names) <= set(parse(html).names)
     # aligning by sample index gives the shuffled copy exactly the same tables as the original
     sec_b = html.split('id="vs-better"')[1].split("<section")[0]
@@ -396,3 +408,84 @@ def test_study_sections_follow_the_verdicts_and_never_print_a_share_outside_0_1(
     assert html.count("Wilson score interval; the spread statistics") == 1
     shares = [float(v) for v in re.findall(r"(-?\d+\.\d)% \(even", html)]
     assert all(0 <= v <= 100 for v in shares)
+
+
+# --- the package layout: torch-free, one registry of sections ----------------------------------------------
+
+
+def test_report_modules_import_without_torch():
+    """The analysis and every report module a page is built with never pull in torch (a model)."""
+    import pkgutil
+    import subprocess
+    import sys
+
+    import classwise.report.sections as sections
+
+    mods = ["classwise.outcomes", "classwise.analysis", "classwise.analysis.tradeoff", "classwise.report.build",
+            "classwise.report.html", "classwise.report.page", "classwise.report.fmt", "classwise.report.figures",
+            "classwise.report.state", "classwise.report.rundir", "classwise.report.plots",
+            *(f"{sections.__name__}.{m.name}" for m in pkgutil.iter_modules(sections.__path__))]
+    code = f"import sys, {', '.join(mods)}; assert 'torch' not in sys.modules, 'torch was imported'"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+
+
+def _tpgd_result() -> dict:
+    """A small ``classwise tpgd`` result: three temperatures on synthetic outcomes."""
+    from classwise.study.tpgd import analyse_sweep
+
+    rng = np.random.default_rng(0)
+    k, y = 5, np.repeat(np.arange(5), 30)
+    clean = np.where(rng.random(y.size) < 0.05, (y + 1) % k, y)
+    base = (rng.random(y.size) < np.linspace(0.2, 0.9, k)[y]) & (clean == y)
+    robs = {"T=0.5": base & (rng.random(y.size) < np.linspace(0.6, 1.0, k)[y]), "T=1": base,
+            "T=2": (base | (rng.random(y.size) < 0.1)) & (clean == y)}
+    adv = {lab: np.where(rob, y, np.where(clean == y, (y + 2) % k, clean)) for lab, rob in robs.items()}
+    specs = {lab: {"name": "tpgd", "params": {"T": float(lab[2:])}, "label": lab} for lab in adv}
+    res = analyse_sweep(Outcomes(y, clean, adv, [f"c{c}" for c in range(k)], specs=specs, dataset="synthetic"),
+                        n_boot=50)
+    res["attack"] = {"eps": 0.2, "norm": "linf", "steps": 20, "restarts": 1}
+    return res
+
+
+def test_every_registered_section_builds_on_small_contexts(tmp_path):
+    """Each entry of the section registry, on a context that has every input and on a clean-only one:
+    a Section with its registered id and a title, or None. A new section is checked here by registering it."""
+    import classwise.analysis as A
+    from classwise.report.build import prepare
+    from classwise.report.page import Section
+    from classwise.report.sections import SECTIONS
+    from classwise.report.state import ReportContext
+
+    assert len({s.id for s in SECTIONS}) == len(SECTIONS)
+    settings = {"PGD-AT": _synthetic(1, 0.0), "TRADES": _synthetic(2, 0.05)}
+    o = settings["PGD-AT"]
+    hist = [{"epoch": e, "val_clean_acc": 0.1 * e, "val_robust_acc": 0.05 * e,
+             "val_robust_per_class": [0.05 * e] * 10} for e in range(1, 4)]
+    full = ReportContext(settings=settings, norms={"PGD-AT": np.linspace(1, 2, 10)}, history={"TRADES": hist},
+                         config={"eps": "8/255"}, tpgd=_tpgd_result(), n_boot=50,
+                         claims=[A.claim_flows(o.labels, o.clean_pred, o.pred("PGD-20"), CIFAR)])
+    clean_only = ReportContext(settings={"m": _subset(_synthetic(0, 0.0), [])}, n_boot=50)
+    built = {}
+    for ctx in (full, clean_only):
+        state = prepare(ctx, tmp_path / "plots")
+        for spec in SECTIONS:
+            sec = spec.build(state)
+            assert sec is None or (isinstance(sec, Section) and sec.id == spec.id and sec.title), spec.id
+            if sec is not None:
+                built.setdefault(spec.id, []).append(sec)
+    assert set(built) == {s.id for s in SECTIONS}  # the full context shows every section
+    assert set(s.id for s in SECTIONS if s.id in built and len(built[s.id]) == 2) == {"per-class"}
+
+
+def test_typed_context_and_mapping_render_the_same_page():
+    from classwise.report.build import build_page
+    from classwise.report.html import ReportContext, render_report
+
+    o = _synthetic(0, 0.0)
+    mapping = {"settings": {"m": o}, "title": "t", "run_dir": "/r", "notes": ["n"], "n_boot": 50}
+    typed = ReportContext(settings={"m": o}, title="t", run_path="/r", notes=["n"], n_boot=50)
+    assert ReportContext.from_mapping(mapping) == typed
+    strip = lambda h: re.sub(r"<dt>generated</dt><dd>[^<]*</dd>", "", h)  # noqa: E731
+    assert strip(render_report(mapping)) == strip(render_report(typed))
+    assert build_page(typed).footer[-1] == ("run", "/r")

@@ -3,13 +3,14 @@
 * :mod:`classwise.defenses.inference`: decision-rule wrappers for the most vulnerable class c*
   (:class:`LogitBias`, :class:`ConfidenceThreshold`), plain ``nn.Module`` s that attacks see as models
   (adaptive evaluation), and :func:`transfer_attack` for the non-adaptive contrast.
-* :mod:`classwise.defenses.tradeoff`: numpy-only trade-off tables (c* robust accuracy, average and
-  worst-class robust accuracy, with intervals) from per-sample outcomes; no torch.
+* :mod:`classwise.analysis.tradeoff` (re-exported as :mod:`classwise.defenses.tradeoff`): numpy-only
+  trade-off tables (c* robust accuracy, average and worst-class robust accuracy, with intervals) from
+  per-sample outcomes; no torch.
 * :mod:`classwise.defenses.sweep`: find c* and choose the setting on a validation split carved from the
   training set, then evaluate every setting on the test set (what ``classwise defend`` runs).
 
-Torch-based names are imported lazily, so ``classwise.defenses.tradeoff`` (used by the HTML report)
-never pulls in torch.
+Torch-based names are imported lazily, so ``classwise.defenses.tradeoff`` never pulls in torch (the
+HTML report imports :mod:`classwise.analysis.tradeoff` directly).
 """
 
 from __future__ import annotations

@@ -22,12 +22,18 @@ Each ``settings/<slug>`` folder is a run directory ``classwise compare`` reads, 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
+from classwise.analysis.labels import WORST_CASE
+from classwise.analysis.tradeoff import table_records
 from classwise.defenses.sweep import UNDEFENDED, SweepResult, setting_slug
-from classwise.defenses.tradeoff import table_records
 from classwise.io import atomic_write_json
+from classwise.report.artifacts import write_evaluation
+from classwise.report.plots import plot_defense_tradeoff, save_figure
 from classwise.runs import RunDir
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 FORMAT = "classwise-defend/1"
 
@@ -43,9 +49,6 @@ def _write_setting(run: RunDir, folder: str, label: str, outcomes: Any, config: 
 def write_sweep(run: RunDir, res: SweepResult, *, config: dict[str, Any], phase: str = "inference",
                 objective: str = "worst", max_drop: float = 0.02) -> dict[str, Path]:
     """Write every artifact of the module docstring; returns the main files by name."""
-    from classwise.report.artifacts import write_evaluation
-    from classwise.report.plots import plot_defense_tradeoff, save_figure
-
     names = res.test[UNDEFENDED].class_names
     dirs: dict[str, dict[str, str]] = {"settings": {}, "transfer": {}, "validation": {}}
     for label, o in res.test.items():
@@ -75,8 +78,8 @@ def write_sweep(run: RunDir, res: SweepResult, *, config: dict[str, Any], phase:
     contrast = None
     if len(res.transfer_table):
         tr = res.transfer_table
-        contrast = tr[tr["attack"] == (att if att == "worst-case" else f"{att} (transfer)")]
+        contrast = tr[tr["attack"] == (att if att == WORST_CASE else f"{att} (transfer)")]
     ax = plot_defense_tradeoff(t, contrast=contrast, highlight=res.chosen,
                                title=f"{res.rule} on c*={names[res.cstar]}: test, {att} (adaptive)")
-    files["tradeoff"] = save_figure(ax.figure, run.plots / "tradeoff.png")
+    files["tradeoff"] = save_figure(cast("Figure", ax.figure), run.plots / "tradeoff.png")
     return files

@@ -49,6 +49,8 @@ class LogitBias(nn.Module):
     unchanged (bit for bit).
     """
 
+    bias: torch.Tensor  # a registered buffer: (1,) for one class, else (K,)
+
     def __init__(self, model: nn.Module, cls: int | None, b: float | Sequence[float] | torch.Tensor = 0.0) -> None:
         super().__init__()
         self.model = model

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from classwise.analysis.labels import headline_attack
 from classwise.outcomes import Outcomes
 from classwise.report.plots import plot_class_accuracy, plot_confusion, save_figure
 from classwise.runs import RunDir
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def primary_attack(outcomes: Outcomes) -> str | None:
@@ -30,8 +33,8 @@ def write_evaluation(run: RunDir, outcomes: Outcomes, *, attack: str | None = No
     if attack is not None:
         df = outcomes.class_table()
         ax = plot_class_accuracy(outcomes.class_names, df["clean_acc"], df[attack], robust_label=attack)
-        files["class_accuracy"] = save_figure(ax.figure, run.plots / "class_accuracy.png")
+        files["class_accuracy"] = save_figure(cast("Figure", ax.figure), run.plots / "class_accuracy.png")
         ax = plot_confusion(outcomes.confusion(attack), outcomes.class_names,
                             title=f"Adversarial confusion under {attack} (row-normalized)")
-        files["confusion"] = save_figure(ax.figure, run.plots / "confusion.png")
+        files["confusion"] = save_figure(cast("Figure", ax.figure), run.plots / "confusion.png")
     return {"metrics": metrics, "files": files}

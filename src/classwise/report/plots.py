@@ -5,6 +5,8 @@ backend when no display is configured, so importing classwise never needs a GUI.
 
 from __future__ import annotations
 
+import io
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,6 +19,7 @@ if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
+    from numpy.typing import ArrayLike
 
 
 def _plt():
@@ -30,15 +33,13 @@ def _plt():
 
 
 def _has_display() -> bool:
-    import os
-
     return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")) or os.name == "nt"
 
 
 def plot_class_accuracy(
     class_names: Sequence[str],
-    clean_acc: Sequence[float],
-    robust_acc: Sequence[float],
+    clean_acc: ArrayLike,
+    robust_acc: ArrayLike,
     *,
     robust_label: str = "robust",
     sort: bool = True,
@@ -111,22 +112,22 @@ def plot_confusion(
 _CLEAN, _ROBUST, _VULN, _GREY = "#9ecae1", "#de2d26", "#67000d", "#bdbdbd"
 
 
-def _class_ticks(ax: Axes, names: Sequence[str], *, axis: str = "x", highlight: Sequence[bool] | None = None,
-                 pos: Sequence[float] | None = None) -> None:
+def _class_ticks(ax: Axes, names: Sequence[str], *, axis: str = "x", highlight: ArrayLike | None = None,
+                 pos: ArrayLike | None = None) -> None:
     """Class names as tick labels (rotated when many); highlighted ones bold and dark red."""
     k = len(names)
-    pos = np.arange(k) if pos is None else np.asarray(pos)
+    ticks = np.arange(k) if pos is None else np.asarray(pos)
     rot = 0 if k <= 6 and max((len(str(n)) for n in names), default=0) <= 8 else 45
     size = 9 if k <= 20 else 7 if k <= 40 else 5
     if axis == "x":
-        ax.set_xticks(pos)
+        ax.set_xticks(ticks)
         labels = ax.set_xticklabels([str(n) for n in names], rotation=rot, ha="right" if rot else "center",
                                     fontsize=size, rotation_mode="anchor" if rot else "default")
     else:
-        ax.set_yticks(pos)
+        ax.set_yticks(ticks)
         labels = ax.set_yticklabels([str(n) for n in names], fontsize=size)
     if highlight is not None:
-        for lab, h in zip(labels, highlight, strict=False):
+        for lab, h in zip(labels, np.asarray(highlight), strict=False):
             if h:
                 lab.set_color(_VULN)
                 lab.set_fontweight("bold")
@@ -251,7 +252,7 @@ def plot_attack_gain(gain: pd.DataFrame, *, ax: Axes | None = None, weak_label: 
     return ax
 
 
-def plot_weight_norm(norms: Sequence[float], robust: Sequence[float], class_names: Sequence[str], *,
+def plot_weight_norm(norms: ArrayLike, robust: ArrayLike, class_names: Sequence[str], *,
                      ax: Axes | None = None, robust_label: str = "robust") -> Axes:
     """Scatter of each class's last-layer weight norm against its robust accuracy, one label per class,
     with a least-squares line as a visual guide (the correlations belong in the text, not here)."""
@@ -364,8 +365,6 @@ def plot_compare(mcnemar: pd.DataFrame, *, ax: Axes | None = None, label_a: str 
 
 def figure_png(fig: Figure, *, dpi: int = 110) -> bytes:
     """The figure as PNG bytes (tight layout) and close it; for embedding in HTML."""
-    import io
-
     plt = _plt()
     try:
         fig.tight_layout()
@@ -399,7 +398,7 @@ def plot_defense_tradeoff(table: pd.DataFrame, *, ax: Axes | None = None, title:
 
     ``table``: one row per setting in sweep order, with columns ``setting``, ``cstar_robust``, ``cstar_lo``,
     ``cstar_hi``, ``avg_robust``, ``avg_lo``, ``avg_hi``, ``worst_robust``, ``worst_lo``, ``worst_hi``
-    (accuracies in [0, 1], as :func:`classwise.defenses.tradeoff.tradeoff_table` gives for one attack).
+    (accuracies in [0, 1], as :func:`classwise.analysis.tradeoff.tradeoff_table` gives for one attack).
     Error bars are the intervals; points are joined in sweep order and labelled with the setting.
     ``contrast``: the same columns for a non-adaptive (transferred) evaluation, drawn hollow and dashed.
     ``highlight``: the chosen setting, circled.

@@ -1,0 +1,145 @@
+"""Trade-off of a vulnerable-class defense, from per-sample outcomes (numpy and pandas only, no torch).
+
+For each setting of a sweep (a bias, a threshold, a training weight) and each attack: clean accuracy,
+the robust accuracy of the most vulnerable class c* (Wilson interval), the average robust accuracy over
+samples (Wilson interval), and the worst-class robust accuracy (stratified-bootstrap interval of the
+min over classes, which accounts for the argmin being re-chosen on every resample), plus how many clean
+inputs of other classes the defense now sends to c* (its cost).
+
+Inputs are duck-typed :class:`~classwise.evaluation.Outcomes` (``labels``, ``clean_pred``, ``pred(a)``,
+``attacks``, ``num_classes``, ``class_names``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from classwise.analysis.accuracy import class_accuracy
+from classwise.analysis.labels import WORST_CASE, headline_attack
+from classwise.analysis.stats import bootstrap_disparity, wilson_interval
+from classwise.errors import ClasswiseError
+
+COLUMNS = ["setting", "value", "attack", "n", "clean_acc", "clean_lo", "clean_hi", "cstar", "cstar_n",
+           "cstar_clean_acc", "cstar_robust", "cstar_lo", "cstar_hi", "avg_robust", "avg_lo", "avg_hi",
+           "class_mean_robust", "worst_robust", "worst_lo", "worst_hi", "worst_class", "to_cstar_clean"]
+
+
+def headline_attacks(o: Any) -> list[str]:
+    """Each attack of ``o`` and, with more than one, the worst case over them."""
+    return list(o.attacks) + ([WORST_CASE] if len(o.attacks) > 1 else [])
+
+
+def primary(o: Any) -> str:
+    """The attack a selection uses by default: the worst case over the attacks (or the only one)."""
+    attack = headline_attack(o.attacks)
+    if attack is None:
+        raise ClasswiseError("these outcomes hold no attack; a robustness trade-off needs at least one")
+    return attack
+
+
+def most_vulnerable_class(o: Any, attack: str | None = None) -> tuple[int, pd.DataFrame]:
+    """c*: the class with the lowest robust accuracy under ``attack`` (default: :func:`primary`); ties go to
+    the lower clean accuracy, then the lower index. Empty classes are never chosen.
+
+    Returns ``(c*, table)`` with one row per class: class, support, clean_acc, robust_acc. Pass outcomes of
+    a VALIDATION split: choosing c* on the test set and then reporting test numbers for it is selection bias.
+    """
+    attack = attack or primary(o)
+    k = o.num_classes
+    clean, support = class_accuracy(o.labels, o.clean_pred, k)
+    rob, _ = class_accuracy(o.labels, o.pred(attack), k)
+    df = pd.DataFrame({"class": np.arange(k), "name": list(o.class_names), "support": support,
+                       "clean_acc": clean, "robust_acc": rob})
+    ok = df[df["support"] > 0]
+    if ok.empty:
+        raise ClasswiseError("no class has any sample; cannot find the most vulnerable class")
+    best = ok.sort_values(["robust_acc", "clean_acc", "class"], kind="stable").iloc[0]
+    return int(best["class"]), df
+
+
+def tradeoff_table(settings: Mapping[str, Any], cstar: int, *, values: Mapping[str, float] | None = None,
+                   attacks: Sequence[str] | None = None, confidence: float = 0.95, n_boot: int = 1000,
+                   seed: int = 0) -> pd.DataFrame:
+    """One row per (setting, attack) with the columns of :data:`COLUMNS` (accuracies in [0, 1]).
+
+    ``settings``: ``{label: Outcomes}`` in sweep order, all on the same classes. ``values``: the swept
+    number of each setting (NaN when absent). ``attacks``: which to tabulate (default: each setting's
+    attacks and their worst case). ``worst_class`` is the argmin class; its interval is the bootstrap one.
+    """
+    if not settings:
+        raise ClasswiseError("a trade-off table needs at least one setting")
+    rows = []
+    for label, o in settings.items():
+        k = o.num_classes
+        if not 0 <= cstar < k:
+            raise ClasswiseError(f"class {cstar} is out of range for {k} classes")
+        y = np.asarray(o.labels)
+        n = len(y)
+        in_c = y == cstar
+        clean_ok = np.asarray(o.clean_pred) == y
+        c_lo, c_hi = wilson_interval(int(clean_ok.sum()), n, confidence)
+        others = ~in_c
+        to_c = float(np.mean(np.asarray(o.clean_pred)[others] == cstar)) if others.any() else float("nan")
+        for a in (attacks if attacks is not None else headline_attacks(o)):
+            pred = np.asarray(o.pred(a))
+            rob = pred == y
+            acc, _ = class_accuracy(y, pred, k)
+            lo_c, hi_c = wilson_interval(int(rob[in_c].sum()), int(in_c.sum()), confidence)
+            lo_a, hi_a = wilson_interval(int(rob.sum()), n, confidence)
+            boot = bootstrap_disparity(y, pred, k, n_boot=n_boot, confidence=confidence, seed=seed)
+            worst = boot.loc["worst_acc"].to_dict()
+            finite = np.where(np.isfinite(acc), acc, np.inf)
+            rows.append({
+                "setting": label, "value": float((values or {}).get(label, np.nan)), "attack": a, "n": n,
+                "clean_acc": float(clean_ok.mean()) if n else np.nan, "clean_lo": float(c_lo), "clean_hi": float(c_hi),
+                "cstar": cstar, "cstar_n": int(in_c.sum()),
+                "cstar_clean_acc": float(clean_ok[in_c].mean()) if in_c.any() else np.nan,
+                "cstar_robust": float(rob[in_c].mean()) if in_c.any() else np.nan,
+                "cstar_lo": float(lo_c), "cstar_hi": float(hi_c),
+                "avg_robust": float(rob.mean()) if n else np.nan, "avg_lo": float(lo_a), "avg_hi": float(hi_a),
+                "class_mean_robust": float(np.nanmean(acc)) if np.isfinite(acc).any() else np.nan,
+                "worst_robust": float(worst["value"]), "worst_lo": float(worst["lo"]), "worst_hi": float(worst["hi"]),
+                "worst_class": int(np.argmin(finite)) if np.isfinite(acc).any() else -1,
+                "to_cstar_clean": to_c,
+            })
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+OBJECTIVES = ("worst", "cstar", "average")
+
+
+def select_setting(table: pd.DataFrame, *, attack: str, objective: str = "worst", max_drop: float = 0.02,
+                   reference: str | None = None) -> tuple[str, str]:
+    """The setting to deploy, chosen from a VALIDATION trade-off table (never the test one).
+
+    Maximizes ``objective`` (``worst``: worst-class robust accuracy; ``cstar``: c*'s robust accuracy;
+    ``average``) under ``attack`` among the settings whose average robust accuracy is at most ``max_drop``
+    below the ``reference`` setting's (default: the first row, the undefended or zero setting). Ties go to
+    the earlier setting (the smaller intervention when the sweep is sorted). Returns ``(label, reason)``.
+    """
+    if objective not in OBJECTIVES:
+        raise ClasswiseError(f"unknown selection objective {objective!r}; choose one of: {', '.join(OBJECTIVES)}")
+    if max_drop < 0:
+        raise ClasswiseError(f"the allowed average robust accuracy drop must be >= 0, got {max_drop:g}")
+    t = table[table["attack"] == attack].reset_index(drop=True)
+    if t.empty:
+        raise ClasswiseError(f"no rows for attack {attack!r} in the validation table; it has: "
+                             f"{', '.join(sorted(set(table['attack'])))}")
+    ref = t.iloc[0] if reference is None else t[t["setting"] == reference].iloc[0]
+    col = {"worst": "worst_robust", "cstar": "cstar_robust", "average": "avg_robust"}[objective]
+    ok = t[t["avg_robust"] >= ref["avg_robust"] - max_drop - 1e-12]
+    best = ok.iloc[int(np.argmax(ok[col].to_numpy()))]
+    reason = (f"highest validation {objective} robust accuracy under {attack} ({100 * best[col]:.1f}%) among the "
+              f"settings whose validation average robust accuracy is within {100 * max_drop:g} points of "
+              f"{ref['setting']} ({100 * ref['avg_robust']:.1f}%)")
+    return str(best["setting"]), reason
+
+
+def table_records(df: pd.DataFrame) -> list[dict[str, Any]]:
+    """The table as JSON-ready records (NaN becomes None)."""
+    return [{str(k): (None if isinstance(v, float) and not np.isfinite(v) else (v.item() if hasattr(v, "item") else v))
+             for k, v in r.items()} for r in df.to_dict(orient="records")]

@@ -25,6 +25,7 @@ import numpy.typing as npt
 from scipy.stats import binom, chi2_contingency, hypergeom, rankdata
 
 from classwise.analysis._common import as_float, as_int, default_bottom_k, names_for
+from classwise.analysis.accuracy import rate
 
 __all__ = ["Claim", "NULLS", "SUPPORTED", "NOT_SUPPORTED", "INCONCLUSIVE", "claim_discrepancy", "claim_flows",
            "claim_gain", "claim_weight_norm", "spearman_permutation", "homogeneity_test", "basic_interval"]
@@ -173,12 +174,12 @@ def claim_discrepancy(labels: npt.ArrayLike, clean_pred: npt.ArrayLike, adv_pred
     stat = "conditional-robustness gap (robust / clean-correct, best - worst class)"
     null = NULLS[1]
     has = clean_ok > 0
-    clean_acc = np.where(support > 0, clean_ok / np.maximum(support, 1), np.nan)
+    clean_acc = rate(clean_ok, support)
     clean_gap = float(np.nanmax(clean_acc) - np.nanmin(clean_acc)) if (support > 0).any() else NAN
     if has.sum() < 2:
         why = "fewer than two classes have clean-correct samples"
         return Claim(1, title, stat, NAN, None, INCONCLUSIVE, why, NAN, null, why, {"clean_gap": clean_gap})
-    q = np.where(has, robust / np.maximum(clean_ok, 1), np.nan)
+    q = rate(robust, clean_ok)
     gap = float(np.nanmax(q) - np.nanmin(q))
     rng = np.random.default_rng([seed, 1])
     boot = rng.binomial(clean_ok, np.where(has, q, 0.0), size=(n_boot, k)) / np.maximum(clean_ok, 1)
@@ -307,7 +308,7 @@ def claim_gain(labels: npt.ArrayLike, weak_robust: npt.ArrayLike, strong_robust:
     m = _class_counts(y, w, k)
     lost = _class_counts(y, w & ~s, k)
     has = m > 0
-    acc = np.where(support > 0, m / np.maximum(support, 1), np.nan)
+    acc = rate(m, support)
     kk = default_bottom_k(k, bottom_k)
     idx = np.flatnonzero(has)
     bottom = idx[np.argsort(acc[idx], kind="stable")][:kk]

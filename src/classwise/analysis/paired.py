@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 from scipy.stats import binomtest
 
+from classwise.analysis.accuracy import rate
+
 __all__ = ["mcnemar_exact", "paired_gain_bootstrap", "quantile_interval"]
 
 
@@ -64,9 +66,8 @@ def paired_gain_bootstrap(labels: np.ndarray, base_robust: np.ndarray, row_robus
     minus = np.bincount(y[~b & r], minlength=k)  # broken by the baseline only
     draws_plus, draws_minus = _draws(plus, minus, n, n_boot, np.random.default_rng(seed))
     has = n > 0
-    safe = np.maximum(n, 1)
-    gain = np.where(has, (plus - minus) / safe, np.nan)
-    boot = np.where(has, (draws_plus - draws_minus) / safe, np.nan)  # (B, K)
+    gain = rate(plus - minus, n)
+    boot = rate(draws_plus - draws_minus, n)  # (B, K)
     total_n = max(int(n.sum()), 1)
     overall_b = (draws_plus - draws_minus).sum(axis=1) / total_n
     vul = np.asarray(list(vulnerable), dtype=int)

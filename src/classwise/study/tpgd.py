@@ -33,6 +33,7 @@ from torch import nn
 
 from classwise.analysis import attack_gain, class_report, mcnemar_per_class, wilson_interval
 from classwise.analysis._common import bottom_k_indices, default_bottom_k
+from classwise.analysis.accuracy import rate
 from classwise.analysis.paired import mcnemar_exact, paired_gain_bootstrap
 from classwise.attacks import ATTACKS, BoundAttack, build_attack
 from classwise.attacks.temperature import (
@@ -157,8 +158,7 @@ def mean_confidence_by_class(model: nn.Module, data: Any, *, batch_size: int = 2
             np.add.at(cnt, pred.cpu().numpy(), 1)
     finally:
         model.train(was)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(cnt > 0, tot / np.maximum(cnt, 1), np.nan)
+    return rate(tot, cnt)
 
 
 # --- running the sweep ------------------------------------------------------------------------------

@@ -196,7 +196,7 @@ class Outcomes:
         arrays: dict[str, np.ndarray] = {
             "labels": _compact(self.labels),
             "clean_pred": _compact(self.clean_pred),
-            "index": self.index.astype(np.int64),
+            "index": np.asarray(self.index).astype(np.int64),
         }
         for i, a in enumerate(self.attacks):
             arrays[f"adv_{i}"] = _compact(self.adv_pred[a])
@@ -204,7 +204,7 @@ class Outcomes:
                 "dataset": self.dataset, "split": self.split, "mode": self.mode, "format": "classwise-outcomes/1"}
         arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
         buf = io.BytesIO()
-        np.savez_compressed(buf, **arrays)
+        np.savez_compressed(buf, **arrays)  # type: ignore[arg-type]  # numpy's stub types the kwargs badly
         return atomic_write_bytes(path, buf.getvalue())
 
     @classmethod

@@ -32,6 +32,7 @@ __all__ = ["Claim", "NULLS", "SUPPORTED", "NOT_SUPPORTED", "INCONCLUSIVE", "clai
 
 SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE = "supported", "not supported", "inconclusive"
 NAN = float("nan")
+TIE_TOL = 1e-12  # a permutation statistic within this of the observed one counts as reaching it (float noise)
 # The null hypothesis of each claim's test (docs/study.md).
 NULLS = {
     1: "every class's clean-correct samples survive the attack at the same rate (equal attack success rates)",
@@ -359,10 +360,10 @@ def spearman_permutation(x: np.ndarray, y: np.ndarray, *, n_perm: int = 9999, se
     if x.size <= exact_max:
         perms = np.array(list(permutations(range(x.size))))
         null = ry[perms] @ rx
-        return rho, float((null >= rho - 1e-12).mean()), "exact permutation"
+        return rho, float((null >= rho - TIE_TOL).mean()), "exact permutation"
     rng = np.random.default_rng([seed, 5])
     null = rng.permuted(np.tile(ry, (n_perm, 1)), axis=1) @ rx
-    return rho, float((1 + (null >= rho - 1e-12).sum()) / (n_perm + 1)), f"permutation, {n_perm} draws"
+    return rho, float((1 + (null >= rho - TIE_TOL).sum()) / (n_perm + 1)), f"permutation, {n_perm} draws"
 
 
 def claim_weight_norm(norms: npt.ArrayLike, robust: npt.ArrayLike, *, alpha: float = 0.05, n_perm: int = 9999,

@@ -203,7 +203,7 @@ def torchattacks_attack(
     eps = parse_number(eps, name="eps")
     check_eps(eps, norm, shape=tuple(x.shape[1:]))
     cls = _find_class(ta, name)
-    accepted = inspect.signature(cls.__init__).parameters
+    accepted = inspect.signature(cls).parameters
     kwargs = {k: _value(v) for k, v in params.items()}
     unknown = sorted(set(kwargs) - set(accepted))
     if unknown:

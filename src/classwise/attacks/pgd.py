@@ -101,7 +101,7 @@ def _step(xa: torch.Tensor, x_adv: torch.Tensor, grad: torch.Tensor, norm: Norm,
     if bounds is not None:  # linf: sign step, then one clamp onto the (ball and box) bounds
         s = grad.sign_()
         if isinstance(alpha, torch.Tensor):
-            nxt = torch.addcmul(x_adv, _per_sample(alpha, s), s)
+            nxt = torch.addcmul(x_adv, alpha.to(s).view(-1, *([1] * (s.ndim - 1))), s)
         else:
             nxt = torch.add(x_adv, s, alpha=alpha)
         return torch.clamp(nxt, bounds[0], bounds[1], out=_fresh(nxt, fmt))
@@ -197,7 +197,7 @@ def iterative_attack(
         raise ClasswiseError(f"init of shape {tuple(init.shape)} does not match x of shape {tuple(x.shape)}")
     if targeted and target is None:
         raise ClasswiseError("a targeted attack needs target labels (target=...)")
-    labels = (target if targeted else y).to(x.device)
+    labels = (target if targeted and target is not None else y).to(x.device)
     x = x.detach()
     n = x.shape[0]
     if n == 0 or _all_zero(eps):

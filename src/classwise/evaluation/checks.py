@@ -90,8 +90,8 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
 
 
 def _model_device(model: nn.Module) -> torch.device | None:
-    for t in model.parameters():
-        return t.device
+    for p in model.parameters():
+        return p.device
     for t in model.buffers():
         return t.device
     return None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import torch
@@ -36,7 +37,7 @@ def _predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return predictions(model(x))
 
 
-def _finite_batch(x: torch.Tensor, start: int, index: object = None) -> None:
+def _finite_batch(x: torch.Tensor, start: int, index: Sequence[int] | None = None) -> None:
     """A one-line error naming the first sample holding NaN/Inf (its position in the evaluated data, and
     its index in the dataset split when known), before anything is attacked."""
     try:
@@ -109,8 +110,8 @@ def _run_independent(net, bound, groups, x, y, p, ok, seed, b, progress, world) 
     xo, yo = x[ok], y[ok]
     any_ok = bool(ok.any())
     runs: dict[int, list[int]] = {}
-    for members in {tuple(m) for m in groups.values()}:
-        for chunk in _fuse_chunks(list(members), len(yo), xo[0].numel() if any_ok else 0, x.device):
+    for group in {tuple(m) for m in groups.values()}:
+        for chunk in _fuse_chunks(list(group), len(yo), xo[0].numel() if any_ok else 0, x.device):
             runs.update({j: chunk for j in chunk})
     for i, attack in enumerate(bound):
         if advs[i] is not None:
@@ -118,7 +119,7 @@ def _run_independent(net, bound, groups, x, y, p, ok, seed, b, progress, world) 
         members = runs.get(i, [i])
         preds = [p.clone() for _ in members]
         if any_ok:
-            gens = [_generator(seed, j, b) for j in members]
+            gens: list[torch.Generator | None] = [_generator(seed, j, b) for j in members]
             if len(members) > 1:
                 plans: list[PGDPlan] = [fusion_plan(bound[j]) for j in members]  # type: ignore[misc]
                 x_advs = fused_pgd(net, xo, yo, plans, gens)
@@ -231,7 +232,7 @@ def evaluate(
         info = D.init_from_env(dev) if distributed else D.DistInfo()
         run = _Run(net, bound, _fusion_groups(bound) if fuse else {}, seed, progress, info.world, cascade)
         mf = torch.channels_last if channels_last else torch.contiguous_format
-        per_batch = []
+        per_batch: list[Batch] = []
         for b, (x, y) in enumerate(data.batches(batch_size, device=dev)):
             if b % info.world != info.rank:
                 continue  # another process's batch (under torchrun)
@@ -239,8 +240,8 @@ def evaluate(
             _finite_batch(x, b * batch_size, data.meta.get("index"))
             per_batch.append(run.batch(b, x, y))
         if info.enabled:  # every process gets every batch, back in dataset order
-            per_batch = sorted((r for part in D.all_gather_object(per_batch, info) for r in part),
-                               key=lambda r: r[0])
+            parts = cast(list[list[Batch]], D.all_gather_object(per_batch, info))
+            per_batch = sorted((r for part in parts for r in part), key=lambda r: r[0])
     finally:
         model.train(was_training)
     return _outcomes(per_batch, bound, data, cascade)

@@ -162,7 +162,7 @@ def _as_size(input_size: int | Sequence[int]) -> int:
             raise ClasswiseError("input_size must be a positive integer")
         input_size = min(int(s) for s in input_size)
     try:
-        size = int(input_size)
+        size = int(input_size)  # type: ignore[arg-type]  # anything else: the one-line error below
     except (TypeError, ValueError):
         raise ClasswiseError(f"input_size must be a positive integer, got {input_size!r}") from None
     return size
@@ -363,7 +363,7 @@ class WideBasicBlock(nn.Module):
         self.conv2 = nn.Conv2d(out_planes, out_planes, 3, 1, 1, bias=False)
         self.drop_rate = drop_rate
         self.equal_in_out = in_planes == out_planes
-        self.convShortcut = (
+        self.convShortcut: nn.Module | None = (
             None if self.equal_in_out else nn.Conv2d(in_planes, out_planes, 1, stride, 0, bias=False)
         )
 
@@ -377,7 +377,7 @@ class WideBasicBlock(nn.Module):
         if self.drop_rate > 0:
             out = F.dropout(out, p=self.drop_rate, training=self.training)
         out = self.conv2(out)
-        return (x if self.equal_in_out else self.convShortcut(x)) + out
+        return (x if self.convShortcut is None else self.convShortcut(x)) + out
 
 
 class NetworkBlock(nn.Module):

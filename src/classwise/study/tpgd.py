@@ -173,7 +173,7 @@ def _common(eps: float, steps: int, restarts: int, alpha: float | None, norm: st
 
 def sweep_attacks(temperatures: Sequence[float], rules: Sequence[TempRule] = (), *, eps: float, steps: int = 20,
                   restarts: int = 1, alpha: float | None = None, norm: str = "linf",
-                  class_T: Sequence[float] | None = None) -> list[BoundAttack]:
+                  class_T: Sequence[float] | np.ndarray | None = None) -> list[BoundAttack]:
     """The rows of a sweep as bound attacks: one Temperature-PGD per T (label ``T=...``), then one per rule
     (label ``conf(lo-hi)`` / ``class(lo-hi)``), all at the same eps, steps, alpha and restarts.
     ``class_T`` (K temperatures) is needed for a ``class`` rule (:func:`class_temperatures`)."""

@@ -16,7 +16,7 @@ returning the bare net; it raises :class:`ClasswiseError` for sizes the architec
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -31,8 +31,24 @@ ModelFactory = Callable[..., nn.Module]
 
 MODELS: Registry[ModelFactory] = Registry("model")
 
-# Per-channel statistics, derived from the dataset specs (classwise.data.DatasetSpec.mean/std, their home).
-DATASET_STATS: dict[str, Stats] = {n: st for n in DATASETS.names() if (st := DATASETS.get(n).stats) is not None}
+class _DatasetStats(Mapping[str, Stats]):
+    """Dataset name -> ``(mean, std)``: a live view of the dataset specs (:class:`classwise.data.DatasetSpec`
+    ``mean``/``std``, their one home), listing the datasets that have statistics."""
+
+    def __getitem__(self, name: str) -> Stats:
+        stats = DATASETS.get(name).stats if name in DATASETS else None
+        if stats is None:
+            raise KeyError(name)
+        return stats
+
+    def __iter__(self) -> Iterator[str]:
+        return (n for n in DATASETS.names() if DATASETS.get(n).stats is not None)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+DATASET_STATS: Mapping[str, Stats] = _DatasetStats()
 
 
 def known_dataset_stats(name: str | None, in_channels: int | None = None) -> tuple[list[float], list[float]] | None:

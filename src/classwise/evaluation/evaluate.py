@@ -215,7 +215,8 @@ def evaluate(
     ``precision="bf16"`` runs forward and backward passes under bf16 autocast; ``channels_last`` uses
     that memory format (faster convolutions on recent GPUs and CPUs).
 
-    ``fuse=True`` (independent mode) runs the PGD-family attacks that share steps, norm and start
+    ``fuse=True`` (independent mode) runs the PGD-family attacks (registry entries with a ``fused_loss``,
+    :class:`classwise.attacks.AttackInfo`) that share steps, norm and start
     (PGD-20, T-PGD-20 and CW-20, say) in one batched loop over the same samples
     (:func:`classwise.attacks.pgd.fused_pgd`) when the fused batch holds at most ``FUSE_BUDGET`` input
     values (on a CPU, 2^18: 8x8 digits fuse, 28x28 batches of 256 do not); sample by sample the outcomes

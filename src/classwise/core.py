@@ -1,4 +1,4 @@
-"""Core vocabulary shared by every layer: norms, threat models, attack specs, devices.
+"""Core vocabulary shared by every layer: norms, eps rule, attack specs, step rule, seeds, devices.
 
 Shape conventions: images are float tensors in [0, 1] of shape (N, C, H, W); labels are int64 of
 shape (N,); logits are (N, K). Models normalize inside themselves, so nothing else knows a mean/std.
@@ -10,6 +10,7 @@ import json
 import math
 import re
 import warnings
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from fractions import Fraction
@@ -84,18 +85,20 @@ def check_eps(eps: float | torch.Tensor, norm: Norm | str = Norm.LINF, *, shape:
                           f"inputs of shape {tuple(shape)}: the attack is unbounded in effect", stacklevel=3)
 
 
-@dataclass(frozen=True)
-class ThreatModel:
-    """An eps-ball: ``||x_adv - x||_norm <= eps`` and ``x_adv`` in [0, 1]."""
+LabelRule = Callable[[Mapping[str, Any]], str]  # an attack's display rule: spec params -> "PGD-20"
+_LABEL_RULES: dict[str, LabelRule] = {}
 
-    norm: Norm = Norm.LINF
-    eps: float = 8 / 255
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "norm", Norm.parse(self.norm))
-        eps = parse_number(self.eps, name="eps")
-        check_eps(eps, self.norm)
-        object.__setattr__(self, "eps", eps)
+def default_label(name: str, params: Mapping[str, Any]) -> str:
+    """The display name of an attack without a rule of its own: ``name``, plus ``-steps`` when given."""
+    steps = params.get("steps")
+    return f"{name}-{steps}" if steps is not None else name
+
+
+def register_label(name: str, rule: LabelRule) -> None:
+    """Set the display rule of attack ``name``; called by :func:`classwise.attacks.register_attack` (the
+    attack registry is where rules are declared; core only keeps them for :attr:`AttackSpec.display`)."""
+    _LABEL_RULES[name] = rule
 
 
 _SPEC_RE = re.compile(r"^\s*([A-Za-z][\w\-]*)\s*(?::(.*))?$")
@@ -148,25 +151,11 @@ class AttackSpec:
 
     @property
     def display(self) -> str:
+        """``label`` when given, else the display rule the attack registry declares for ``name``."""
         if self.label:
             return self.label
-        special = {"apgd-ce": "APGD-CE", "apgd-dlr": "APGD-DLR", "apgd-t": "APGD-T", "autoattack": "AutoAttack"}
-        if self.name in special:
-            base = special[self.name]
-            if self.name == "autoattack":
-                return base + (f"({self.params['version']})" if self.params.get("version", "standard") != "standard"
-                               else "")
-            return f"{base}-{self.params['steps']}" if "steps" in self.params else base
-        if self.name == "ta":
-            return "TA-" + str(self.params.get("name", "APGD"))
-        steps = self.params.get("steps")
-        name = self.name.upper() if self.name in ("fgsm", "pgd", "cw", "tpgd") else self.name
-        if self.name == "tpgd":
-            name = "T-PGD"
-        base = f"{name}-{steps}" if steps is not None and self.name != "fgsm" else name
-        if self.name == "tpgd" and "T" in self.params:
-            base += f"(T={self.params['T']})"
-        return base
+        rule = _LABEL_RULES.get(self.name)
+        return rule(self.params) if rule is not None else default_label(self.name, self.params)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict())

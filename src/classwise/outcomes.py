@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from classwise.analysis.accuracy import confusion_matrix, disparity, dominant_targets
+from classwise.analysis.accuracy import confusion_matrix, disparity, dominant_targets, rate
 from classwise.analysis.labels import WORST_CASE
 from classwise.errors import ClasswiseError
 from classwise.io import atomic_write_bytes
@@ -125,9 +125,7 @@ class Outcomes:
         counts = confusion_matrix(self.labels[ok], p[ok], k)
         if not normalize:
             return counts
-        support = np.bincount(self.labels, minlength=k)[:, None]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(support > 0, counts / np.maximum(support, 1), np.nan)
+        return rate(counts, np.bincount(self.labels, minlength=k)[:, None])
 
     def nonfinite(self, attack: str) -> np.ndarray:
         """Per class (K,): samples whose logits held a NaN/Inf under ``attack`` (or ``"clean"``)."""
@@ -198,7 +196,7 @@ class Outcomes:
         arrays: dict[str, np.ndarray] = {
             "labels": _compact(self.labels),
             "clean_pred": _compact(self.clean_pred),
-            "index": self.index.astype(np.int64),
+            "index": np.asarray(self.index).astype(np.int64),
         }
         for i, a in enumerate(self.attacks):
             arrays[f"adv_{i}"] = _compact(self.adv_pred[a])
@@ -206,7 +204,7 @@ class Outcomes:
                 "dataset": self.dataset, "split": self.split, "mode": self.mode, "format": "classwise-outcomes/1"}
         arrays["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
         buf = io.BytesIO()
-        np.savez_compressed(buf, **arrays)
+        np.savez_compressed(buf, **arrays)  # type: ignore[arg-type]  # numpy's stub types the kwargs badly
         return atomic_write_bytes(path, buf.getvalue())
 
     @classmethod
@@ -238,8 +236,7 @@ def class_accuracy(labels: np.ndarray, preds: np.ndarray, num_classes: int) -> t
         raise ValueError(f"class indices must lie in [0, {num_classes}) (predictions: or -1)")
     support = np.bincount(labels, minlength=num_classes)
     correct = np.bincount(labels[preds == labels], minlength=num_classes)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(support > 0, correct / np.maximum(support, 1), np.nan), support
+    return rate(correct, support), support
 
 
 def _compact(a: np.ndarray) -> np.ndarray:

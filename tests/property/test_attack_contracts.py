@@ -11,12 +11,13 @@ In total 1,000 generated cases (the sum of ``max_examples``), about a minute on 
 
 from __future__ import annotations
 
+import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from classwise.attacks import ATTACKS, build_attack
+from classwise.attacks import ATTACKS, AttackInfo, attack_info, attack_params, build_attack
 from classwise.attacks.adapters import have_torchattacks
 from classwise.attacks.geometry import flat_norm
 from classwise.core import Norm
@@ -82,6 +83,7 @@ def _setup(case):
         params.update(random_start=case["random_start"], restarts=case["restarts"])
     if case["attack"] == "autoattack":
         params["version"] = "fast"
+    params.update(_required(case["attack"], case["k"]))
     if isinstance(eps, list):
         attack = build_attack(case["attack"], defaults={**params, "eps": 0.5})  # eps: given at the call
         call_eps = {"eps": eps_t.clone()}
@@ -89,6 +91,31 @@ def _setup(case):
         attack = build_attack(case["attack"], defaults={**params, "eps": eps})
         call_eps = {}
     return model, x, y, eps_t.double(), attack, call_eps
+
+
+def _required(name: str, k: int) -> dict:
+    """Values for the parameters an attack needs beyond eps (a per-class table: one entry per class)."""
+    return {"class_T": [0.5 + 0.25 * c for c in range(k)]} if "class_T" in attack_params(name) else {}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_every_registered_attack_from_its_defaults(name):
+    """Each registry entry, built from its defaults (eps, plus what it requires), keeps the eps-ball and
+    [0, 1] on a tiny model, and declares a display label and a strength tier (None: unranked)."""
+    info = attack_info(name)
+    assert isinstance(info, AttackInfo) and ATTACKS.help(name)
+    assert info.tier is None or isinstance(info.tier, int)
+    assert info.fused_loss in (None, "ce", "cw")
+    model = tiny_model("conv-bn", 1, 4, 3, 0).eval()
+    x = torch.rand(5, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    y = torch.tensor([0, 1, 2, 0, 1])
+    params = {"version": "fast"} if name == "autoattack" else {}
+    attack = build_attack(name, defaults={"eps": 0.1, **params, **_required(name, 3)})
+    assert isinstance(attack.label, str) and attack.label
+    assert info.label(attack.spec.params) == attack.label
+    x_adv = attack(model, x, y, generator=torch.Generator().manual_seed(1))
+    assert x_adv.shape == x.shape and float(x_adv.min()) >= 0 and float(x_adv.max()) <= 1
+    assert float((x_adv - x).abs().max()) <= 0.1 + 1e-6
 
 
 def _bn_buffers(model: nn.Module) -> list[torch.Tensor]:

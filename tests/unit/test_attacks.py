@@ -155,7 +155,6 @@ def test_eps_out_of_range_is_refused_at_build_time(spec):
 
 
 def test_eps_rule_is_the_same_everywhere():
-    from classwise.core import ThreatModel
     from classwise.training.config import TrainConfig
     from classwise.training.methods import MethodConfig
 
@@ -164,7 +163,7 @@ def test_eps_rule_is_the_same_everywhere():
     msgs = []
     for raise_it in (lambda: build_attack("pgd:eps=1.5"), lambda: pgd(model, x, y, eps=1.5, steps=1),
                      lambda: pgd(model, x, y, eps=torch.tensor([0.0, 0.1, 1.5, 0.2]), steps=1),
-                     lambda: TrainConfig(eps=1.5).validate(), lambda: ThreatModel(eps=1.5),
+                     lambda: TrainConfig(eps=1.5).validate(),
                      lambda: MethodConfig(eps=1.5)):
         with pytest.raises(ClasswiseError, match=r"linf eps must lie in \[0, 1\]") as e:
             raise_it()

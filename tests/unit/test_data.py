@@ -552,3 +552,25 @@ def test_without_classes_drops_and_renumbers():
     assert not bool(((old == 3) | (old == 7)).any())
     assert torch.equal(torch.as_tensor(part.meta["class_map"])[part.labels], old)
     assert len(part) == int(((test.labels != 3) & (test.labels != 7)).sum())
+
+
+def test_every_dataset_spec_states_names_shape_and_stats():
+    """Each registry entry declares its class names (or reads them from the files: None, with the count
+    unknown or fixed), its image shape, and a mean/std per channel or explicitly none."""
+    from classwise.data import DATASETS
+    from classwise.models.nets import DATASET_STATS, dataset_stats
+
+    for name in DATASETS:
+        spec = DATASETS.get(name)
+        assert spec.in_channels in (1, 3) and (spec.input_size is None or spec.input_size > 0), name
+        if spec.class_names is not None:
+            assert len(spec.class_names) == spec.num_classes and all(spec.class_names), name
+        else:
+            assert name in ("cifar100", "imagefolder"), f"{name}: class names come from its files?"
+        if spec.stats is None:
+            assert spec.mean is None and spec.std is None and name not in DATASET_STATS
+            assert dataset_stats(name) == ([0.0] * spec.in_channels, [1.0] * spec.in_channels)
+        else:
+            mean, std = spec.stats
+            assert len(mean) == len(std) == spec.in_channels and all(s > 0 for s in std), name
+            assert DATASET_STATS[name] == spec.stats and dataset_stats(name) == (list(mean), list(std))

@@ -100,17 +100,15 @@ def test_fused_attacks_equal_one_after_another(at_model, test_data, specs):
 
 
 def test_pgd_plan_only_for_what_it_can_fuse():
-    from classwise.attacks import build_attack
-    from classwise.attacks.pgd import pgd_plan
+    from classwise.attacks import build_attack, fusion_plan
 
     def plan(spec):
-        a = build_attack(spec)
-        return pgd_plan(a.fn, a.kwargs)
+        return fusion_plan(build_attack(spec))
 
     assert plan("pgd:eps=0.1,steps=7").group[0] == 7
     assert plan("cw:eps=0.1").alpha == pytest.approx(2.5 * 0.1 / 20)
     for spec in ("pgd:eps=0.1,restarts=2", "pgd:eps=0.1,early_stop=false", "pgd:eps=0", "fgsm:eps=0.1",
-                 "apgd-ce:eps=0.1"):
+                 "apgd-ce:eps=0.1", "tpgd-conf:eps=0.1"):
         assert plan(spec) is None, spec
 
 

@@ -149,7 +149,10 @@ def test_dataset_stats():
         assert len(mean) == len(std) in (1, 3)
         assert all(0 < s < 1 for s in std)
     assert dataset_stats("CIFAR10")[0] == list(DATASET_STATS["cifar10"][0])
-    assert dataset_stats("unknown", 3) == ([0.0] * 3, [1.0] * 3)
+    with pytest.raises(ClasswiseError, match="no known mean/std"):  # never silently unnormalized
+        dataset_stats("unknown", 3)
+    with pytest.raises(ClasswiseError, match="1 channel"):
+        dataset_stats("cifar10", 1)
 
 
 def test_last_linear():

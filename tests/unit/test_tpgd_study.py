@@ -90,7 +90,9 @@ def test_conf_rule_passes_each_images_temperature(at_model, small_test, monkeypa
         seen["T"] = T.clone()
         return x
 
-    monkeypatch.setattr(S, "tpgd", fake_tpgd)
+    from classwise.attacks import temperature  # where the rules live (re-exported by the study)
+
+    monkeypatch.setattr(temperature, "tpgd", fake_tpgd)
     S.tpgd_conf(at_model, x, y, eps=EPS, lo=0.1, hi=5.0, steps=2)
     with torch.no_grad():
         p = torch.softmax(at_model(x), dim=1).amax(dim=1)

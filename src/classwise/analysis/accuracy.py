@@ -13,6 +13,24 @@ import numpy.typing as npt
 IntArray = npt.ArrayLike
 
 
+def rate(count: npt.ArrayLike, total: npt.ArrayLike) -> np.ndarray:
+    """``count / total`` elementwise (broadcasting), NaN where ``total`` is 0: the one rule for a class's
+    share of anything (an empty class has no accuracy, never 0%)."""
+    count, total = np.asarray(count), np.asarray(total)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, count / np.maximum(total, 1), np.nan)
+
+
+def per_class_rate(hits: npt.ArrayLike, labels: IntArray, num_classes: int) -> np.ndarray:
+    """(K,) share of each class's samples for which ``hits`` (bool, (N,)) holds; NaN for an empty class.
+
+    ``labels`` must lie in [0, K) (a label >= K is in no class)."""
+    y = np.asarray(labels, dtype=np.int64)
+    h = np.asarray(hits, dtype=bool)
+    support = np.bincount(y, minlength=num_classes)[:num_classes]
+    return rate(np.bincount(y[h], minlength=num_classes)[:num_classes], support)
+
+
 def _as_int(a: IntArray, name: str) -> np.ndarray:
     arr = np.asarray(a)
     if arr.ndim != 1:
@@ -35,9 +53,7 @@ def confusion_matrix(labels: IntArray, preds: IntArray, num_classes: int, *, nor
     counts = np.bincount(y * num_classes + p, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
     if not normalize:
         return counts
-    support = counts.sum(axis=1, keepdims=True)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(support > 0, counts / np.maximum(support, 1), np.nan)
+    return rate(counts, counts.sum(axis=1, keepdims=True))
 
 
 def _label_counts(y: np.ndarray, p: np.ndarray, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -54,9 +70,7 @@ def class_accuracy(labels: IntArray, preds: IntArray, num_classes: int) -> tuple
     """Per-class accuracy (NaN where empty) and support, each of shape (K,). A prediction outside [0, K)
     (e.g. -1, no valid prediction) counts as wrong."""
     support, correct = _label_counts(_as_int(labels, "labels"), _as_int(preds, "preds"), num_classes)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        acc = np.where(support > 0, correct / np.maximum(support, 1), np.nan)
-    return acc, support
+    return rate(correct, support), support
 
 
 def disparity(acc: npt.ArrayLike) -> dict[str, float | int | None]:

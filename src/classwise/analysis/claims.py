@@ -25,12 +25,14 @@ import numpy.typing as npt
 from scipy.stats import binom, chi2_contingency, hypergeom, rankdata
 
 from classwise.analysis._common import as_float, as_int, default_bottom_k, names_for
+from classwise.analysis.accuracy import rate
 
 __all__ = ["Claim", "NULLS", "SUPPORTED", "NOT_SUPPORTED", "INCONCLUSIVE", "claim_discrepancy", "claim_flows",
            "claim_gain", "claim_weight_norm", "spearman_permutation", "homogeneity_test", "basic_interval"]
 
 SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE = "supported", "not supported", "inconclusive"
 NAN = float("nan")
+TIE_TOL = 1e-12  # a permutation statistic within this of the observed one counts as reaching it (float noise)
 # The null hypothesis of each claim's test (docs/study.md).
 NULLS = {
     1: "every class's clean-correct samples survive the attack at the same rate (equal attack success rates)",
@@ -173,12 +175,12 @@ def claim_discrepancy(labels: npt.ArrayLike, clean_pred: npt.ArrayLike, adv_pred
     stat = "conditional-robustness gap (robust / clean-correct, best - worst class)"
     null = NULLS[1]
     has = clean_ok > 0
-    clean_acc = np.where(support > 0, clean_ok / np.maximum(support, 1), np.nan)
+    clean_acc = rate(clean_ok, support)
     clean_gap = float(np.nanmax(clean_acc) - np.nanmin(clean_acc)) if (support > 0).any() else NAN
     if has.sum() < 2:
         why = "fewer than two classes have clean-correct samples"
         return Claim(1, title, stat, NAN, None, INCONCLUSIVE, why, NAN, null, why, {"clean_gap": clean_gap})
-    q = np.where(has, robust / np.maximum(clean_ok, 1), np.nan)
+    q = rate(robust, clean_ok)
     gap = float(np.nanmax(q) - np.nanmin(q))
     rng = np.random.default_rng([seed, 1])
     boot = rng.binomial(clean_ok, np.where(has, q, 0.0), size=(n_boot, k)) / np.maximum(clean_ok, 1)
@@ -307,7 +309,7 @@ def claim_gain(labels: npt.ArrayLike, weak_robust: npt.ArrayLike, strong_robust:
     m = _class_counts(y, w, k)
     lost = _class_counts(y, w & ~s, k)
     has = m > 0
-    acc = np.where(support > 0, m / np.maximum(support, 1), np.nan)
+    acc = rate(m, support)
     kk = default_bottom_k(k, bottom_k)
     idx = np.flatnonzero(has)
     bottom = idx[np.argsort(acc[idx], kind="stable")][:kk]
@@ -358,10 +360,10 @@ def spearman_permutation(x: np.ndarray, y: np.ndarray, *, n_perm: int = 9999, se
     if x.size <= exact_max:
         perms = np.array(list(permutations(range(x.size))))
         null = ry[perms] @ rx
-        return rho, float((null >= rho - 1e-12).mean()), "exact permutation"
+        return rho, float((null >= rho - TIE_TOL).mean()), "exact permutation"
     rng = np.random.default_rng([seed, 5])
     null = rng.permuted(np.tile(ry, (n_perm, 1)), axis=1) @ rx
-    return rho, float((1 + (null >= rho - 1e-12).sum()) / (n_perm + 1)), f"permutation, {n_perm} draws"
+    return rho, float((1 + (null >= rho - TIE_TOL).sum()) / (n_perm + 1)), f"permutation, {n_perm} draws"
 
 
 def claim_weight_norm(norms: npt.ArrayLike, robust: npt.ArrayLike, *, alpha: float = 0.05, n_perm: int = 9999,

@@ -17,7 +17,17 @@ from itertools import combinations
 import numpy as np
 from scipy.stats import rankdata
 
-from classwise.analysis.claims import INCONCLUSIVE, NAN, NOT_SUPPORTED, NULLS, SUPPORTED, Claim, _f, _p
+from classwise.analysis.claims import (
+    INCONCLUSIVE,
+    NAN,
+    NOT_SUPPORTED,
+    NULLS,
+    SUPPORTED,
+    TIE_TOL,
+    Claim,
+    _f,
+    _p,
+)
 
 __all__ = ["Setting", "claim_consistency"]
 
@@ -139,8 +149,8 @@ def claim_consistency(settings: Sequence[Setting], num_classes: int, *, min_mean
     ge_d = ge_a = 0
     for _ in range(n_perm):
         r = _spearman_rows(g.acc(labels=[rng.permutation(y) for y, _ in g.groups]))
-        ge_d += _half_means(r, dpairs) >= d_obs - 1e-12
-        ge_a += bool(apairs) and _half_means(r, apairs) >= a_obs - 1e-12
+        ge_d += _half_means(r, dpairs) >= d_obs - TIE_TOL
+        ge_a += bool(apairs) and _half_means(r, apairs) >= a_obs - TIE_TOL
     p_d = (1 + ge_d) / (n_perm + 1) if np.isfinite(d_obs) else NAN
     p_a = (1 + ge_a) / (n_perm + 1) if apairs and np.isfinite(a_obs) else NAN
     lo, hi = _boot_interval(g, dpairs, d_obs, n_boot, alpha, rng)

@@ -7,9 +7,9 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
-from scipy.stats import binomtest
 
 from classwise.analysis._common import as_int, names_for
+from classwise.analysis.paired import mcnemar_exact
 
 __all__ = ["mcnemar_per_class"]
 
@@ -30,8 +30,7 @@ def _row(cls: int, name: str, a: np.ndarray, b: np.ndarray, alpha: float) -> dic
         acc_a = acc_b = p = float("nan")
     else:
         acc_a, acc_b = float(a.mean()), float(b.mean())
-        d = a_only + b_only
-        p = float(binomtest(b_only, d, 0.5).pvalue) if d else 1.0
+        p = mcnemar_exact(a_only, b_only)
     return {"class": cls, "name": name, "n": n, "acc_a": acc_a, "acc_b": acc_b, "delta": acc_b - acc_a,
             "a_only": a_only, "b_only": b_only, "p_value": p, "significant": bool(p < alpha)}
 
@@ -39,7 +38,7 @@ def _row(cls: int, name: str, a: np.ndarray, b: np.ndarray, alpha: float) -> dic
 def mcnemar_per_class(labels: npt.ArrayLike, correct_a: npt.ArrayLike, correct_b: npt.ArrayLike,
                       class_names: Sequence[str], *, alpha: float = 0.05) -> pd.DataFrame:
     """Per class: class, name, n, acc_a, acc_b, delta (= acc_b - acc_a), a_only (A right, B wrong), b_only,
-    p_value (exact two-sided McNemar = ``binomtest(b_only, a_only + b_only, 0.5)``; 1.0 with no discordant
+    p_value (exact two-sided McNemar, :func:`~classwise.analysis.paired.mcnemar_exact`; 1.0 with no discordant
     pair; NaN for an empty class), significant (p < ``alpha``); then a row class=-1, name="all" for all
     samples. ``correct_a`` / ``correct_b``: bool (N,), sample robust under run A / run B. No correction for
     testing K classes is applied: read per-class significance as a screen, not a family-wise result."""

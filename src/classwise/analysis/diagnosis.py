@@ -11,7 +11,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from classwise.analysis._common import as_int, bottom_k_indices, default_bottom_k, names_for
-from classwise.analysis.accuracy import _label_counts
+from classwise.analysis.accuracy import _label_counts, rate
 from classwise.analysis.stats import DISPARITY_STATS, disparity_stats, wilson_interval
 
 __all__ = ["class_report", "split_disparity"]
@@ -39,13 +39,10 @@ def class_report(labels: npt.ArrayLike, clean_pred: npt.ArrayLike, adv_pred: npt
     robust_mask = (p == y) & (c == y)
     robust_correct = np.bincount(y[robust_mask], minlength=k)
     broken = np.bincount(y[(c == y) & ~robust_mask], minlength=k)
-    has = support > 0
-    safe = np.maximum(support, 1)
-    clean_acc = np.where(has, clean_correct / safe, np.nan)
-    robust_acc = np.where(has, robust_correct / safe, np.nan)
+    clean_acc, robust_acc = rate(clean_correct, support), rate(robust_correct, support)
     clean_lo, clean_hi = wilson_interval(clean_correct, support, confidence)
     robust_lo, robust_hi = wilson_interval(robust_correct, support, confidence)
-    asr = np.where(clean_correct > 0, broken / np.maximum(clean_correct, 1), np.nan)
+    asr = rate(broken, clean_correct)
 
     order = bottom_k_indices(robust_acc, k)
     rank = pd.array([pd.NA] * k, dtype="Int64")
@@ -66,8 +63,7 @@ def _split_stats(split: Mapping[str, Any], which: str) -> dict[str, np.ndarray]:
     except KeyError as e:
         raise ValueError(f"{which} needs keys labels, preds, num_classes; missing {e}") from None
     support, correct = _label_counts(as_int(labels, "labels"), as_int(preds, "preds"), k)
-    acc = np.where(support > 0, correct / np.maximum(support, 1), np.nan)
-    return disparity_stats(acc)
+    return disparity_stats(rate(correct, support))
 
 
 def split_disparity(train: Mapping[str, Any], test: Mapping[str, Any]) -> pd.DataFrame:

@@ -14,7 +14,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from classwise.analysis._common import as_int, names_for
-from classwise.analysis.accuracy import confusion_matrix
+from classwise.analysis.accuracy import confusion_matrix, rate
 from classwise.analysis.stats import wilson_interval
 
 __all__ = ["broken_flows", "flow_table", "top_pairs", "symmetric_pairs"]
@@ -50,7 +50,7 @@ def flow_table(labels: npt.ArrayLike, clean_pred: npt.ArrayLike, adv_pred: npt.A
         "class": np.arange(k), "name": names, "broken": broken,
         "dominant_target": np.where(has, top, -1),
         "dominant_name": [names[t] if h else "" for t, h in zip(top, has, strict=True)],
-        "dominant_share": np.where(has, top_count / np.maximum(broken, 1), np.nan),
+        "dominant_share": rate(top_count, broken),
         "dominant_share_lo": lo, "dominant_share_hi": hi,
         "n_targets": (flows > 0).sum(axis=1),
     })

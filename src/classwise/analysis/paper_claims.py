@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from classwise.analysis.accuracy import per_class_rate
 from classwise.analysis.claims import (
     INCONCLUSIVE,
     NULLS,
@@ -75,11 +76,7 @@ def pred_of(run: Any, attack: str) -> np.ndarray:
 
 def class_robust_accuracy(run: Any, attack: str) -> np.ndarray:
     """(K,) share of each class's samples robust under ``attack`` (NaN for an empty class)."""
-    k = len(run.class_names)
-    y = np.asarray(run.labels, dtype=np.int64)
-    support = np.bincount(y, minlength=k)[:k]
-    ok = np.bincount(y[robust_of(run, attack)], minlength=k)[:k]
-    return np.where(support > 0, ok / np.maximum(support, 1), np.nan)
+    return per_class_rate(robust_of(run, attack), run.labels, len(run.class_names))
 
 
 def gain_attacks(run: Any) -> tuple[str, str] | None:

@@ -14,7 +14,7 @@ import numpy.typing as npt
 import pandas as pd
 from scipy.stats import binomtest
 
-from classwise.analysis.accuracy import _as_int, _label_counts
+from classwise.analysis.accuracy import _as_int, _label_counts, rate
 
 DISPARITY_STATS = ["worst_acc", "best_acc", "gap", "std", "normalized_std", "mean"]
 
@@ -91,12 +91,10 @@ def bootstrap_disparity(labels: npt.ArrayLike, preds: npt.ArrayLike, num_classes
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
     support, correct = _label_counts(_as_int(labels, "labels"), _as_int(preds, "preds"), num_classes)
-    has = support > 0
-    safe = np.maximum(support, 1)
-    acc = np.where(has, correct / safe, np.nan)
+    acc = rate(correct, support)
     rng = np.random.default_rng(seed)
-    draws = rng.binomial(support, np.where(has, correct / safe, 0.0), size=(n_boot, num_classes))
-    boot = np.where(has, draws / safe, np.nan)
+    draws = rng.binomial(support, np.nan_to_num(acc, nan=0.0), size=(n_boot, num_classes))
+    boot = rate(draws, support)
     point, dist = disparity_stats(acc), disparity_stats(boot)
     alpha = 1.0 - confidence
     rows = []

@@ -7,8 +7,9 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,23 +29,94 @@ from classwise.attacks.losses import (
     margin,
     temperature_cross_entropy,
 )
-from classwise.attacks.pgd import cw, fgsm, iterative_attack, pgd, tpgd
-from classwise.core import AttackSpec, Norm, check_eps, parse_number
+from classwise.attacks.pgd import PGDPlan, cw, fgsm, iterative_attack, pgd, pgd_plan, tpgd
+from classwise.attacks.temperature import conf_temperature, tpgd_class, tpgd_conf
+from classwise.core import AttackSpec, LabelRule, Norm, check_eps, default_label, parse_number, register_label
 from classwise.errors import ClasswiseError
 from classwise.registry import Registry
 
 ATTACKS: Registry[Callable[..., torch.Tensor]] = Registry("attack")
-ATTACKS.register("fgsm", fgsm, help="Fast Gradient Sign Method: one step of size eps")
-ATTACKS.register("pgd", pgd, help="Projected Gradient Descent (linf/l2), random start, restarts, targeted")
-ATTACKS.register("tpgd", tpgd, help="Temperature-PGD (Tian et al. 2021): PGD on CE(softmax(z/T))")
-ATTACKS.register("cw", cw, help="CW-k: PGD on the Carlini-Wagner margin loss")
-ATTACKS.register("apgd-ce", apgd_ce, help="Auto-PGD (Croce & Hein 2020) on cross-entropy, adaptive step, momentum")
-ATTACKS.register("apgd-dlr", apgd_dlr, help="Auto-PGD on the Difference of Logits Ratio loss")
-ATTACKS.register("apgd-t", apgd_t, help="targeted Auto-PGD on targeted DLR, top-n_target_classes targets in turn")
-ATTACKS.register("autoattack", autoattack,
-                 help="AutoAttack worst case: APGD-CE, APGD-T (+ FAB-T, Square via torchattacks in 'standard')")
-ATTACKS.register("ta", torchattacks_attack,
-                 help="any torchattacks attack by name (ta:name=FAB,eps=8/255,steps=100); extra keys go to it")
+
+
+@dataclass(frozen=True)
+class AttackInfo:
+    """What the rest of classwise knows about a registered attack (its registry metadata).
+
+    ``label``: the display rule, ``params -> name`` (``PGD-20``), read by :attr:`AttackSpec.display`.
+    ``tier``: strength tier for the ``attack_order`` check (higher is stronger; within a tier the same
+    attack with more steps is stronger); None: never ranked. ``fused_loss``: the loss a fused PGD loop
+    (:func:`classwise.attacks.pgd.fused_pgd`) runs for the attack when its call sets no ``loss``; None:
+    the attack is never fused with others.
+    """
+
+    label: LabelRule
+    tier: int | None
+    fused_loss: str | None = None
+
+    @property
+    def fusable(self) -> bool:
+        return self.fused_loss is not None
+
+
+def register_attack(name: str, fn: Callable[..., torch.Tensor], *, help: str, label: LabelRule | None = None,
+                    tier: int | None, fused_loss: str | None = None) -> Callable[..., torch.Tensor]:
+    """The one place an attack is added: the function, its help line and its :class:`AttackInfo`.
+
+    ``label`` defaults to :func:`classwise.core.default_label` (the name, plus ``-steps`` when given).
+    """
+    info = AttackInfo(label or functools.partial(default_label, name), tier, fused_loss)
+    ATTACKS.register(name, fn, help=help, info=info)
+    register_label(name, info.label)
+    return fn
+
+
+def attack_info(name: str) -> AttackInfo:
+    """The :class:`AttackInfo` of a registered attack (a one-line error for an unknown name)."""
+    info = ATTACKS.info(name)
+    assert isinstance(info, AttackInfo)
+    return info
+
+
+def _stepped(base: str) -> LabelRule:
+    """``base-steps`` when the spec gives ``steps`` (PGD-20), else ``base``."""
+    return lambda p: f"{base}-{p['steps']}" if p.get("steps") is not None else base
+
+
+def _apgd_label(base: str) -> LabelRule:
+    return lambda p: f"{base}-{p['steps']}" if "steps" in p else base
+
+
+def _tpgd_label(p: Mapping[str, Any]) -> str:
+    return _stepped("T-PGD")(p) + (f"(T={p['T']})" if "T" in p else "")
+
+
+def _autoattack_label(p: Mapping[str, Any]) -> str:
+    version = p.get("version", "standard")
+    return "AutoAttack" + (f"({version})" if version != "standard" else "")
+
+
+register_attack("fgsm", fgsm, help="Fast Gradient Sign Method: one step of size eps", label=lambda p: "FGSM", tier=0)
+register_attack("pgd", pgd, help="Projected Gradient Descent (linf/l2), random start, restarts, targeted",
+                label=_stepped("PGD"), tier=1, fused_loss="ce")
+register_attack("tpgd", tpgd, help="Temperature-PGD (Tian et al. 2021): PGD on CE(softmax(z/T))",
+                label=_tpgd_label, tier=1, fused_loss="ce")
+register_attack("cw", cw, help="CW-k: PGD on the Carlini-Wagner margin loss", label=_stepped("CW"), tier=1,
+                fused_loss="cw")
+register_attack("apgd-ce", apgd_ce, help="Auto-PGD (Croce & Hein 2020) on cross-entropy, adaptive step, momentum",
+                label=_apgd_label("APGD-CE"), tier=2)
+register_attack("apgd-dlr", apgd_dlr, help="Auto-PGD on the Difference of Logits Ratio loss",
+                label=_apgd_label("APGD-DLR"), tier=2)
+register_attack("apgd-t", apgd_t, help="targeted Auto-PGD on targeted DLR, top-n_target_classes targets in turn",
+                label=_apgd_label("APGD-T"), tier=2)
+register_attack("autoattack", autoattack, label=_autoattack_label, tier=3,
+                help="AutoAttack worst case: APGD-CE, APGD-T (+ FAB-T, Square via torchattacks in 'standard')")
+register_attack("ta", torchattacks_attack, label=lambda p: "TA-" + str(p.get("name", "APGD")), tier=None,
+                help="any torchattacks attack by name (ta:name=FAB,eps=8/255,steps=100); extra keys go to it")
+register_attack("tpgd-conf", tpgd_conf, tier=None,
+                help="T-PGD study rule: Temperature-PGD with T_i from each image's clean confidence (lo..hi)")
+register_attack("tpgd-class", tpgd_class, tier=None,
+                help="T-PGD study rule: Temperature-PGD with T_i = class_T[clean prediction of image i]")
+
 
 # Arguments an attack takes from its caller, never from a spec string.
 _RUNTIME_ARGS = {"model", "x", "y", "generator", "target", "targeted"}  # targets come from code
@@ -76,37 +148,49 @@ def _convert_extra(value: Any) -> Any:
     return value
 
 
-def _convert(attack: str, key: str, value: Any, default: Any) -> Any:
-    where = f"attack {attack!r}: {key}"
-    if key == "norm":
-        return Norm.parse(value)
-    if isinstance(default, bool):
-        if isinstance(value, bool):
-            return value
-        s = str(value).lower()
-        if s in ("1", "true", "yes", "on"):
-            return True
-        if s in ("0", "false", "no", "off"):
-            return False
-        raise ClasswiseError(f"{where} must be true or false, got {value!r}")
-    if isinstance(default, int) and not isinstance(default, bool):
-        try:
-            v = int(parse_number(value, name=where))
-        except ClasswiseError:
-            raise
-        if v != parse_number(value, name=where):
-            raise ClasswiseError(f"{where} must be a whole number, got {value!r}")
-        if v < (0 if key == "restarts" else 1) or (key == "restarts" and v < 1):
-            raise ClasswiseError(f"{where} must be >= 1, got {value!r}")
-        return v
-    if isinstance(default, str):
-        return str(value)
+def _to_bool(where: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    s = str(value).lower()
+    if s in ("1", "true", "yes", "on"):
+        return True
+    if s in ("0", "false", "no", "off"):
+        return False
+    raise ClasswiseError(f"{where} must be true or false, got {value!r}")
+
+
+def _to_int(where: str, key: str, value: Any) -> int:
+    v = int(parse_number(value, name=where))
+    if v != parse_number(value, name=where):
+        raise ClasswiseError(f"{where} must be a whole number, got {value!r}")
+    if v < 1:  # steps, restarts, n_restarts...: at least one
+        raise ClasswiseError(f"{where} must be >= 1, got {value!r}")
+    return v
+
+
+def _to_float(where: str, key: str, value: Any) -> float:
     v = parse_number(value, name=where)
     if key in ("alpha", "kappa") and v < 0:  # eps: classwise.core.check_eps, in build_attack
         raise ClasswiseError(f"{where} must be >= 0, got {value!r}")
     if key == "T" and not v > 0:
         raise ClasswiseError(f"{where} (temperature) must be > 0, got {value!r}")
     return v
+
+
+def _convert(attack: str, key: str, value: Any, default: Any) -> Any:
+    """A spec value as the attack's parameter ``key`` takes it (typed by its default); one-line errors."""
+    where = f"attack {attack!r}: {key}"
+    if key == "norm":
+        return Norm.parse(value)
+    if isinstance(default, bool):
+        return _to_bool(where, value)
+    if isinstance(default, int):
+        return _to_int(where, key, value)
+    if isinstance(default, str):
+        return str(value)
+    if isinstance(value, (list, tuple)):  # e.g. tpgd-class's class_T: one number per class
+        return [parse_number(v, name=where) for v in value]
+    return _to_float(where, key, value)
 
 
 @dataclass
@@ -175,10 +259,20 @@ def build_attack(spec: AttackSpec | str, *, defaults: dict[str, Any] | None = No
     return BoundAttack(full, fn, kwargs)
 
 
+def fusion_plan(attack: BoundAttack) -> PGDPlan | None:
+    """The :class:`~classwise.attacks.pgd.PGDPlan` of a bound attack that a fused loop can run, else None
+    (the attack's registry entry is not :attr:`AttackInfo.fusable`, or this call cannot be fused)."""
+    name = next((n for n in ATTACKS.names() if ATTACKS.get(n) is attack.fn), None)
+    if name is None or not attack_info(name).fusable:
+        return None
+    return pgd_plan(attack.fn, attack.kwargs, loss=attack_info(name).fused_loss)
+
+
 __all__ = [
     "predictions",
-    "ATTACKS", "AttackSpec", "BoundAttack", "build_attack", "attack_params",
-    "fgsm", "pgd", "tpgd", "cw", "iterative_attack",
+    "ATTACKS", "AttackInfo", "AttackSpec", "BoundAttack", "attack_info", "attack_params", "build_attack",
+    "fusion_plan", "register_attack",
+    "fgsm", "pgd", "tpgd", "cw", "iterative_attack", "tpgd_conf", "tpgd_class", "conf_temperature",
     "project", "ascent_step", "random_init",
     "make_loss", "cross_entropy", "temperature_cross_entropy", "cw_loss", "dlr_loss", "margin",
     "apgd", "apgd_ce", "apgd_dlr", "apgd_t", "autoattack", "dlr_targeted_loss",

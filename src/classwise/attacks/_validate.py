@@ -78,7 +78,8 @@ def guard(model: nn.Module, generator: torch.Generator | None = None) -> Iterato
     with ExitStack() as stack:
         hooks = [h for m in bns for h in (m.register_forward_pre_hook(_one_value_per_channel),
                                           m.register_forward_hook(_restore_mode))]
-        stack.callback(lambda: [h.remove() for h in hooks])
+        for h in hooks:
+            stack.callback(h.remove)
         if dropout:  # dropout draws from the global RNG: draw on a fork, seeded from the generator
             devs = [d for d in {p.device for p in model.parameters()} if d.type == "cuda"]
             stack.enter_context(torch.random.fork_rng(devices=[d.index or 0 for d in devs]))

@@ -23,7 +23,8 @@ from __future__ import annotations
 import inspect
 import logging
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -63,6 +64,67 @@ def _all_attacks(obj: Any) -> list[Any]:
     return [obj, *subs.values()]
 
 
+@contextmanager
+def _model_kept(model: nn.Module) -> Iterator[None]:
+    """Parameters frozen inside (attacks need input gradients only; this also keeps ``.backward()`` off
+    ``.grad``); their ``requires_grad``, ``.grad`` and every module's ``training`` flag restored after."""
+    params = list(model.parameters())
+    grads = [p.grad for p in params]
+    needs = [p.requires_grad for p in params]
+    modes = [m.training for m in model.modules()]
+    try:
+        for p in params:
+            p.requires_grad_(False)
+        yield
+    finally:
+        for p, g, r in zip(params, grads, needs, strict=True):
+            p.requires_grad_(r)
+            p.grad = g
+        for m, t in zip(model.modules(), modes, strict=True):
+            m.training = t
+
+
+@contextmanager
+def _bound_to(attack_obj: Any, model: nn.Module, device: torch.device) -> Iterator[None]:
+    """``attack_obj`` bound to ``model`` on ``device`` inside (with a warning when rebinding), as it was after."""
+    bound_model, bound_device = attack_obj.model, getattr(attack_obj, "device", None)
+    rebind = bound_model is not model
+    move = bound_device != device and hasattr(attack_obj, "set_device")
+    if rebind:
+        warnings.warn(f"{type(attack_obj).__name__} was built on another model; rebinding it to the "
+                      "given model for this call (build it on the model you attack)", stacklevel=4)
+    try:
+        if rebind:
+            attack_obj.set_model(model)
+        if move:
+            attack_obj.set_device(device)
+        yield
+    finally:
+        if rebind:
+            attack_obj.set_model(bound_model)
+        if move:
+            attack_obj.set_device(bound_device)
+
+
+@contextmanager
+def _seeded(attack_obj: Any, seed: int | None, x: torch.Tensor) -> Iterator[None]:
+    """A forked global RNG (torchattacks reseeds it) seeded with ``seed``, which the attack and its
+    sub-attacks also get as their ``seed`` attribute; their own seeds are restored after."""
+    subs = [a for a in _all_attacks(attack_obj) if hasattr(a, "seed")]
+    seeds = [a.seed for a in subs]
+    devices = [x.device] if x.device.type == "cuda" else []
+    try:
+        with torch.random.fork_rng(devices=devices):
+            if seed is not None:
+                torch.manual_seed(seed)
+                for a in subs:
+                    a.seed = seed
+            yield
+    finally:
+        for a, s in zip(subs, seeds, strict=True):
+            a.seed = s
+
+
 def from_torchattacks(attack_obj: Any) -> Callable[..., torch.Tensor]:
     """Wrap a torchattacks attack object as ``attack(model, x, y, *, generator=None) -> x_adv``.
 
@@ -83,45 +145,8 @@ def from_torchattacks(attack_obj: Any) -> Callable[..., torch.Tensor]:
         seed = None
         if generator is not None:
             seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator, device=generator.device))
-        bound_model, bound_device = attack_obj.model, getattr(attack_obj, "device", None)
-        rebind = bound_model is not model
-        if rebind:
-            warnings.warn(f"{type(attack_obj).__name__} was built on another model; rebinding it to the "
-                          "given model for this call (build it on the model you attack)", stacklevel=2)
-        params = list(model.parameters())
-        grads = [p.grad for p in params]
-        needs = [p.requires_grad for p in params]
-        modes = [m.training for m in model.modules()]
-        subs = _all_attacks(attack_obj)
-        seeds = [getattr(a, "seed", None) for a in subs]
-        devices = [x.device] if x.device.type == "cuda" else []
-        try:
-            for p in params:  # attacks need input gradients only; this also keeps .backward() off .grad
-                p.requires_grad_(False)
-            if rebind:
-                attack_obj.set_model(model)
-            if bound_device != x.device and hasattr(attack_obj, "set_device"):
-                attack_obj.set_device(x.device)
-            with torch.random.fork_rng(devices=devices):
-                if seed is not None:
-                    torch.manual_seed(seed)
-                    for a in subs:
-                        if hasattr(a, "seed"):
-                            a.seed = seed
-                x_adv = attack_obj(x, y)
-        finally:
-            for a, s in zip(subs, seeds, strict=True):
-                if hasattr(a, "seed"):
-                    a.seed = s
-            if rebind:
-                attack_obj.set_model(bound_model)
-            if bound_device != x.device and hasattr(attack_obj, "set_device"):
-                attack_obj.set_device(bound_device)
-            for p, g, r in zip(params, grads, needs, strict=True):
-                p.requires_grad_(r)
-                p.grad = g
-            for m, t in zip(model.modules(), modes, strict=True):
-                m.training = t
+        with _model_kept(model), _bound_to(attack_obj, model, x.device), _seeded(attack_obj, seed, x):
+            x_adv = attack_obj(x, y)
         return x_adv.detach().to(device=x.device, dtype=x.dtype)
 
     run.__doc__ = f"{type(attack_obj).__name__} (torchattacks) under the classwise attack contract"
@@ -178,7 +203,7 @@ def torchattacks_attack(
     eps = parse_number(eps, name="eps")
     check_eps(eps, norm, shape=tuple(x.shape[1:]))
     cls = _find_class(ta, name)
-    accepted = inspect.signature(cls.__init__).parameters
+    accepted = inspect.signature(cls).parameters
     kwargs = {k: _value(v) for k, v in params.items()}
     unknown = sorted(set(kwargs) - set(accepted))
     if unknown:

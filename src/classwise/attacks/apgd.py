@@ -29,13 +29,12 @@ import torch
 from torch import nn
 
 from classwise.attacks._validate import guarded, predictions
-from classwise.attacks.geometry import ascent_step, flat_norm, project
+from classwise.attacks.geometry import TINY, ascent_step, flat_norm, project
 from classwise.attacks.losses import cross_entropy, dlr_loss, margin
 from classwise.attacks.pgd import Budget, _all_zero, _budget, _check, _take
 from classwise.core import Norm
 from classwise.errors import ClasswiseError
 
-_TINY = 1e-12
 MOMENTUM = 0.75  # weight of the new projected step; 1 - MOMENTUM goes to the previous displacement
 APGD_LOSSES = ("ce", "dlr")
 
@@ -62,7 +61,7 @@ def dlr_targeted_loss(logits: torch.Tensor, y: torch.Tensor, target: torch.Tenso
     gap = z.gather(1, y[:, None]).squeeze(1) - z.gather(1, target[:, None]).squeeze(1)
     if k < 3:
         return -gap
-    denom = zs[:, 0] - 0.5 * (zs[:, 2] + zs[:, min(3, k - 1)]) + _TINY
+    denom = zs[:, 0] - 0.5 * (zs[:, 2] + zs[:, min(3, k - 1)]) + TINY
     return -gap / denom
 
 
@@ -90,7 +89,7 @@ def _start(x: torch.Tensor, norm: Norm, eps: Budget, generator: torch.Generator 
     else:
         t = torch.randn(x.shape, generator=generator, device=gdev, dtype=torch.float32)
     t = t.to(x)
-    t = t / (flat_norm(t, norm).view(shape) + _TINY)
+    t = t / (flat_norm(t, norm).view(shape) + TINY)
     e = eps.view(shape) if isinstance(eps, torch.Tensor) else eps
     return (x + e * t).clamp(0, 1)
 

@@ -10,7 +10,7 @@ import torch
 
 from classwise.core import Norm
 
-_TINY = 1e-12
+TINY = 1e-12  # added to a denominator that may be 0 (a norm, a logit gap): the one division guard
 
 
 def _per_sample(v: float | torch.Tensor, like: torch.Tensor) -> torch.Tensor | float:
@@ -34,7 +34,7 @@ def project(delta: torch.Tensor, norm: Norm, eps: float | torch.Tensor) -> torch
     if norm is Norm.LINF:
         return torch.maximum(torch.minimum(delta, e), -e) if isinstance(e, torch.Tensor) else delta.clamp(-e, e)
     n = flat_norm(delta, norm).view(-1, *([1] * (delta.ndim - 1)))
-    factor = torch.clamp(e / (n + _TINY), max=1.0)
+    factor = torch.clamp(e / (n + TINY), max=1.0)
     return delta * factor
 
 
@@ -44,7 +44,7 @@ def ascent_step(grad: torch.Tensor, norm: Norm, alpha: float | torch.Tensor) -> 
     if norm is Norm.LINF:
         return a * grad.sign()
     n = flat_norm(grad, norm).view(-1, *([1] * (grad.ndim - 1)))
-    return a * grad / (n + _TINY)
+    return a * grad / (n + TINY)
 
 
 def random_init(
@@ -63,7 +63,7 @@ def random_init(
         g = torch.randn(x.shape, generator=generator, device=gdev, dtype=torch.float32).to(x)
         d = g[0].numel()
         r = torch.rand(x.shape[0], generator=generator, device=gdev, dtype=torch.float32).to(x) ** (1.0 / d)
-        direction = g / (flat_norm(g, norm).view(-1, *([1] * (x.ndim - 1))) + _TINY)
+        direction = g / (flat_norm(g, norm).view(-1, *([1] * (x.ndim - 1))) + TINY)
         delta = direction * r.view(-1, *([1] * (x.ndim - 1))) * _per_sample(eps, x)
     return (x + delta).clamp(0, 1) - x
 

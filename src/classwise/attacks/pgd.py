@@ -26,8 +26,8 @@ from torch import nn
 
 from classwise.attacks._validate import check_finite_input, guard, guarded, predictions
 from classwise.attacks.geometry import _per_sample, ascent_step, clip_box, project, random_init
-from classwise.attacks.losses import LossFn, make_loss
-from classwise.core import Norm, check_eps, parse_number
+from classwise.attacks.losses import CW_KAPPA, LossFn, make_loss
+from classwise.core import Norm, check_eps, default_step, parse_number
 from classwise.errors import ClasswiseError
 
 Budget = float | torch.Tensor  # a number, or one value per sample: shape (N,)
@@ -101,7 +101,7 @@ def _step(xa: torch.Tensor, x_adv: torch.Tensor, grad: torch.Tensor, norm: Norm,
     if bounds is not None:  # linf: sign step, then one clamp onto the (ball and box) bounds
         s = grad.sign_()
         if isinstance(alpha, torch.Tensor):
-            nxt = torch.addcmul(x_adv, _per_sample(alpha, s), s)
+            nxt = torch.addcmul(x_adv, alpha.to(s).view(-1, *([1] * (s.ndim - 1))), s)
         else:
             nxt = torch.add(x_adv, s, alpha=alpha)
         return torch.clamp(nxt, bounds[0], bounds[1], out=_fresh(nxt, fmt))
@@ -197,7 +197,7 @@ def iterative_attack(
         raise ClasswiseError(f"init of shape {tuple(init.shape)} does not match x of shape {tuple(x.shape)}")
     if targeted and target is None:
         raise ClasswiseError("a targeted attack needs target labels (target=...)")
-    labels = (target if targeted else y).to(x.device)
+    labels = (target if targeted and target is not None else y).to(x.device)
     x = x.detach()
     n = x.shape[0]
     if n == 0 or _all_zero(eps):
@@ -230,11 +230,6 @@ def iterative_attack(
     return x_adv.detach()
 
 
-def _default_alpha(eps: Budget, steps: int, norm: Norm) -> Budget:
-    # Madry et al.'s rule of thumb: the walk can cross the ball 2.5 times.
-    return 2.5 * eps / steps
-
-
 @guarded
 def pgd(
     model: nn.Module,
@@ -249,13 +244,14 @@ def pgd(
     restarts: int = 1,
     loss: str = "ce",
     T: float | torch.Tensor = 1.0,
-    kappa: float = 50.0,
+    kappa: float = CW_KAPPA,
     targeted: bool = False,
     target: torch.Tensor | None = None,
     early_stop: bool = True,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """Projected Gradient Descent (Madry et al. 2018) in linf or l2; ``alpha`` defaults to 2.5*eps/steps.
+    """Projected Gradient Descent (Madry et al. 2018) in linf or l2; ``alpha`` defaults to
+    :func:`classwise.core.default_step` (2.5*eps/steps).
 
     ``loss`` is ``ce`` (cross-entropy, with temperature ``T``), ``cw`` (margin, capped at ``kappa``)
     or ``dlr``. ``targeted=True`` pulls towards ``target`` instead of away from ``y``.
@@ -264,7 +260,7 @@ def pgd(
     """
     norm = Norm.parse(norm)
     eps = _budget(eps, "eps", x)
-    alpha = _default_alpha(eps, steps, norm) if alpha is None else _budget(alpha, "alpha", x)
+    alpha = default_step(eps, steps) if alpha is None else _budget(alpha, "alpha", x)
     if isinstance(eps, torch.Tensor) or isinstance(alpha, torch.Tensor):
         bad = ~(torch.as_tensor(alpha, device=x.device) > 0) & (torch.as_tensor(eps, device=x.device) > 0)
         if bool(bad.any()):
@@ -333,7 +329,7 @@ def cw(
     eps: float,
     alpha: float | None = None,
     steps: int = 20,
-    kappa: float = 50.0,
+    kappa: float = CW_KAPPA,
     norm: Norm | str = Norm.LINF,
     random_start: bool = True,
     restarts: int = 1,
@@ -367,25 +363,26 @@ class PGDPlan:
         return self.steps, self.norm, self.random_start
 
 
-def pgd_plan(fn: object, kwargs: dict) -> PGDPlan | None:
-    """The plan of ``fn(model, x, y, **kwargs)`` when ``fn`` is :func:`pgd`, :func:`tpgd` or :func:`cw`
-    with one restart, early stopping, no target and number-valued eps, alpha and T; else None."""
-    if fn not in (pgd, tpgd, cw):
-        return None
-    p = {k: v.default for k, v in inspect.signature(fn).parameters.items() if v.default is not inspect.Parameter.empty}
+def pgd_plan(fn: object, kwargs: dict, *, loss: str | None = None) -> PGDPlan | None:
+    """The plan of ``fn(model, x, y, **kwargs)``, a PGD-family attack ascending ``loss`` (``ce``, ``cw``;
+    a ``loss`` parameter of the call or of ``fn``'s signature wins), when the call has one restart,
+    early stopping, no target and number-valued eps, alpha and T; else None. Which attacks are
+    PGD-family is registry metadata: :func:`classwise.attacks.fusion_plan` passes their ``fused_loss``."""
+    p = {k: v.default for k, v in inspect.signature(fn).parameters.items()  # type: ignore[arg-type]
+         if v.default is not inspect.Parameter.empty}
     p.update(kwargs)
-    if p.get("targeted") or int(p.get("restarts", 1)) != 1 or not p.get("early_stop", True):
+    name = p.get("loss", loss)
+    if name is None or p.get("targeted") or int(p.get("restarts", 1)) != 1 or not p.get("early_stop", True):
         return None
     if any(isinstance(p.get(k), torch.Tensor) for k in ("eps", "alpha", "T")) or "eps" not in p:
         return None
-    name = {pgd: p.get("loss", "ce"), tpgd: "ce", cw: "cw"}[fn]
     norm, steps = Norm.parse(p.get("norm", Norm.LINF)), int(p["steps"])
     eps = parse_number(p["eps"], name="eps")
-    alpha = _default_alpha(eps, steps, norm) if p.get("alpha") is None else parse_number(p["alpha"], name="alpha")
+    alpha = default_step(eps, steps) if p.get("alpha") is None else parse_number(p["alpha"], name="alpha")
     if not (eps > 0 and alpha > 0):
         return None  # eps 0 returns x untouched; bad values: let the attack itself raise its error
-    loss = make_loss(name, T=float(p.get("T", 1.0)), kappa=float(p.get("kappa", 50.0)))
-    return PGDPlan(loss, eps, alpha, steps, norm, bool(p.get("random_start", True)))
+    fused = make_loss(name, T=float(p.get("T", 1.0)), kappa=float(p.get("kappa", CW_KAPPA)))
+    return PGDPlan(fused, eps, alpha, steps, norm, bool(p.get("random_start", True)))
 
 
 def fused_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, plans: list[PGDPlan],

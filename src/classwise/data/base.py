@@ -56,8 +56,9 @@ class ImageData:
         """(C, H, W) of one image."""
         if self.images is not None:
             return tuple(self.images.shape[1:])  # type: ignore[return-value]
-        x, _ = self.dataset[0]  # type: ignore[index]
-        return tuple(x.shape)  # type: ignore[return-value]
+        assert self.dataset is not None  # exactly one of images / dataset is set
+        x, _ = self.dataset[0]
+        return tuple(x.shape)
 
     @property
     def in_channels(self) -> int:
@@ -76,6 +77,7 @@ class ImageData:
         if self.images is not None:
             return ImageData(self.name, self.split, self.class_names, self.labels[idx], images=self.images[idx],
                              meta=meta)
+        assert self.dataset is not None  # exactly one of images / dataset is set
         return ImageData(self.name, self.split, self.class_names, self.labels[idx],
                          dataset=Subset(self.dataset, idx.tolist()), num_workers=self.num_workers, meta=meta)
 
@@ -137,6 +139,7 @@ class ImageData:
                 idx = order[i : i + batch_size]
                 yield to_float(self.images[idx]).to(device), self.labels[idx].to(device)
             return
+        assert self.dataset is not None  # exactly one of images / dataset is set
         loader = DataLoader(self.dataset, batch_size=batch_size, shuffle=shuffle, generator=generator,
                             num_workers=self.num_workers, drop_last=drop_last,
                             pin_memory=torch.device(device or "cpu").type == "cuda")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -63,9 +63,19 @@ class _Place:
 Placer = Callable[[str, "Path | None"], _Place]
 
 
+Stats = tuple[tuple[float, ...], tuple[float, ...]]  # per-channel (mean, std) of images in [0, 1]
+
+
 @dataclass(frozen=True)
 class DatasetSpec:
-    """A registered dataset: its loader and what is known about it without reading data."""
+    """A registered dataset: its loader and what is known about it without reading data.
+
+    The one home of a dataset's facts: class names (None: read from the files, as for CIFAR-100's meta
+    file or an image folder's sub-folders), image shape (``in_channels``, ``input_size``) and the
+    per-channel ``mean``/``std`` a model normalizes its inputs with. ``mean`` and ``std`` must be given
+    at registration: tuples of ``in_channels`` numbers, or both None to say explicitly that the dataset
+    has no standard statistics (models then normalize with the identity).
+    """
 
     name: str
     load: Loader  # (split, root, download, image_size) -> ImageData
@@ -77,6 +87,22 @@ class DatasetSpec:
     streaming: bool = False
     help: str = ""
     place: Placer | None = None  # (split, root) -> where the split may lie; None: bundled, no files
+    mean: tuple[float, ...] | None = field(kw_only=True)
+    std: tuple[float, ...] | None = field(kw_only=True)
+
+    def __post_init__(self) -> None:
+        if (self.mean is None) != (self.std is None):
+            raise ValueError(f"dataset {self.name!r}: give both mean and std, or neither (no statistics)")
+        if self.mean is not None and self.std is not None:
+            if len(self.mean) != self.in_channels or len(self.std) != self.in_channels:
+                raise ValueError(f"dataset {self.name!r}: mean/std need {self.in_channels} value(s) each")
+            if any(not s > 0 for s in self.std):
+                raise ValueError(f"dataset {self.name!r}: std must be positive")
+
+    @property
+    def stats(self) -> Stats | None:
+        """``(mean, std)``, or None when the dataset explicitly has no statistics."""
+        return (self.mean, self.std) if self.mean is not None and self.std is not None else None
 
     def info(self) -> dict[str, Any]:
         return {
@@ -104,6 +130,25 @@ def default_data_root() -> Path:
 
 def _canonical(name: str) -> str:
     return str(name).strip().lower().replace("_", "-")
+
+
+# Other spellings under which a dataset's statistics are looked up (checkpoints and flags of other tools).
+STATS_ALIASES = {
+    "fashionmnist": "fashion-mnist",
+    "fmnist": "fashion-mnist",
+    "cifar-10": "cifar10",
+    "cifar-100": "cifar100",
+    "stl-10": "stl10",
+    "imagenet": "imagefolder",
+    "image-folder": "imagefolder",
+}
+
+
+def stats_spec(name: str | None) -> DatasetSpec | None:
+    """The spec whose statistics the name ``name`` (or one of :data:`STATS_ALIASES`) stands for, else None."""
+    key = _canonical(name or "")
+    key = STATS_ALIASES.get(key, key)
+    return DATASETS.get(key) if key in DATASETS else None
 
 
 def dataset_info(name: str) -> dict[str, Any]:
@@ -487,23 +532,31 @@ def _register(spec: DatasetSpec) -> None:
     DATASETS.register(spec.name, spec, help=spec.help)
 
 
+# Standard per-channel statistics of images scaled to [0, 1]. "digits" (sklearn's 8x8 digits) is computed
+# over all 1797 images after dividing the 0..16 pixel values by 16; "imagefolder" uses ImageNet's.
 _register(DatasetSpec("digits", _load_digits, 10, tuple(DIGIT_NAMES), 1, 8, 0.1,
-                      help="scikit-learn's bundled 8x8 digits (1797 images), fixed stratified 75/25 split; offline"))
+                      help="scikit-learn's bundled 8x8 digits (1797 images), fixed stratified 75/25 split; offline",
+                      mean=(0.3053,), std=(0.3760,)))
 _register(DatasetSpec("mnist", _idx_loader("mnist", "MNIST", DIGIT_NAMES), 10, tuple(DIGIT_NAMES), 1, 28, 0.3,
-                      help="MNIST handwritten digits, 28x28 grey (IDX files)", place=_idx_place("mnist", "MNIST")))
+                      help="MNIST handwritten digits, 28x28 grey (IDX files)", place=_idx_place("mnist", "MNIST"),
+                      mean=(0.1307,), std=(0.3081,)))
 _register(DatasetSpec("fashion-mnist", _idx_loader("fashion-mnist", "FashionMNIST", FASHION_MNIST_CLASSES), 10,
                       tuple(FASHION_MNIST_CLASSES), 1, 28, 0.1,
                       help="Fashion-MNIST clothing, 28x28 grey (IDX files; also found in /usr/share/datasets)",
-                      place=_idx_place("fashion-mnist", "FashionMNIST")))
+                      place=_idx_place("fashion-mnist", "FashionMNIST"), mean=(0.2860,), std=(0.3530,)))
 _register(DatasetSpec("cifar10", _cifar_loader("cifar10", "CIFAR10", 10), 10, tuple(CIFAR10_CLASSES), 3, 32, 8 / 255,
-                      help="CIFAR-10, 32x32 colour (python batches)", place=_cifar_place("cifar10", "CIFAR10")))
+                      help="CIFAR-10, 32x32 colour (python batches)", place=_cifar_place("cifar10", "CIFAR10"),
+                      mean=(0.4914, 0.4822, 0.4465), std=(0.2471, 0.2435, 0.2616)))
 _register(DatasetSpec("cifar100", _cifar_loader("cifar100", "CIFAR100", 100), 100, None, 3, 32, 8 / 255,
                       help="CIFAR-100 fine labels, 32x32 colour (python batches)",
-                      place=_cifar_place("cifar100", "CIFAR100")))
+                      place=_cifar_place("cifar100", "CIFAR100"),
+                      mean=(0.5071, 0.4865, 0.4409), std=(0.2673, 0.2564, 0.2762)))
 _register(DatasetSpec("svhn", _load_svhn, 10, tuple(DIGIT_NAMES), 3, 32, 8 / 255,
-                      help="SVHN house numbers, 32x32 colour (.mat files)", place=_svhn_place))
+                      help="SVHN house numbers, 32x32 colour (.mat files)", place=_svhn_place,
+                      mean=(0.4377, 0.4438, 0.4728), std=(0.1980, 0.2010, 0.1970)))
 _register(DatasetSpec("stl10", _load_stl10, 10, tuple(STL10_CLASSES), 3, 96, 8 / 255,
-                      help="STL-10 labelled splits, 96x96 colour (binary files)", place=_stl10_place))
+                      help="STL-10 labelled splits, 96x96 colour (binary files)", place=_stl10_place,
+                      mean=(0.4467, 0.4398, 0.4066), std=(0.2603, 0.2566, 0.2713)))
 _register(DatasetSpec("imagefolder", _load_imagefolder, None, None, 3, DEFAULT_IMAGE_SIZE, 4 / 255, streaming=True,
                       help="ImageNet-style folders root/train/<class>/*.jpg and root/val/<class>/*.jpg",
-                      place=_folder_place))
+                      place=_folder_place, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)))

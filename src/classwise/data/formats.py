@@ -19,7 +19,7 @@ import numpy as np
 from classwise.errors import ClasswiseError
 
 # IDX type codes -> big-endian numpy dtypes
-_IDX_DTYPES = {
+_IDX_DTYPES: dict[int, np.dtype] = {
     0x08: np.dtype(">u1"),
     0x09: np.dtype(">i1"),
     0x0B: np.dtype(">i2"),
@@ -72,7 +72,7 @@ def _allowed_globals() -> dict[tuple[str, str], Any]:
     try:
         from numpy._core import multiarray, numeric  # numpy >= 2
     except ImportError:  # numpy 1.x
-        from numpy.core import multiarray, numeric
+        from numpy.core import multiarray, numeric  # type: ignore[no-redef]
 
     allowed: dict[tuple[str, str], Any] = {
         ("numpy", "ndarray"): np.ndarray,
@@ -82,7 +82,7 @@ def _allowed_globals() -> dict[tuple[str, str], Any]:
     for mod in ("numpy.core", "numpy._core"):  # old pickles say numpy.core, numpy 2 writes numpy._core
         allowed[(f"{mod}.multiarray", "_reconstruct")] = multiarray._reconstruct
         allowed[(f"{mod}.multiarray", "scalar")] = multiarray.scalar
-        allowed[(f"{mod}.numeric", "_frombuffer")] = numeric._frombuffer
+        allowed[(f"{mod}.numeric", "_frombuffer")] = numeric._frombuffer  # type: ignore[attr-defined]
     return allowed
 
 

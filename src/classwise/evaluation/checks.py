@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from classwise.attacks import ATTACKS, attack_params
+from classwise.attacks import ATTACKS, attack_info, attack_params
 from classwise.attacks._validate import predictions
 from classwise.attacks.pgd import pgd
 from classwise.core import Norm, parse_number, resolve_device
@@ -46,8 +46,6 @@ ORDER_SLACK = 0.01  # attack_order: a weaker attack may beat a stronger one by a
 MONOTONE_SLACK = 1  # eps_monotone: robust accuracy may rise by at most one sample
 UNBOUNDED_MAX = 0.01  # unbounded: robust accuracy under an unbounded PGD-50 must be <= 1%
 
-# Attack strength tiers for attack_order; within a tier, the same attack with more steps is stronger.
-_TIERS = {"fgsm": 0, "pgd": 1, "tpgd": 1, "cw": 1, "apgd-ce": 2, "apgd-dlr": 2, "apgd-t": 2, "autoattack": 3}
 # Parameters that make two runs of the same attack comparable by steps (restarts only add strength).
 _BUDGET_KEYS = {"eps", "norm", "steps", "restarts", "n_restarts", "alpha", "random_start", "early_stop"}
 
@@ -92,8 +90,8 @@ def _eval_mode(model: nn.Module) -> Iterator[None]:
 
 
 def _model_device(model: nn.Module) -> torch.device | None:
-    for t in model.parameters():
-        return t.device
+    for p in model.parameters():
+        return p.device
     for t in model.buffers():
         return t.device
     return None
@@ -218,12 +216,11 @@ def check_train_mode(was_training: bool | None) -> Flag | None:
 def _attack_key(spec: dict[str, Any]) -> tuple[str, float, str, int, int, dict[str, Any]] | None:
     """(name, eps, norm, steps, restarts, other params) of an outcomes spec, or None if not comparable."""
     name = str(spec.get("name", "")).lower()
-    if name not in _TIERS:
+    if _tier(name) is None:
         return None
     params = dict(spec.get("params") or {})
-    # Parameters a spec leaves out take the attack's defaults (apgd-*/autoattack may not be registered).
-    defaults = {k: v for k, v in attack_params(name).items() if v is not inspect.Parameter.empty} \
-        if name in ATTACKS else {}
+    # Parameters a spec leaves out take the attack's defaults.
+    defaults = {k: v for k, v in attack_params(name).items() if v is not inspect.Parameter.empty}
     full = {**defaults, **params}
     if "eps" not in full:
         return None
@@ -238,11 +235,17 @@ def _attack_key(spec: dict[str, Any]) -> tuple[str, float, str, int, int, dict[s
     return name, eps, norm, steps, restarts, other
 
 
+def _tier(name: str) -> int | None:
+    """The attack's strength tier (registry metadata, :class:`classwise.attacks.AttackInfo`); None: unranked."""
+    return attack_info(name).tier if name in ATTACKS else None
+
+
 def _weaker(a: tuple, b: tuple) -> bool:
     """Is attack ``a`` expected to be no stronger than ``b`` (same eps and norm already checked)?"""
     (na, _, _, sa, ra, oa), (nb, _, _, sb, rb, ob) = a, b
-    if _TIERS[na] != _TIERS[nb]:
-        return _TIERS[na] < _TIERS[nb]
+    ta, tb = _tier(na), _tier(nb)
+    if ta != tb:
+        return ta < tb  # type: ignore[operator]  # both ranked: _attack_key keeps ranked attacks only
     # Same attack with the same loss settings: fewer steps (and no more restarts) is weaker.
     return na == nb and oa == ob and sa <= sb and ra <= rb and (sa, ra) != (sb, rb)
 

@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import torch
 from torch import nn
 
 from classwise import dist as D
-from classwise.attacks import BoundAttack, build_attack
+from classwise.attacks import BoundAttack, build_attack, fusion_plan
 from classwise.attacks._validate import check_finite_input, predictions
-from classwise.attacks.pgd import fused_pgd, pgd_plan
-from classwise.core import AttackSpec, resolve_device
+from classwise.attacks.pgd import PGDPlan, fused_pgd
+from classwise.core import AttackSpec, mix_seed, resolve_device
 from classwise.data.base import ImageData
 from classwise.errors import ClasswiseError
 from classwise.outcomes import Outcomes
-
-log = logging.getLogger(__name__)
 
 Progress = Callable[[str, int], None]  # (stage, samples just finished)
 
@@ -38,7 +37,7 @@ def _predict(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return predictions(model(x))
 
 
-def _finite_batch(x: torch.Tensor, start: int, index: object = None) -> None:
+def _finite_batch(x: torch.Tensor, start: int, index: Sequence[int] | None = None) -> None:
     """A one-line error naming the first sample holding NaN/Inf (its position in the evaluated data, and
     its index in the dataset split when known), before anything is attacked."""
     try:
@@ -51,7 +50,7 @@ def _finite_batch(x: torch.Tensor, start: int, index: object = None) -> None:
 
 
 def _generator(seed: int, attack: int, batch: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed * 1_000_003 + attack * 100_003 + batch)
+    return torch.Generator().manual_seed(mix_seed(seed, attack, batch))
 
 
 def auto_batch_size(model: nn.Module, data: ImageData, device: torch.device, *, cpu_default: int = 256,
@@ -83,7 +82,7 @@ def auto_batch_size(model: nn.Module, data: ImageData, device: torch.device, *, 
 
 def _fusion_groups(bound: Sequence[BoundAttack]) -> dict[int, list[int]]:
     """Attack index -> the indices of the attacks run with it in one loop (groups of two or more)."""
-    plans = {i: pgd_plan(a.fn, a.kwargs) for i, a in enumerate(bound)}
+    plans = {i: fusion_plan(a) for i, a in enumerate(bound)}
     by_group: dict[tuple, list[int]] = {}
     for i, plan in plans.items():
         if plan is not None:
@@ -111,8 +110,8 @@ def _run_independent(net, bound, groups, x, y, p, ok, seed, b, progress, world) 
     xo, yo = x[ok], y[ok]
     any_ok = bool(ok.any())
     runs: dict[int, list[int]] = {}
-    for members in {tuple(m) for m in groups.values()}:
-        for chunk in _fuse_chunks(list(members), len(yo), xo[0].numel() if any_ok else 0, x.device):
+    for group in {tuple(m) for m in groups.values()}:
+        for chunk in _fuse_chunks(list(group), len(yo), xo[0].numel() if any_ok else 0, x.device):
             runs.update({j: chunk for j in chunk})
     for i, attack in enumerate(bound):
         if advs[i] is not None:
@@ -120,9 +119,9 @@ def _run_independent(net, bound, groups, x, y, p, ok, seed, b, progress, world) 
         members = runs.get(i, [i])
         preds = [p.clone() for _ in members]
         if any_ok:
-            gens = [_generator(seed, j, b) for j in members]
+            gens: list[torch.Generator | None] = [_generator(seed, j, b) for j in members]
             if len(members) > 1:
-                plans = [pgd_plan(bound[j].fn, bound[j].kwargs) for j in members]
+                plans: list[PGDPlan] = [fusion_plan(bound[j]) for j in members]  # type: ignore[misc]
                 x_advs = fused_pgd(net, xo, yo, plans, gens)
                 pred_all = _predict(net, torch.cat(x_advs)).split(len(yo))
             else:
@@ -216,7 +215,8 @@ def evaluate(
     ``precision="bf16"`` runs forward and backward passes under bf16 autocast; ``channels_last`` uses
     that memory format (faster convolutions on recent GPUs and CPUs).
 
-    ``fuse=True`` (independent mode) runs the PGD-family attacks that share steps, norm and start
+    ``fuse=True`` (independent mode) runs the PGD-family attacks (registry entries with a ``fused_loss``,
+    :class:`classwise.attacks.AttackInfo`) that share steps, norm and start
     (PGD-20, T-PGD-20 and CW-20, say) in one batched loop over the same samples
     (:func:`classwise.attacks.pgd.fused_pgd`) when the fused batch holds at most ``FUSE_BUDGET`` input
     values (on a CPU, 2^18: 8x8 digits fuse, 28x28 batches of 256 do not); sample by sample the outcomes
@@ -230,33 +230,58 @@ def evaluate(
     model.eval()
     try:
         net = prepare_model(model, dev, precision=precision, channels_last=channels_last)
-        mf = torch.channels_last if channels_last else torch.contiguous_format
         info = D.init_from_env(dev) if distributed else D.DistInfo()
-        per_batch: list[tuple[int, torch.Tensor, torch.Tensor, list[torch.Tensor]]] = []
-        groups = _fusion_groups(bound) if fuse else {}
+        run = _Run(net, bound, _fusion_groups(bound) if fuse else {}, seed, progress, info.world, cascade)
+        mf = torch.channels_last if channels_last else torch.contiguous_format
+        per_batch: list[Batch] = []
         for b, (x, y) in enumerate(data.batches(batch_size, device=dev)):
             if b % info.world != info.rank:
                 continue  # another process's batch (under torchrun)
             x = x.contiguous(memory_format=mf) if x.ndim == 4 else x
             _finite_batch(x, b * batch_size, data.meta.get("index"))
-            p = _predict(net, x)
-            ok = p == y
-            if progress:
-                progress("clean", len(y) * info.world)
-            if cascade:
-                advs = _run_cascade(net, bound, x, y, p, ok, seed, b, progress, info.world)
-            else:
-                advs = _run_independent(net, bound, groups, x, y, p, ok, seed, b, progress, info.world)
-            per_batch.append((b, y.cpu(), p.cpu(), advs))
+            per_batch.append(run.batch(b, x, y))
         if info.enabled:  # every process gets every batch, back in dataset order
-            per_batch = sorted((r for part in D.all_gather_object(per_batch, info) for r in part),
-                               key=lambda r: r[0])
-        labels = [r[1] for r in per_batch]
-        clean = [r[2] for r in per_batch]
-        adv = [[r[3][i] for r in per_batch] for i in range(len(bound))]
+            parts = cast(list[list[Batch]], D.all_gather_object(per_batch, info))
+            per_batch = sorted((r for part in parts for r in part), key=lambda r: r[0])
     finally:
         model.train(was_training)
+    return _outcomes(per_batch, bound, data, cascade)
 
+
+Batch = tuple[int, torch.Tensor, torch.Tensor, list[torch.Tensor]]  # (index, labels, clean preds, adv preds)
+
+
+@dataclass
+class _Run:
+    """What every batch of one :func:`evaluate` call shares."""
+
+    net: nn.Module
+    bound: list[BoundAttack]
+    groups: dict[int, list[int]]
+    seed: int
+    progress: Progress | None
+    world: int
+    cascade: bool
+
+    def batch(self, b: int, x: torch.Tensor, y: torch.Tensor) -> Batch:
+        """Batch ``b``: clean predictions, then the predictions after each attack."""
+        p = _predict(self.net, x)
+        ok = p == y
+        if self.progress:
+            self.progress("clean", len(y) * self.world)
+        if self.cascade:
+            advs = _run_cascade(self.net, self.bound, x, y, p, ok, self.seed, b, self.progress, self.world)
+        else:
+            advs = _run_independent(self.net, self.bound, self.groups, x, y, p, ok, self.seed, b, self.progress,
+                                    self.world)
+        return b, y.cpu(), p.cpu(), advs
+
+
+def _outcomes(per_batch: list[Batch], bound: list[BoundAttack], data: ImageData, cascade: bool) -> Outcomes:
+    """The batches' predictions, in dataset order, as :class:`Outcomes`."""
+    labels = [r[1] for r in per_batch]
+    clean = [r[2] for r in per_batch]
+    adv = [[r[3][i] for r in per_batch] for i in range(len(bound))]
     cat = (lambda t: torch.cat(t).numpy().astype(np.int64)) if labels else (lambda t: np.zeros(0, np.int64))
     index = data.meta.get("index")
     return Outcomes(

@@ -16,13 +16,14 @@ returning the bare net; it raises :class:`ClasswiseError` for sizes the architec
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from classwise.data.datasets import DATASETS, Stats, stats_spec
 from classwise.errors import ClasswiseError
 from classwise.registry import Registry
 
@@ -30,53 +31,49 @@ ModelFactory = Callable[..., nn.Module]
 
 MODELS: Registry[ModelFactory] = Registry("model")
 
-# Standard per-channel statistics of images scaled to [0, 1].
-# "digits" (sklearn's 8x8 digits) is computed over all 1797 images after dividing the 0..16 pixel
-# values by 16; "imagefolder" uses the ImageNet statistics.
-DATASET_STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
-    "mnist": ((0.1307,), (0.3081,)),
-    "fashion-mnist": ((0.2860,), (0.3530,)),
-    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2471, 0.2435, 0.2616)),
-    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
-    "svhn": ((0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970)),
-    "stl10": ((0.4467, 0.4398, 0.4066), (0.2603, 0.2566, 0.2713)),
-    "imagefolder": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
-    "digits": ((0.3053,), (0.3760,)),
-}
-_STATS_ALIASES = {
-    "fashion_mnist": "fashion-mnist",
-    "fashionmnist": "fashion-mnist",
-    "fmnist": "fashion-mnist",
-    "cifar-10": "cifar10",
-    "cifar-100": "cifar100",
-    "stl-10": "stl10",
-    "imagenet": "imagefolder",
-    "image-folder": "imagefolder",
-}
+class _DatasetStats(Mapping[str, Stats]):
+    """Dataset name -> ``(mean, std)``: a live view of the dataset specs (:class:`classwise.data.DatasetSpec`
+    ``mean``/``std``, their one home), listing the datasets that have statistics."""
+
+    def __getitem__(self, name: str) -> Stats:
+        stats = DATASETS.get(name).stats if name in DATASETS else None
+        if stats is None:
+            raise KeyError(name)
+        return stats
+
+    def __iter__(self) -> Iterator[str]:
+        return (n for n in DATASETS.names() if DATASETS.get(n).stats is not None)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+DATASET_STATS: Mapping[str, Stats] = _DatasetStats()
 
 
 def known_dataset_stats(name: str | None, in_channels: int | None = None) -> tuple[list[float], list[float]] | None:
     """``(mean, std)`` of a dataset whose statistics are known (and match ``in_channels``), else None."""
-    key = (name or "").strip().lower()
-    key = _STATS_ALIASES.get(key, key)
-    if key not in DATASET_STATS:
+    spec = stats_spec(name)
+    stats = spec.stats if spec is not None else None
+    if stats is None or (in_channels is not None and len(stats[0]) != in_channels):
         return None
-    mean, std = DATASET_STATS[key]
-    if in_channels is not None and len(mean) != in_channels:
-        return None
-    return list(mean), list(std)
+    return list(stats[0]), list(stats[1])
 
 
 def dataset_stats(name: str | None, in_channels: int | None = None) -> tuple[list[float], list[float]]:
-    """``(mean, std)`` for a dataset name; identity (0, 1) for an unknown name or a channel mismatch."""
-    key = (name or "").strip().lower()
-    key = _STATS_ALIASES.get(key, key)
-    if key in DATASET_STATS:
-        mean, std = DATASET_STATS[key]
-        if in_channels is None or len(mean) == in_channels:
-            return list(mean), list(std)
-    c = in_channels or 1
-    return [0.0] * c, [1.0] * c
+    """``(mean, std)`` for a dataset name; the identity (0, 1) for a dataset registered explicitly without
+    statistics. An unknown name, or statistics for another number of channels, is a one-line
+    :class:`ClasswiseError` (a model must not silently train without normalization)."""
+    spec = stats_spec(name)
+    if spec is not None and spec.stats is None:
+        c = in_channels or spec.in_channels
+        return [0.0] * c, [1.0] * c
+    stats = known_dataset_stats(name, in_channels)
+    if stats is None:
+        what = f"dataset {name!r}" + (f" with {in_channels} channel(s)" if spec is not None else "")
+        raise ClasswiseError(f"no known mean/std for {what}; pass mean/std explicitly, or train without "
+                             "normalization")
+    return stats
 
 
 # ----------------------------------------------------------------------------------------------
@@ -181,7 +178,7 @@ def _as_size(input_size: int | Sequence[int]) -> int:
             raise ClasswiseError("input_size must be a positive integer")
         input_size = min(int(s) for s in input_size)
     try:
-        size = int(input_size)
+        size = int(input_size)  # type: ignore[arg-type]  # anything else: the one-line error below
     except (TypeError, ValueError):
         raise ClasswiseError(f"input_size must be a positive integer, got {input_size!r}") from None
     return size
@@ -382,7 +379,7 @@ class WideBasicBlock(nn.Module):
         self.conv2 = nn.Conv2d(out_planes, out_planes, 3, 1, 1, bias=False)
         self.drop_rate = drop_rate
         self.equal_in_out = in_planes == out_planes
-        self.convShortcut = (
+        self.convShortcut: nn.Module | None = (
             None if self.equal_in_out else nn.Conv2d(in_planes, out_planes, 1, stride, 0, bias=False)
         )
 
@@ -396,7 +393,7 @@ class WideBasicBlock(nn.Module):
         if self.drop_rate > 0:
             out = F.dropout(out, p=self.drop_rate, training=self.training)
         out = self.conv2(out)
-        return (x if self.equal_in_out else self.convShortcut(x)) + out
+        return (x if self.convShortcut is None else self.convShortcut(x)) + out
 
 
 class NetworkBlock(nn.Module):

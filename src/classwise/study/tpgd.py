@@ -22,18 +22,29 @@ and how to read the numbers: docs/tpgd.md.
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 
 from classwise.analysis import attack_gain, class_report, mcnemar_per_class, wilson_interval
 from classwise.analysis._common import bottom_k_indices, default_bottom_k
-from classwise.attacks import BoundAttack, build_attack, predictions, tpgd
+from classwise.analysis.accuracy import rate
+from classwise.analysis.paired import mcnemar_exact, paired_gain_bootstrap
+from classwise.attacks import ATTACKS, BoundAttack, build_attack
+from classwise.attacks.temperature import (
+    RULE_HI,
+    RULE_LO,
+    class_temperatures,
+    clean_probs,
+    conf_temperature,
+    tpgd_class,
+    tpgd_conf,
+)
 from classwise.core import AttackSpec, Norm, parse_number
 from classwise.errors import ClasswiseError
 from classwise.outcomes import WORST_CASE, Outcomes
@@ -41,14 +52,11 @@ from classwise.outcomes import WORST_CASE, Outcomes
 __all__ = [
     "ENSEMBLE", "RULES", "TempRule", "parse_temperatures", "parse_rule", "conf_temperature",
     "class_temperatures", "tpgd_conf", "tpgd_class", "sweep_attacks", "run_sweep", "analyse_sweep",
-    "t_label",
+    "t_label", "paired_gain_bootstrap", "mean_confidence_by_class", "RULE_LO", "RULE_HI", "summarize",
 ]
 
 ENSEMBLE = "T-ensemble"
 RULES = ("none", "conf", "class")
-# Defaults of a rule's temperature range: one decade, from a margin-like push (0.2) on the least
-# confident images to a spread-out, non-saturating one (2) on the most confident (docs/tpgd.md).
-RULE_LO, RULE_HI = 0.2, 2.0
 
 
 def t_label(T: float) -> str:
@@ -127,67 +135,8 @@ def parse_rule(text: str | TempRule | None) -> TempRule | None:
     return TempRule(spec.name, vals["lo"], vals["hi"])
 
 
-# --- per-image temperatures -------------------------------------------------------------------------
-
-
-def _interp(s: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
-    """Geometric interpolation lo**(1-s) * hi**s of s in [0, 1]: lo at 0, hi at 1, always between them."""
-    s = s.clamp(0.0, 1.0)
-    t = torch.exp((1 - s) * math.log(lo) + s * math.log(hi))
-    return t.clamp(min(lo, hi), max(lo, hi))  # no rounding step outside [lo, hi]
-
-
-def conf_temperature(p_max: torch.Tensor, num_classes: int, *, lo: float = RULE_LO, hi: float = RULE_HI) -> torch.Tensor:
-    """T_i from clean confidence p_max(x_i) in [1/K, 1]: ``lo`` at 1/K (no idea), ``hi`` at 1 (certain).
-
-    With the defaults (lo < hi) T grows with confidence: images near the boundary get a small T (the
-    loss tends to the margin against the closest wrong class), confident ones a large T (their softmax
-    at small T saturates and the gradient vanishes). Shape (N,) -> (N,), float32, within [lo, hi].
-    """
-    k = max(int(num_classes), 2)
-    s = (p_max.float() - 1.0 / k) / (1.0 - 1.0 / k)
-    return _interp(s, lo, hi)
-
-
-def class_temperatures(mean_conf: np.ndarray, *, lo: float = RULE_LO, hi: float = RULE_HI) -> np.ndarray:
-    """One temperature per class from its mean clean confidence (K,), NaN for a class never predicted.
-
-    Min-max scaled over the classes present: the least confident ("hardest") class gets ``lo``, the most
-    confident ``hi``; all equal (or one class) -> the geometric middle. A class never predicted is never
-    attacked (only clean-correct samples are) and gets the middle too. Returns (K,) floats in [lo, hi].
-    """
-    m = np.asarray(mean_conf, dtype=float)
-    ok = np.isfinite(m)
-    s = np.full(m.shape, 0.5)
-    if ok.sum() >= 2 and np.ptp(m[ok]) > 0:
-        s[ok] = (m[ok] - m[ok].min()) / np.ptp(m[ok])
-    return _interp(torch.as_tensor(s), lo, hi).double().numpy()
-
-
-@torch.no_grad()
-def _clean_probs(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    return torch.softmax(model(x).float(), dim=1)
-
-
-def tpgd_conf(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, lo: float = RULE_LO,
-              hi: float = RULE_HI, generator: torch.Generator | None = None, **kw: Any) -> torch.Tensor:
-    """Temperature-PGD with T_i = :func:`conf_temperature` of each image's clean confidence.
-
-    One extra forward pass (the clean confidence) on top of PGD; ``kw`` goes to :func:`tpgd`. T_i depends
-    on image i alone, so the result does not depend on the batch.
-    """
-    p = _clean_probs(model, x)
-    T = conf_temperature(p.amax(dim=1), p.shape[1], lo=lo, hi=hi).to(x.device)
-    return tpgd(model, x, y, eps=eps, T=T, generator=generator, **kw)
-
-
-def tpgd_class(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, class_T: Sequence[float],
-               generator: torch.Generator | None = None, **kw: Any) -> torch.Tensor:
-    """Temperature-PGD with T_i = ``class_T[clean prediction of x_i]`` (label-free; ``kw`` to :func:`tpgd`)."""
-    table = torch.as_tensor(list(class_T), dtype=torch.float32, device=x.device)
-    # a row with non-finite outputs has no clean prediction (-1): it takes class 0's T (it is not robust anyway)
-    pred = predictions(_clean_probs(model, x)).clamp(min=0)
-    return tpgd(model, x, y, eps=eps, T=table[pred], generator=generator, **kw)
+# --- per-image temperatures: the rules are attacks (classwise.attacks.temperature, registered as
+# tpgd-conf and tpgd-class); the per-class statistic they need is computed here -------------------------
 
 
 @torch.no_grad()
@@ -203,14 +152,13 @@ def mean_confidence_by_class(model: nn.Module, data: Any, *, batch_size: int = 2
     tot, cnt = np.zeros(k), np.zeros(k)
     try:
         for x, _ in data.batches(batch_size, device=device):
-            p = _clean_probs(model, x)
+            p = clean_probs(model, x)
             conf, pred = p.max(dim=1)
             np.add.at(tot, pred.cpu().numpy(), conf.cpu().double().numpy())
             np.add.at(cnt, pred.cpu().numpy(), 1)
     finally:
         model.train(was)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(cnt > 0, tot / np.maximum(cnt, 1), np.nan)
+    return rate(tot, cnt)
 
 
 # --- running the sweep ------------------------------------------------------------------------------
@@ -225,7 +173,7 @@ def _common(eps: float, steps: int, restarts: int, alpha: float | None, norm: st
 
 def sweep_attacks(temperatures: Sequence[float], rules: Sequence[TempRule] = (), *, eps: float, steps: int = 20,
                   restarts: int = 1, alpha: float | None = None, norm: str = "linf",
-                  class_T: Sequence[float] | None = None) -> list[BoundAttack]:
+                  class_T: Sequence[float] | np.ndarray | None = None) -> list[BoundAttack]:
     """The rows of a sweep as bound attacks: one Temperature-PGD per T (label ``T=...``), then one per rule
     (label ``conf(lo-hi)`` / ``class(lo-hi)``), all at the same eps, steps, alpha and restarts.
     ``class_T`` (K temperatures) is needed for a ``class`` rule (:func:`class_temperatures`)."""
@@ -236,13 +184,13 @@ def sweep_attacks(temperatures: Sequence[float], rules: Sequence[TempRule] = (),
     for r in rules:
         if r.name == "conf":
             spec = AttackSpec("tpgd-conf", {**common, "lo": r.lo, "hi": r.hi}, label=r.label)
-            out.append(BoundAttack(spec, tpgd_conf, {**kw, "lo": r.lo, "hi": r.hi}))
+            out.append(BoundAttack(spec, ATTACKS.get("tpgd-conf"), {**kw, "lo": r.lo, "hi": r.hi}))
         elif r.name == "class":
             if class_T is None:
                 raise ClasswiseError("the class rule needs per-class temperatures (class_T)")
             ct = [float(t) for t in class_T]
             spec = AttackSpec("tpgd-class", {**common, "lo": r.lo, "hi": r.hi, "class_T": ct}, label=r.label)
-            out.append(BoundAttack(spec, tpgd_class, {**kw, "class_T": ct}))
+            out.append(BoundAttack(spec, ATTACKS.get("tpgd-class"), {**kw, "class_T": ct}))
         else:  # pragma: no cover - parse_rule rejects others
             raise ClasswiseError(f"unknown temperature rule {r.name!r}")
     labels = [a.label for a in out]
@@ -255,8 +203,7 @@ def sweep_attacks(temperatures: Sequence[float], rules: Sequence[TempRule] = (),
 def run_sweep(model: nn.Module, data: Any, temperatures: Sequence[float], rules: Sequence[TempRule] = (), *,
               eps: float, steps: int = 20, restarts: int = 1, alpha: float | None = None, norm: str = "linf",
               seed: int = 0, batch_size: int = 256, device: str | torch.device = "auto",
-              progress: Callable[[str, int], None] | None = None,
-              evaluate_fn: Callable[..., Outcomes] | None = None) -> tuple[Outcomes, dict[str, Any]]:
+              progress: Callable[[str, int], None] | None = None) -> tuple[Outcomes, dict[str, Any]]:
     """Attack ``data`` with every row of the sweep; returns the merged per-sample :class:`Outcomes` (one
     column per row, in order) and ``info`` (``class_T`` and ``class_conf`` when a class rule ran).
 
@@ -267,7 +214,6 @@ def run_sweep(model: nn.Module, data: Any, temperatures: Sequence[float], rules:
     from classwise.core import resolve_device
     from classwise.evaluation import evaluate
 
-    evaluate_fn = evaluate_fn or evaluate
     temps = [float(t) for t in temperatures]
     if not any(math.isclose(t, 1.0) for t in temps):
         temps = [1.0, *temps]
@@ -285,7 +231,7 @@ def run_sweep(model: nn.Module, data: Any, temperatures: Sequence[float], rules:
         info["class_T"] = [float(t) for t in class_T]
     rows = sweep_attacks(temps, rules, eps=eps, steps=steps, restarts=restarts, alpha=alpha, norm=norm,
                          class_T=class_T)
-    parts = [evaluate_fn(model, data, [row], batch_size=batch_size, device=device, seed=seed, progress=progress)
+    parts = [evaluate(model, data, [row], batch_size=batch_size, device=device, seed=seed, progress=progress)
              for row in rows]
     first = parts[0]
     for row, o in zip(rows[1:], parts[1:], strict=True):
@@ -301,76 +247,6 @@ def run_sweep(model: nn.Module, data: Any, temperatures: Sequence[float], rules:
 # --- analysis (numpy only) ---------------------------------------------------------------------------
 
 
-def _quantiles(v: np.ndarray, confidence: float) -> tuple[float, float]:
-    v = v[np.isfinite(v)]
-    if v.size == 0:
-        return float("nan"), float("nan")
-    a = 1.0 - confidence
-    lo, hi = np.quantile(v, [a / 2, 1 - a / 2])
-    return float(lo), float(hi)
-
-
-def paired_gain_bootstrap(labels: np.ndarray, base_robust: np.ndarray, row_robust: np.ndarray, num_classes: int,
-                          vulnerable: Sequence[int], *, n_boot: int = 2000, confidence: float = 0.95,
-                          seed: int = 0) -> dict[str, Any]:
-    """Class-stratified paired bootstrap of the gain ``base - row`` (robust accuracy, fractions).
-
-    Resamples, within each class, its n_c samples with replacement, keeping each sample's pair of outcomes
-    (robust under the baseline, robust under the row). Only the counts of the two discordant kinds matter,
-    and under resampling they are Multinomial(n_c, (b_c, r_c, rest) / n_c), so they are drawn directly
-    (the same distribution as resampling indices). Returns per-class ``gain`` (K,) with percentile
-    intervals ``lo`` / ``hi``; ``overall`` (sample-weighted, = difference of overall robust accuracies);
-    ``vulnerable`` (mean per-class gain over ``vulnerable``); ``share`` (sum of the vulnerable classes'
-    gains over the sum of all classes' gains, as :func:`classwise.analysis.attack_gain` defines it;
-    its interval is over the resamples whose total gain is > 0, and ``share_defined`` is that fraction).
-    """
-    y = np.asarray(labels)
-    b, r = np.asarray(base_robust, bool), np.asarray(row_robust, bool)
-    k = int(num_classes)
-    n = np.bincount(y, minlength=k).astype(np.int64)
-    plus = np.bincount(y[b & ~r], minlength=k)  # broken by the row only
-    minus = np.bincount(y[~b & r], minlength=k)  # broken by the baseline only
-    rng = np.random.default_rng(seed)
-    has = n > 0
-    draws_plus = np.zeros((n_boot, k))
-    draws_minus = np.zeros((n_boot, k))
-    for c in np.flatnonzero(has):
-        p = np.array([plus[c], minus[c], n[c] - plus[c] - minus[c]], dtype=float) / n[c]
-        d = rng.multinomial(n[c], p, size=n_boot)
-        draws_plus[:, c], draws_minus[:, c] = d[:, 0], d[:, 1]
-    safe = np.maximum(n, 1)
-    gain = np.where(has, (plus - minus) / safe, np.nan)
-    boot = np.where(has, (draws_plus - draws_minus) / safe, np.nan)  # (B, K)
-    total_n = max(int(n.sum()), 1)
-    overall_b = (draws_plus - draws_minus).sum(axis=1) / total_n
-    vul = np.asarray(list(vulnerable), dtype=int)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        vul_b = np.nanmean(boot[:, vul], axis=1) if vul.size else np.full(n_boot, np.nan)
-        tot_b = np.nansum(boot, axis=1)
-        share_b = np.where(tot_b > 1e-9, np.nansum(boot[:, vul], axis=1) / np.where(tot_b > 1e-9, tot_b, 1), np.nan)
-    lo, hi = np.full(k, np.nan), np.full(k, np.nan)
-    for c in np.flatnonzero(has):
-        lo[c], hi[c] = _quantiles(boot[:, c], confidence)
-    total = float(np.nansum(gain))
-    return {
-        "gain": gain, "lo": lo, "hi": hi, "plus": plus, "minus": minus, "support": n,
-        "overall": float((plus - minus).sum() / total_n), "overall_ci": _quantiles(overall_b, confidence),
-        "vulnerable": float(np.nanmean(gain[vul])) if vul.size and np.isfinite(gain[vul]).any() else float("nan"),
-        "vulnerable_ci": _quantiles(vul_b, confidence),
-        "share": float(np.nansum(gain[vul]) / total) if total > 1e-9 else float("nan"),
-        "share_ci": _quantiles(share_b, confidence),
-        "share_defined": float(np.isfinite(share_b).mean()),
-    }
-
-
-def _mcnemar_p(a_only: int, b_only: int) -> float:
-    from scipy.stats import binomtest
-
-    d = int(a_only) + int(b_only)
-    return float(binomtest(int(b_only), d, 0.5).pvalue) if d else 1.0
-
-
 def _rule_of(spec: dict[str, Any] | None) -> dict[str, Any] | None:
     """``{"name", "lo", "hi"}`` of a rule row's stored spec (``tpgd-conf`` / ``tpgd-class``), else None."""
     params = (spec or {}).get("params", {})
@@ -384,6 +260,106 @@ def _row_robust(o: Outcomes, label: str) -> tuple[np.ndarray, np.ndarray]:
     if label == ENSEMBLE:
         return o.robust(WORST_CASE), o.pred(WORST_CASE)
     return o.robust(label), o.pred(label)
+
+
+def _temperatures(o: Outcomes, given: dict[str, float] | None) -> dict[str, float]:
+    """Row label -> constant temperature: ``given``, then the ``T`` of every stored ``tpgd`` spec."""
+    temps = dict(given or {})
+    for lab in o.attacks:
+        spec = o.specs.get(lab) or {}
+        params = spec.get("params", {}) if isinstance(spec, dict) else {}
+        if lab not in temps and spec.get("name") == "tpgd" and "T" in params:
+            temps[lab] = float(params["T"])
+    return temps
+
+
+@dataclass
+class _Sweep:
+    """What every row of :func:`analyse_sweep` is measured against."""
+
+    o: Outcomes
+    baseline: str
+    temps: dict[str, float]
+    confidence: float
+    alpha: float
+    n_boot: int
+    seed: int
+    base_rob: np.ndarray
+    base_acc: np.ndarray
+    kk: int
+    vulnerable: list[int]
+
+    def row(self, i: int, lab: str) -> dict[str, Any]:
+        """One row of the ``rows`` payload (see :func:`analyse_sweep`)."""
+        o, y, names = self.o, self.o.labels, list(self.o.class_names)
+        rob, pred = _row_robust(o, lab)
+        cr = class_report(y, o.clean_pred, pred, names, confidence=self.confidence, bottom_k=self.kk)
+        acc = cr["robust_acc"].to_numpy(float)
+        lo, hi = wilson_interval(int(rob.sum()), len(y), self.confidence)
+        worst = int(np.nanargmin(acc)) if np.isfinite(acc).any() else None
+        boot = paired_gain_bootstrap(y, self.base_rob, rob, o.num_classes, self.vulnerable, n_boot=self.n_boot,
+                                     confidence=self.confidence, seed=self.seed + 7919 * i)
+        mc = mcnemar_per_class(y, rob, self.base_rob, names, alpha=self.alpha)  # delta = acc_base - acc_row = gain
+        _, gsum = attack_gain(self.base_acc, acc, class_names=names, bottom_k=self.kk)
+        vmask = np.isin(y, self.vulnerable)
+        v_p = mcnemar_exact(int((~self.base_rob & rob & vmask).sum()), int((self.base_rob & ~rob & vmask).sum()))
+        kind = "ensemble" if lab == ENSEMBLE else ("T" if lab in self.temps else "rule")
+        spec = o.specs.get(lab) if lab != ENSEMBLE else None
+        all_row = mc.iloc[-1]
+        nan = float("nan")
+        return {
+            "label": lab, "kind": kind, "T": self.temps.get(lab),
+            "rule": _rule_of(spec) if kind == "rule" else None,
+            "cost": len(o.attacks) if lab == ENSEMBLE else 1,
+            "spec": spec,
+            "robust_accuracy": float(rob.mean()) if len(y) else nan, "robust_lo": float(lo), "robust_hi": float(hi),
+            "robust_count": int(rob.sum()),
+            "worst_class": worst, "worst_acc": float(acc[worst]) if worst is not None else nan,
+            "worst_lo": float(cr["robust_lo"].iloc[worst]) if worst is not None else nan,
+            "worst_hi": float(cr["robust_hi"].iloc[worst]) if worst is not None else nan,
+            "gain": boot["overall"], "gain_lo": boot["overall_ci"][0], "gain_hi": boot["overall_ci"][1],
+            "row_only_broken": int(all_row["b_only"]), "baseline_only_broken": int(all_row["a_only"]),
+            "p_value": float(all_row["p_value"]),
+            "vulnerable_gain": boot["vulnerable"], "vulnerable_gain_lo": boot["vulnerable_ci"][0],
+            "vulnerable_gain_hi": boot["vulnerable_ci"][1], "vulnerable_p_value": v_p,
+            "total_gain": float(gsum["total_drop"]),
+            "bottom_k_share": boot["share"], "bottom_k_share_lo": boot["share_ci"][0],
+            "bottom_k_share_hi": boot["share_ci"][1], "bottom_k_share_defined": boot["share_defined"],
+            "bottom_k_expected": float(gsum["bottom_k_expected"]),
+            "spearman": float(gsum["spearman"]), "spearman_p": float(gsum["spearman_p"]),
+            "per_class": self._per_class(acc, cr, boot, mc),
+        }
+
+    def _per_class(self, acc: np.ndarray, cr: pd.DataFrame, boot: dict[str, Any],
+                   mc: pd.DataFrame) -> list[dict[str, Any]]:
+        names = list(self.o.class_names)
+        out = []
+        for c in range(self.o.num_classes):
+            m = mc.iloc[c]
+            out.append({
+                "class": c, "name": names[c], "support": int(cr["support"].iloc[c]),
+                "robust_acc": float(acc[c]), "robust_lo": float(cr["robust_lo"].iloc[c]),
+                "robust_hi": float(cr["robust_hi"].iloc[c]), "baseline_acc": float(self.base_acc[c]),
+                "gain": float(boot["gain"][c]), "gain_lo": float(boot["lo"][c]), "gain_hi": float(boot["hi"][c]),
+                "row_only_broken": int(boot["plus"][c]), "baseline_only_broken": int(boot["minus"][c]),
+                "p_value": float(m["p_value"]), "significant": bool(m["significant"]),
+                "vulnerable": c in self.vulnerable,
+            })
+        return out
+
+
+def _best(rows: list[dict[str, Any]], baseline: str, alpha: float) -> dict[str, Any]:
+    """The equal-cost rows (not the baseline, not the ensemble) that do best, and which beat PGD."""
+    equal = [r for r in rows if r["kind"] != "ensemble" and r["label"] != baseline]
+    if not equal:
+        return {}
+    b_all = max(equal, key=lambda r: (r["gain"], -r["p_value"]))
+    b_vul = max(equal, key=lambda r: (np.nan_to_num(r["vulnerable_gain"], nan=-np.inf), -r["vulnerable_p_value"]))
+    return {"overall": b_all["label"], "vulnerable": b_vul["label"],
+            "beats_pgd_overall": [r["label"] for r in equal if r["gain_lo"] > 0 and r["p_value"] < alpha],
+            "beats_pgd_vulnerable": [r["label"] for r in equal
+                                     if r["vulnerable_gain_lo"] > 0 and r["vulnerable_p_value"] < alpha],
+            "worse_than_pgd_overall": [r["label"] for r in equal if r["gain_hi"] < 0 and r["p_value"] < alpha]}
 
 
 def analyse_sweep(outcomes: Outcomes, *, baseline: str | None = None, confidence: float = 0.95,
@@ -408,86 +384,21 @@ def analyse_sweep(outcomes: Outcomes, *, baseline: str | None = None, confidence
     if baseline not in labels:
         raise ClasswiseError(f"no baseline column {baseline!r} in the outcomes; have {', '.join(labels)}")
     y, names, k = o.labels, list(o.class_names), o.num_classes
-    temps = dict(temperatures or {})
-    for lab in labels:
-        spec = o.specs.get(lab) or {}
-        params = spec.get("params", {}) if isinstance(spec, dict) else {}
-        if lab not in temps and spec.get("name") == "tpgd" and "T" in params:
-            temps[lab] = float(params["T"])
-    base_rob = o.robust(baseline)
     base_acc = class_report(y, o.clean_pred, o.pred(baseline), names, confidence=confidence)["robust_acc"].to_numpy(float)
     kk = min(default_bottom_k(k, bottom_k), int(np.isfinite(base_acc).sum()))
     vulnerable = [int(c) for c in bottom_k_indices(base_acc, kk)]
+    sweep = _Sweep(o, baseline, _temperatures(o, temperatures), confidence, alpha, n_boot, seed,
+                   o.robust(baseline), base_acc, kk, vulnerable)
     n = len(y)
     clean_ok = o.clean_pred == y
     clo, chi = wilson_interval(int(clean_ok.sum()), n, confidence)
-    rows_out = []
-    row_labels = labels + ([ENSEMBLE] if len(labels) > 1 else [])
-    for i, lab in enumerate(row_labels):
-        rob, pred = _row_robust(o, lab)
-        cr = class_report(y, o.clean_pred, pred, names, confidence=confidence, bottom_k=kk)
-        acc = cr["robust_acc"].to_numpy(float)
-        lo, hi = wilson_interval(int(rob.sum()), n, confidence)
-        worst = int(np.nanargmin(acc)) if np.isfinite(acc).any() else None
-        boot = paired_gain_bootstrap(y, base_rob, rob, k, vulnerable, n_boot=n_boot, confidence=confidence,
-                                     seed=seed + 7919 * i)
-        mc = mcnemar_per_class(y, rob, base_rob, names, alpha=alpha)  # delta = acc_base - acc_row = gain
-        _, gsum = attack_gain(base_acc, acc, class_names=names, bottom_k=kk)
-        vmask = np.isin(y, vulnerable)
-        v_p = _mcnemar_p(int((~base_rob & rob & vmask).sum()), int((base_rob & ~rob & vmask).sum()))
-        kind = "ensemble" if lab == ENSEMBLE else ("T" if lab in temps else "rule")
-        spec = o.specs.get(lab) if lab != ENSEMBLE else None
-        per_class = []
-        for c in range(k):
-            m = mc.iloc[c]
-            per_class.append({
-                "class": c, "name": names[c], "support": int(cr["support"].iloc[c]),
-                "robust_acc": float(acc[c]), "robust_lo": float(cr["robust_lo"].iloc[c]),
-                "robust_hi": float(cr["robust_hi"].iloc[c]), "baseline_acc": float(base_acc[c]),
-                "gain": float(boot["gain"][c]), "gain_lo": float(boot["lo"][c]), "gain_hi": float(boot["hi"][c]),
-                "row_only_broken": int(boot["plus"][c]), "baseline_only_broken": int(boot["minus"][c]),
-                "p_value": float(m["p_value"]), "significant": bool(m["significant"]),
-                "vulnerable": c in vulnerable,
-            })
-        all_row = mc.iloc[-1]
-        rows_out.append({
-            "label": lab, "kind": kind, "T": temps.get(lab),
-            "rule": _rule_of(spec) if kind == "rule" else None,
-            "cost": len(labels) if lab == ENSEMBLE else 1,
-            "spec": spec,
-            "robust_accuracy": float(rob.mean()) if n else float("nan"), "robust_lo": float(lo), "robust_hi": float(hi),
-            "robust_count": int(rob.sum()),
-            "worst_class": worst, "worst_acc": float(acc[worst]) if worst is not None else float("nan"),
-            "worst_lo": float(cr["robust_lo"].iloc[worst]) if worst is not None else float("nan"),
-            "worst_hi": float(cr["robust_hi"].iloc[worst]) if worst is not None else float("nan"),
-            "gain": boot["overall"], "gain_lo": boot["overall_ci"][0], "gain_hi": boot["overall_ci"][1],
-            "row_only_broken": int(all_row["b_only"]), "baseline_only_broken": int(all_row["a_only"]),
-            "p_value": float(all_row["p_value"]),
-            "vulnerable_gain": boot["vulnerable"], "vulnerable_gain_lo": boot["vulnerable_ci"][0],
-            "vulnerable_gain_hi": boot["vulnerable_ci"][1], "vulnerable_p_value": v_p,
-            "total_gain": float(gsum["total_drop"]),
-            "bottom_k_share": boot["share"], "bottom_k_share_lo": boot["share_ci"][0],
-            "bottom_k_share_hi": boot["share_ci"][1], "bottom_k_share_defined": boot["share_defined"],
-            "bottom_k_expected": float(gsum["bottom_k_expected"]),
-            "spearman": float(gsum["spearman"]), "spearman_p": float(gsum["spearman_p"]),
-            "per_class": per_class,
-        })
-    equal = [r for r in rows_out if r["kind"] != "ensemble" and r["label"] != baseline]
-    best = {}
-    if equal:
-        b_all = max(equal, key=lambda r: (r["gain"], -r["p_value"]))
-        b_vul = max(equal, key=lambda r: (np.nan_to_num(r["vulnerable_gain"], nan=-np.inf), -r["vulnerable_p_value"]))
-        best = {"overall": b_all["label"], "vulnerable": b_vul["label"],
-                "beats_pgd_overall": [r["label"] for r in equal if r["gain_lo"] > 0 and r["p_value"] < alpha],
-                "beats_pgd_vulnerable": [r["label"] for r in equal
-                                         if r["vulnerable_gain_lo"] > 0 and r["vulnerable_p_value"] < alpha],
-                "worse_than_pgd_overall": [r["label"] for r in equal if r["gain_hi"] < 0 and r["p_value"] < alpha]}
+    rows_out = [sweep.row(i, lab) for i, lab in enumerate(labels + ([ENSEMBLE] if len(labels) > 1 else []))]
     out = {
         "schema_version": 1, "dataset": o.dataset, "split": o.split, "num_samples": n, "num_classes": k,
         "class_names": names, "baseline": baseline, "confidence": confidence, "alpha": alpha, "n_boot": n_boot,
         "seed": seed, "bottom_k": kk, "vulnerable_classes": vulnerable,
         "clean": {"accuracy": float(clean_ok.mean()) if n else float("nan"), "lo": float(clo), "hi": float(chi)},
-        "rows": rows_out, "best": best,
+        "rows": rows_out, "best": _best(rows_out, baseline, alpha),
     }
     out["summary"] = summarize(out)
     return out

@@ -226,7 +226,8 @@ def evaluate(
         raise ClasswiseError(f"batch size must be >= 1, got {batch_size}")
     dev = resolve_device(device)
     bound = _bind(attacks)
-    was_training = model.training
+    # restored module by module: a wrapper built in train mode must not flip the model it wraps to train
+    modes = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
         net = prepare_model(model, dev, precision=precision, channels_last=channels_last)
@@ -255,7 +256,8 @@ def evaluate(
         clean = [r[2] for r in per_batch]
         adv = [[r[3][i] for r in per_batch] for i in range(len(bound))]
     finally:
-        model.train(was_training)
+        for m, mode in modes:
+            m.training = mode
 
     cat = (lambda t: torch.cat(t).numpy().astype(np.int64)) if labels else (lambda t: np.zeros(0, np.int64))
     index = data.meta.get("index")

@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from test_training import tiny_cfg  # digits, small-cnn, a few seconds per run (tests/unit is on sys.path)
 
 from classwise.errors import ClasswiseError
 from classwise.models import read_state_dict
@@ -16,6 +15,7 @@ from classwise.training.config import resolve_config
 from classwise.training.defenses import Defense
 from classwise.training.fit import FitCallbacks, TrainingInterrupted, fit
 from classwise.training.methods import MethodConfig, get_method
+from tests.helpers import tiny_cfg  # digits, small-cnn, a few seconds per run
 
 
 def record(clean, robust, support=None):

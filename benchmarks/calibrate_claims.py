@@ -3,7 +3,7 @@
     PYTHONPATH=src python benchmarks/calibrate_claims.py [--sims 2000] [--sims-3 500] [--out FILE.json]
 
 Runs classwise.analysis.calibration.calibrate (the code the suite runs in small, in
-tests/unit/test_claims_calibration.py) with more simulations and prints a Markdown table (the one in
+tests/unit/analysis/test_calibration.py) with more simulations and prints a Markdown table (the one in
 docs/study.md). Claim 3 runs its permutation test with 99 draws per simulation (``fast``): a permutation
 p-value (b + 1) / (B + 1) is valid for any B, a small B only costs power. CPU only, a few minutes.
 """

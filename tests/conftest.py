@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
+from hypothesis import settings
 
 # The in-process tests use tiny models, where intra-op threads cost more than they give (and
-# oversubscribe badly when anything else runs): one thread. CLI subprocesses keep torch's default.
+# oversubscribe badly when anything else runs): one thread. CLI subprocesses get one too (tests.helpers).
 torch.set_num_threads(1)
 
 DIGITS_EPS = 0.2
+
+# Hypothesis profiles. "full" keeps Hypothesis's 100 examples per unannotated test, and every property test
+# its own count (tests.helpers.examples); "fast" runs a tenth. `make test-fast` (-m "not slow") loads "fast",
+# everything else "full"; HYPOTHESIS_PROFILE=full|fast overrides.
+settings.register_profile("full", max_examples=100)
+settings.register_profile("fast", max_examples=10)
+
+
+def pytest_configure(config):
+    fast = "not slow" in (config.option.markexpr or "")
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("fast" if fast else "full"))
 
 
 @pytest.fixture(scope="session")
@@ -42,3 +56,23 @@ def at_model(tmp_path_factory):
 def std_model(tmp_path_factory):
     """small-cnn trained without attacks on digits."""
     return _train(tmp_path_factory, 0.0, epochs=10, method="standard")
+
+
+SHARED_MODELS = ("at_model", "std_model")
+
+
+@pytest.fixture(autouse=True)
+def _shared_models_unchanged(request):
+    """The session-wide models are shared: a test (or its fixtures) that leaves one in train mode or with
+    other weights or buffers fails at teardown, and the model is put back so no later test sees it."""
+    models = [request.getfixturevalue(n) for n in SHARED_MODELS if n in request.fixturenames]
+    saved = [(m, {k: v.clone() for k, v in m.state_dict().items()}) for m in models]
+    yield
+    problems = []
+    for m, state in saved:
+        changed = [k for k, v in m.state_dict().items() if not torch.equal(v, state[k])]
+        if m.training or changed:
+            problems.append(f"left in train mode: {m.training}; changed: {changed[:3]}")
+            m.eval()
+            m.load_state_dict(state)
+    assert not problems, f"the test changed a shared model of tests/conftest.py: {problems}"

@@ -8,13 +8,14 @@ they see exactly what a user sees); a few run as subprocesses (slow) to check th
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+
+from tests.helpers import run_cli
 
 EV = ["evaluate", "--checkpoint", "{good}"]
 EVA = [*EV, "--attack", "fgsm:eps=0.1"]
@@ -257,10 +258,7 @@ def test_help_and_version_still_work(capsys):
 
 
 def _cli(args: list[str], cwd: Path, columns: str) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in ("CLASSWISE_DATA", "FORCE_COLOR")}
-    env.update(COLUMNS=columns, CLASSWISE_DATA=str(cwd / "no-data"), MPLCONFIGDIR=str(cwd / ".mpl"))
-    return subprocess.run([sys.executable, "-m", "classwise", *args], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=120)
+    return run_cli(args, cwd, timeout=120, columns=int(columns), data_dir=cwd / "no-data")
 
 
 @pytest.mark.slow

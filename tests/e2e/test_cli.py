@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -21,6 +19,7 @@ import pytest
 import torch
 
 import classwise
+from tests.helpers import ok, one_line_error, run_cli
 
 try:  # Python >= 3.11
     import tomllib
@@ -32,49 +31,15 @@ DIGITS = [str(i) for i in range(10)]
 DIGITS_TEST_SIZE = 450
 DEMO_ATTACKS = ["FGSM", "PGD-20", "T-PGD-20(T=0.5)", "CW-20", "worst-case"]
 
+pytestmark = pytest.mark.slow  # every test runs the real CLI in a fresh interpreter
+
 
 # --------------------------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------------------------
 
 
-def _env(data_dir: Path, *, columns: int | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("COLUMNS", "LINES", "CLASSWISE_PROGRESS", "CLASSWISE_DATA", "FORCE_COLOR")}
-    data_dir.mkdir(parents=True, exist_ok=True)
-    env["CLASSWISE_DATA"] = str(data_dir)
-    env["MPLCONFIGDIR"] = str(data_dir.parent / ".mplconfig")
-    env["PYTHONUNBUFFERED"] = "1"
-    if columns is not None:  # wide tables: rich wraps at 80 columns when stdout is not a terminal
-        env["COLUMNS"] = str(columns)
-    return env
-
-
-def cli(args: list[str], cwd: Path, *, timeout: float = 240, columns: int | None = 200,
-        data_dir: Path | None = None) -> subprocess.CompletedProcess:
-    """Run ``python -m classwise ARGS`` in ``cwd`` with an empty ``CLASSWISE_DATA``."""
-    data_dir = data_dir or (cwd / "_empty_data")
-    return subprocess.run([sys.executable, "-m", "classwise", *map(str, args)], cwd=cwd,
-                          env=_env(data_dir, columns=columns), capture_output=True, text=True,
-                          timeout=timeout)
-
-
-def ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
-    assert proc.returncode == 0, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
-    assert "Traceback" not in proc.stderr, proc.stderr
-    return proc
-
-
-def one_line_error(proc: subprocess.CompletedProcess) -> str:
-    """Assert the CLI failed as a user error: status 2, one ``error: ...`` line on stderr, no traceback."""
-    err = proc.stderr
-    assert proc.returncode == 2, f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{err}"
-    assert "Traceback" not in err, err
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert len(lines) == 1, f"expected exactly one non-empty stderr line, got {len(lines)}:\n{err}"
-    assert lines[0].startswith("error:"), err
-    assert len(lines[0]) > len("error: ") + 10, err
-    return lines[0]
+cli = run_cli  # cli(ARGS, cwd): `python -m classwise ARGS` in cwd, empty CLASSWISE_DATA (tests/helpers.py)
 
 
 def read_json(path: Path) -> dict:

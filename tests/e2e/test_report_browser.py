@@ -28,8 +28,9 @@ FILE_LOAD = re.compile(r"FileURLLoader::Start: (\S+)")
 NET_REQUEST = re.compile(r"NotifyBeforeURLRequest: (\S+)")
 CHROMIUM_OWN = re.compile(r"^https?://([a-z0-9-]+\.)*(google\.com|googleapis\.com|gvt1\.com|gstatic\.com)/")
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.is_file(), reason="headless Chromium not installed at /usr/bin/chromium "
-                                                                "(Debian/Ubuntu: apt-get install chromium)")
+pytestmark = [pytest.mark.slow,  # a real browser process
+              pytest.mark.skipif(not CHROMIUM.is_file(), reason="headless Chromium not installed at /usr/bin/chromium "
+                                                                "(Debian/Ubuntu: apt-get install chromium)")]
 
 
 def _chromium(tmp: Path, *args: str) -> subprocess.CompletedProcess:

@@ -3,25 +3,22 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import run_cli
 
 VERDICTS = {"supported", "not supported", "inconclusive"}
 FAST_TRAIN = ["--dataset", "digits", "--epochs", "3", "--set", "steps=3", "--set", "eval_steps=5",
               "--set", "val_limit=60"]
 
+pytestmark = pytest.mark.slow  # real processes that train
+
 
 def cli(cwd: Path, *args: str, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
-    env = dict(os.environ, CLASSWISE_DATA=str(cwd / "data"), COLUMNS="160")
-    p = subprocess.run([sys.executable, "-m", "classwise", *args], cwd=cwd, env=env, capture_output=True,
-                       text=True, timeout=timeout)
-    if check and p.returncode != 0:
-        raise AssertionError(f"exit {p.returncode}\nstdout:\n{p.stdout[-3000:]}\nstderr:\n{p.stderr[-3000:]}")
-    return p
+    return run_cli(args, cwd, check=check, timeout=timeout, columns=160, data_dir=cwd / "data")
 
 
 @pytest.fixture(scope="module")

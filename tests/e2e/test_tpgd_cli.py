@@ -4,13 +4,12 @@ subprocess in a temporary folder with an empty ``CLASSWISE_DATA`` (the bundled d
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from test_cli import ok, one_line_error  # the e2e helpers (tests/e2e is on sys.path)
+
+from tests.helpers import ok, one_line_error, run_cli
 
 try:  # Python >= 3.11
     import tomllib
@@ -19,18 +18,14 @@ except ModuleNotFoundError:  # pragma: no cover
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
+pytestmark = pytest.mark.slow  # every test runs the real CLI in a fresh interpreter
+
 
 def cli(args: list[str], cwd: Path, *, timeout: float = 300) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES", "CLASSWISE_PROGRESS", "FORCE_COLOR")}
-    data = cwd / "_empty_data"
-    data.mkdir(parents=True, exist_ok=True)
-    env.update({"CLASSWISE_DATA": str(data), "MPLCONFIGDIR": str(cwd / ".mplconfig"), "PYTHONUNBUFFERED": "1",
-                "COLUMNS": "220", "OMP_NUM_THREADS": "1"})
-    return subprocess.run([sys.executable, "-m", "classwise", *map(str, args)], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return run_cli(args, cwd, timeout=timeout, columns=220)
 
 
-@pytest.mark.slow  # each a fresh interpreter (about 6 s); the in-process twin is in tests/unit/test_tpgd_study.py
+@pytest.mark.slow  # each a fresh interpreter (about 6 s); the in-process twin is in tests/unit/study/test_tpgd.py
 @pytest.mark.parametrize("args, needle", [
     (["--T", "0,1"], "--T"),
     (["--T", "0.5,abc"], "--T"),

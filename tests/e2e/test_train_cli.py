@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -15,23 +14,20 @@ import pytest
 import torch
 
 from classwise.models import load_checkpoint, read_state_dict
+from tests.helpers import cli_env, run_cli, start_cli
 
 FAST = ["--dataset", "digits", "--set", "steps=3", "--set", "val_limit=60", "--set", "train_limit=600",
         "--set", "eval_steps=5", "--batch-size", "64"]
 
+pytestmark = pytest.mark.slow  # real processes that train
 
-def env(tmp_path: Path) -> dict[str, str]:
-    e = dict(os.environ)
-    e.update(CLASSWISE_DATA=str(tmp_path / "data"), OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    return e
+
+def env(tmp_path: Path) -> dict[str, str]:  # for torchrun, which run_cli does not start
+    return cli_env(tmp_path, data_dir=tmp_path / "data")
 
 
 def cli(tmp_path: Path, *args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess:
-    p = subprocess.run([sys.executable, "-m", "classwise", *args], cwd=tmp_path, env=env(tmp_path),
-                       capture_output=True, text=True, timeout=timeout)
-    if check and p.returncode != 0:
-        raise AssertionError(f"exit {p.returncode}\nstdout:\n{p.stdout}\nstderr:\n{p.stderr}")
-    return p
+    return run_cli(args, tmp_path, check=check, timeout=timeout, data_dir=tmp_path / "data")
 
 
 def test_train_then_evaluate_with_no_other_flags(tmp_path):
@@ -55,8 +51,7 @@ def test_train_then_evaluate_with_no_other_flags(tmp_path):
 def test_kill_9_then_resume_gives_the_same_weights(tmp_path):
     args = ["train", *FAST, "--epochs", "4", "--no-eval", "--set", "steps=5"]
     cli(tmp_path, *args, "--out", "full")
-    proc = subprocess.Popen([sys.executable, "-m", "classwise", *args, "--out", "killed"], cwd=tmp_path,
-                            env=env(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = start_cli([*args, "--out", "killed"], tmp_path, stderr=subprocess.DEVNULL, data_dir=tmp_path / "data")
     hist = tmp_path / "killed" / "history.jsonl"
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:

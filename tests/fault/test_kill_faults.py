@@ -7,11 +7,9 @@ Real processes (slow): digits, 2 epochs, small limits.
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,6 +17,7 @@ import pytest
 
 from classwise.io import TEMP_RE
 from classwise.runs import run_status
+from tests.helpers import run_cli, start_cli
 
 FAST = ["--dataset", "digits", "--set", "steps=2", "--set", "val_limit=60", "--set", "train_limit=300",
         "--set", "eval_steps=3", "--set", "eval_limit=100", "--batch-size", "64", "--device", "cpu"]
@@ -26,23 +25,12 @@ FAST = ["--dataset", "digits", "--set", "steps=2", "--set", "val_limit=60", "--s
 pytestmark = pytest.mark.slow
 
 
-def env(tmp_path: Path) -> dict[str, str]:
-    e = {k: v for k, v in os.environ.items() if k != "CLASSWISE_PROGRESS"}
-    e.update(CLASSWISE_DATA=str(tmp_path / "data"), OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1",
-             CLASSWISE_PROGRESS="0", MPLCONFIGDIR=str(tmp_path / ".mpl"))
-    return e
-
-
 def start(tmp_path: Path, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "classwise", *map(str, args)], cwd=tmp_path, env=env(tmp_path),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return start_cli(args, tmp_path, data_dir=tmp_path / "data")
 
 
 def cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
-    p = subprocess.run([sys.executable, "-m", "classwise", *map(str, args)], cwd=tmp_path, env=env(tmp_path),
-                       capture_output=True, text=True, timeout=300)
-    assert p.returncode == 0, f"exit {p.returncode}\n{p.stdout}\n{p.stderr}"
-    return p
+    return run_cli(args, tmp_path, check=True, data_dir=tmp_path / "data")
 
 
 def orphans(folder: Path) -> list[Path]:

@@ -12,8 +12,6 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -23,6 +21,7 @@ from typer.testing import CliRunner
 
 from classwise.cli.main import app
 from classwise.errors import ClasswiseError
+from tests.helpers import run_cli
 
 NET_PY = """
 import pathlib
@@ -157,12 +156,8 @@ def test_malicious_pickle_is_one_stderr_line(tmp_path):
             return (os.system, (f"touch {marker}",))
 
     (tmp_path / "evil.pt").write_bytes(pickle.dumps({"state_dict": Payload()}, protocol=5))
-    env = {**os.environ, "CLASSWISE_PROGRESS": "0", "COLUMNS": "200",
-           "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[2] / "src"),
-                                          os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run([sys.executable, "-m", "classwise", "evaluate", "--checkpoint", "evil.pt",
-                           "--dataset", "digits", "--model", "small-cnn", "--attack", "fgsm:eps=0.1",
-                           "--out", "EV"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+    proc = run_cli(["evaluate", "--checkpoint", "evil.pt", "--dataset", "digits", "--model", "small-cnn",
+                    "--attack", "fgsm:eps=0.1", "--out", "EV"], tmp_path, timeout=240)
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert proc.returncode == 2, proc.stderr
     assert len(lines) == 1 and lines[0].startswith("error: cannot read checkpoint"), proc.stderr

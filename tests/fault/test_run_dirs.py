@@ -167,6 +167,7 @@ def test_atomic_write_error_is_one_line_and_keeps_the_old_file(tmp_path):
 # --- concurrent writers ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # another process holds the lock
 def test_second_writer_gets_one_line_error_then_a_dead_holder_is_taken_over(tmp_path, ckpt, capsys):
     out = tmp_path / "run"
     out.mkdir()
@@ -191,6 +192,7 @@ def test_a_lock_from_another_host_is_not_taken_over(tmp_path):
         RunDir(tmp_path).open()
 
 
+@pytest.mark.slow  # another process holds the lock
 def test_report_and_compare_warn_on_an_incomplete_run_and_respect_the_lock(tmp_path, ckpt, capsys):
     a, b = tmp_path / "a", tmp_path / "b"
     for r in (a, b):

@@ -6,7 +6,8 @@ flags, its parameters and their ``.grad`` untouched; every BatchNorm's running s
 (train-mode models included); the global RNG (``torch.get_rng_state``) untouched; and the same
 generator seed giving the same ``x_adv``. Models: linear, conv + BatchNorm2d, and conv + BatchNorm1d +
 Dropout, in eval or train mode; float32 and float64; contiguous and channels_last inputs.
-In total 1,000 generated cases (the sum of ``max_examples``), about a minute on one core.
+In total 1,000 generated cases (the sum of ``max_examples``), about a minute on one core; ``make test-fast``
+runs a tenth of them (Hypothesis profile "fast", tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from classwise.attacks import ATTACKS, AttackInfo, attack_info, attack_params, b
 from classwise.attacks.adapters import have_torchattacks
 from classwise.attacks.geometry import flat_norm
 from classwise.core import Norm
+from tests.helpers import examples
 
 NAMES = [n for n in ATTACKS.names() if n != "ta" or have_torchattacks()]
 PER_SAMPLE = {"pgd", "fgsm", "tpgd", "cw", "apgd-ce", "apgd-dlr", "apgd-t", "autoattack"}  # take (N,) eps
@@ -122,7 +124,7 @@ def _bn_buffers(model: nn.Module) -> list[torch.Tensor]:
     return [b.clone() for name, b in model.named_buffers()]
 
 
-@settings(max_examples=700, **SETTINGS)
+@settings(max_examples=examples(700), **SETTINGS)
 @given(cases())
 def test_attack_contract(case):
     model, x, y, eps, attack, call_eps = _setup(case)
@@ -155,7 +157,7 @@ def test_attack_contract(case):
     assert torch.equal(x_adv, again), "same generator seed, different x_adv"
 
 
-@settings(max_examples=150, **SETTINGS)
+@settings(max_examples=examples(150), **SETTINGS)
 @given(cases())
 def test_same_generator_seed_reproduces_in_eval_mode(case):
     model, x, y, _, attack, call_eps = _setup({**case, "train_mode": False})
@@ -164,7 +166,7 @@ def test_same_generator_seed_reproduces_in_eval_mode(case):
     assert torch.equal(a, b)
 
 
-@settings(max_examples=150, **SETTINGS)
+@settings(max_examples=examples(150), **SETTINGS)
 @given(cases(), st.integers(0, 5))
 def test_train_mode_batchnorm_single_row(case, row):
     """One row (and early stopping shrinking the active set to one row) never crashes a train-mode

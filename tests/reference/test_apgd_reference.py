@@ -45,6 +45,7 @@ def test_apgd_agrees_with_torchattacks(at_model, xy, norm, loss):
     assert (r_ours != r_theirs).float().mean() <= 0.02  # same samples, not only the same count
 
 
+@pytest.mark.slow  # nine targeted runs of 100 steps each, twice (~15 s)
 def test_apgd_t_agrees_with_torchattacks(at_model, xy):
     x, y = xy
     ours = apgd_t(at_model, x, y, eps=EPS["linf"], steps=100, n_target_classes=9,

@@ -3,7 +3,7 @@
 ``calibrate(claim_id, n_sims)`` draws ``n_sims`` synthetic evaluations under the claim's null and as many
 under its alternative, applies the claim's rule and returns the false-support rate (share of "supported"
 under the null), the power (share of "supported" under the alternative) and their Monte-Carlo standard
-errors sqrt(r (1 - r) / n_sims). The suite runs a small version (tests/unit/test_claims_calibration.py);
+errors sqrt(r (1 - r) / n_sims). The suite runs a small version (tests/unit/analysis/test_calibration.py);
 ``benchmarks/calibrate_claims.py`` runs the large one whose figures docs/study.md tabulates.
 
 The scenarios (K = 10 classes throughout):

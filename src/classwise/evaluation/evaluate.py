@@ -226,7 +226,8 @@ def evaluate(
         raise ClasswiseError(f"batch size must be >= 1, got {batch_size}")
     dev = resolve_device(device)
     bound = _bind(attacks)
-    was_training = model.training
+    # restored module by module: a wrapper built in train mode must not flip the model it wraps to train
+    modes = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
         net = prepare_model(model, dev, precision=precision, channels_last=channels_last)
@@ -244,7 +245,8 @@ def evaluate(
             parts = cast(list[list[Batch]], D.all_gather_object(per_batch, info))
             per_batch = sorted((r for part in parts for r in part), key=lambda r: r[0])
     finally:
-        model.train(was_training)
+        for m, mode in modes:
+            m.training = mode
     return _outcomes(per_batch, bound, data, cascade)
 
 

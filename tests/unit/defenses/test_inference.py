@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -25,6 +23,7 @@ from classwise.defenses.sweep import UNDEFENDED, run_inference_sweep, validation
 from classwise.defenses.tradeoff import most_vulnerable_class, select_setting, tradeoff_table
 from classwise.errors import ClasswiseError
 from classwise.evaluation import Outcomes, evaluate
+from tests.helpers import run_cli
 
 EPS = 0.2
 PGD = f"pgd:eps={EPS},steps=10"
@@ -213,10 +212,10 @@ def test_bad_inputs_give_one_line_errors():
 
 
 def _cli(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "classwise", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=600, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    return run_cli(args, cwd, timeout=600)
 
 
+@pytest.mark.slow  # seven fresh interpreters
 def test_cli_errors_are_one_line(tmp_path):
     ck = tmp_path / "nothing.safetensors"
     for args in (["--rule", "threshold", "--bias", "1"], ["--rule", "threshold", "--tau", "2"],

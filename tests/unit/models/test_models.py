@@ -277,7 +277,13 @@ def test_trades_style_sub_block_is_ignored():
     wrn = create_model("wrn-34-10", num_classes=3, depth=10, widen_factor=1)
     sd = dict(wrn.net.state_dict())
     sd.update({"sub_block1.layer.0.conv1.weight": torch.zeros(16, 16, 3, 3)})
-    load_weights(create_model("wrn-34-10", num_classes=3, depth=10, widen_factor=1), sd)
+    target = create_model("wrn-34-10", num_classes=3, depth=10, widen_factor=1)  # other random weights
+    want = wrn.state_dict()
+    assert not all(torch.equal(v, want[k]) for k, v in target.state_dict().items())
+    assert load_weights(target, sd) is target  # strict, yet the extra sub_block1 key is no error
+    got = target.state_dict()
+    assert not any("sub_block" in k for k in got)
+    assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)  # the rest loaded
 
 
 def test_mismatched_checkpoint_names_keys_and_shapes(tmp_path):

@@ -13,19 +13,10 @@ from classwise.errors import ClasswiseError
 from classwise.models import load_checkpoint, read_state_dict
 from classwise.training import trainer as trainmod  # the loop's steps look up validate there
 from classwise.training.augment import augment_batch
-from classwise.training.config import TrainConfig, apply_overrides, recipe_names, resolve_config
+from classwise.training.config import TrainConfig, recipe_names, resolve_config
 from classwise.training.fit import FitCallbacks, TrainingInterrupted, TrainingStopped, fit, lr_factor
 from classwise.training.methods import METHODS, MethodOutput
-
-
-def tiny_cfg(**kw) -> TrainConfig:
-    """digits, small-cnn, a few seconds per run."""
-    base = dict(dataset="digits", model="small-cnn", method="pgd-at", eps=0.1, steps=2, epochs=3, batch_size=128,
-                optimizer="adam", lr=0.005, schedule="onecycle", val_fraction=0.1, val_limit=60, val_steps=3,
-                train_limit=400, seed=0)
-    base.update(kw)
-    return apply_overrides(TrainConfig(), base, where="test").validate()
-
+from tests.helpers import tiny_cfg  # digits, small-cnn, a few seconds per run
 
 # --- config ---------------------------------------------------------------------------------------
 

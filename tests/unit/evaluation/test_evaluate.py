@@ -58,6 +58,19 @@ def test_bf16_within_tolerance_of_fp32(at_model, test_data):
     assert at_model.training is False  # evaluate restores the mode it found
 
 
+def test_each_module_keeps_its_own_mode(test_data):
+    """A wrapper built in train mode (nn.Module's default) around an eval-mode model: evaluate restores the
+    flag of every module, so the wrapped model stays in eval mode (it used to come back in train mode)."""
+    from torch import nn
+
+    from classwise.models import create_model
+
+    inner = create_model("small-cnn", num_classes=10, in_channels=1, input_size=8).eval()
+    wrapper = nn.Sequential(inner)
+    evaluate(wrapper, test_data.take(20), DET[:1], device="cpu")
+    assert wrapper.training and not any(m.training for m in inner.modules())
+
+
 def test_channels_last_same_predictions(at_model, test_data):
     a = evaluate(at_model, test_data, DET[1:2], device="cpu")
     b = evaluate(at_model, test_data, DET[1:2], device="cpu", channels_last=True)

@@ -8,7 +8,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from test_training import tiny_cfg  # digits, small-cnn, a few seconds per run (tests/unit is on sys.path)
 
 from classwise.errors import ClasswiseError
 from classwise.models import read_state_dict
@@ -17,6 +16,7 @@ from classwise.training.config import resolve_config
 from classwise.training.defenses import TRAINING_DEFENSES, Defense, training_defense_kinds
 from classwise.training.fit import FitCallbacks, TrainingInterrupted, fit
 from classwise.training.methods import METHODS, MethodConfig
+from tests.helpers import tiny_cfg  # digits, small-cnn, a few seconds per run
 
 
 def record(clean, robust, support=None):

@@ -551,6 +551,7 @@ def test_empty_inputs_give_nan_not_zero():
     assert mcnemar_per_class(e, e.astype(bool), e.astype(bool), names(2))["p_value"].isna().all()
 
 
+@pytest.mark.slow  # a fresh interpreter (torch must not be imported)
 def test_analysis_does_not_import_torch():
     code = ("import sys, classwise; assert 'torch' not in sys.modules, 'classwise'; "
             "import classwise.analysis; assert 'torch' not in sys.modules, 'classwise.analysis'; "

@@ -105,6 +105,7 @@ def test_bad_inputs_fail_before_writing(tmp_path, case):
     assert not (a / "claims.json").exists()
 
 
+@pytest.mark.slow  # a fresh interpreter (torch must not be imported)
 def test_claims_library_never_imports_torch(tmp_path):
     a, b = write_run(tmp_path / "a", 0), write_run(tmp_path / "b", 1)
     code = ("import sys; from pathlib import Path; from classwise.study.claims_runs import claims_from_runs; "

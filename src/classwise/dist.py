@@ -24,6 +24,12 @@ class DistInfo:
         return self.rank == 0
 
 
+def is_main_process() -> bool:
+    """Whether this process writes the run's files: rank 0 under torchrun (RANK), or a lone process.
+    Read from the environment, so it holds before the process group is joined."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def init_from_env(device: torch.device) -> DistInfo:
     """Join the process group when started by torchrun (WORLD_SIZE > 1); gloo on CPU, nccl on CUDA."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -67,6 +73,10 @@ def barrier(info: DistInfo) -> None:
         dist.barrier()
 
 
-def shutdown(info: DistInfo) -> None:
-    if info.enabled and dist.is_initialized():
+def shutdown(info: DistInfo | None = None) -> None:
+    """Wait for every process, then leave the process group (a no-op without one). ``info=None``: whatever
+    group this process joined. A process that exits with the group still up can abort in gloo's threads
+    ("terminate called without an active exception")."""
+    if (info is None or info.enabled) and dist.is_available() and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()

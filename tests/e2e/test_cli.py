@@ -481,3 +481,50 @@ def test_out_is_an_existing_file(tmp_path, ckpts):
                                "--limit", "20", "--out", "taken"], tmp_path, columns=None))
     assert "taken" in line and "not a directory" in line
     assert (tmp_path / "taken").read_text() == "not a directory"
+
+
+# --------------------------------------------------------------------------------------------------
+# compare: runs on the same samples in another order are aligned; other samples are refused
+# --------------------------------------------------------------------------------------------------
+
+
+def _compare_run(path: Path, order, *, seed: int = 0) -> Path:
+    """A finished evaluation run of 60 digits-like samples (index 0..59), stored in ``order``."""
+    import numpy as np
+
+    from classwise.outcomes import Outcomes
+    from classwise.report.artifacts import write_evaluation
+    from classwise.runs import RunDir
+
+    rng = np.random.default_rng(seed)
+    labels = np.arange(60) % 10
+    clean = np.where(rng.random(60) < 0.9, labels, (labels + 1) % 10)
+    adv = np.where(rng.random(60) < 0.5, clean, (clean + 3) % 10)
+    order = np.asarray(order)
+    o = Outcomes(labels[order], clean[order], {"PGD-20": adv[order]}, DIGITS, np.arange(60)[order],
+                 dataset="digits", split="test")
+    run = RunDir(path).open()
+    write_evaluation(run, o)
+    run.write_config({"command": "evaluate", "dataset": "digits"})
+    run.write_run_info(seed=0, device="cpu")
+    run.finish()
+    return path
+
+
+def test_compare_aligns_shuffled_runs_and_refuses_other_samples(tmp_path):
+    import numpy as np
+
+    base = _compare_run(tmp_path / "base", np.arange(60))
+    same = _compare_run(tmp_path / "same", np.arange(60), seed=1)
+    shuffled = _compare_run(tmp_path / "shuffled", np.random.default_rng(7).permutation(60), seed=1)
+    a = ok(cli(["compare", base, same, "--out", "a.html"], tmp_path))
+    b = ok(cli(["compare", base, shuffled, "--out", "b.html"], tmp_path))
+    # the per-class table of the shuffled copy equals the one of the same run in index order
+    def table(proc: subprocess.CompletedProcess) -> str:
+        return proc.stdout.split("McNemar test", 1)[1].split("report:")[0]
+
+    assert table(a) == table(b)
+    assert (tmp_path / "b.html").is_file()
+    fewer = _compare_run(tmp_path / "fewer", np.arange(50), seed=1)
+    line = one_line_error(cli(["compare", base, fewer], tmp_path, columns=None))
+    assert "other samples" in line and "50 samples" in line

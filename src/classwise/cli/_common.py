@@ -14,9 +14,22 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+import typer
 
 from classwise.errors import ClasswiseError
+
+# --- options several commands declare (Typer reads the option name from the parameter's) ------------
+
+Device = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
+DataRoot = Annotated[Path | None, typer.Option(help="Dataset folder (default: $CLASSWISE_DATA or "
+                                                    "~/.cache/classwise/data).")]
+DataRootShort = Annotated[Path | None, typer.Option(help="Dataset folder.")]
+Download = Annotated[bool, typer.Option(help="Download the dataset if missing (torchvision datasets).")]
+DownloadShort = Annotated[bool, typer.Option(help="Download the dataset if missing.")]
+Split = Annotated[str, typer.Option(help="train or test.")]
+CheckpointDataset = Annotated[str | None, typer.Option(help="Dataset name (default: the checkpoint's).")]
 
 # --- usage errors ---------------------------------------------------------------------------------
 
@@ -47,15 +60,21 @@ def parse_floats(text: str, what: str, *, example: str = "0.4914,0.4822,0.4465")
     return vals
 
 
-def parse_set(items: Iterable[str] | None, example: str = "epochs=15") -> dict[str, str]:
-    """``--set KEY=VALUE`` items as a dict (values stay strings; the recipe checks them)."""
+def parse_pairs(items: Iterable[str] | None, flag: str, *, hint: str, need_value: bool = False) -> dict[str, str]:
+    """``FLAG KEY=VALUE`` items as a dict of stripped strings (``--set``, ``study --checkpoint``); an item
+    without ``=`` or a key (or, with ``need_value``, a value) is a one-line error ending in ``hint``."""
     out: dict[str, str] = {}
     for item in items or []:
         k, sep, v = str(item).partition("=")
-        if not sep or not k.strip():
-            raise ClasswiseError(f"--set {item!r}: write KEY=VALUE, e.g. --set {example}")
+        if not sep or not k.strip() or (need_value and not v.strip()):
+            raise ClasswiseError(f"{flag} {item!r}: {hint}")
         out[k.strip()] = v.strip()
     return out
+
+
+def parse_set(items: Iterable[str] | None, example: str = "epochs=15") -> dict[str, str]:
+    """``--set KEY=VALUE`` items as a dict (values stay strings; the recipe checks them)."""
+    return parse_pairs(items, "--set", hint=f"write KEY=VALUE, e.g. --set {example}")
 
 
 def parse_batch_size(text: str | int) -> int | None:
@@ -157,7 +176,39 @@ def check_checkpoint(path: Path) -> dict | None:
     return read_sidecar(resolved)
 
 
+def checkpoint_dataset(dataset: str | None, sidecar: dict | None, checkpoint: Path, hint: str = "") -> str:
+    """The registered name of --dataset, else of the dataset the checkpoint's sidecar names."""
+    name = dataset or (sidecar or {}).get("dataset")
+    if not name:
+        raise ClasswiseError(f"checkpoint {checkpoint} does not say its dataset; pass --dataset NAME{hint}")
+    return dataset_name(name)
+
+
+def sidecar_eps(sidecar: dict | None) -> Any:
+    """The eps of the threat model the checkpoint was trained against (None when unknown)."""
+    return ((sidecar or {}).get("threat_model") or {}).get("eps")
+
+
+def check_outputs(model: Any, data: Any, dataset: str) -> None:
+    """The model has one output per class of the data (one forward pass on one image)."""
+    import torch
+
+    x, _ = next(data.batches(1, device=next(iter(model.parameters())).device))
+    with torch.no_grad():
+        k_model = int(model.eval()(x).shape[1])
+    if k_model != data.num_classes:
+        raise ClasswiseError(f"the model has {k_model} outputs but {dataset} has {data.num_classes} classes; "
+                             "check --dataset and --checkpoint")
+
+
 # --- attacks ----------------------------------------------------------------------------------------
+
+
+def default_attacks(*names: str) -> list[Any]:
+    """The attacks a command runs when none is given, at the default eps: FGSM, and PGD/CW of 20 steps."""
+    from classwise.core import AttackSpec
+
+    return [AttackSpec(n) if n == "fgsm" else AttackSpec(n, {"steps": 20}) for n in names]
 
 
 def build_attacks(texts: Sequence[str] | None, *, default_eps: Any, default_specs: Sequence[Any],
@@ -192,7 +243,7 @@ def resolved_attack(attack) -> dict[str, Any]:
     """What a bound attack runs with: every parameter of its function (defaults included), with the
     step size the PGD family derives when none is given, for config.toml."""
     from classwise.attacks import ATTACKS, attack_params
-    from classwise.core import Norm
+    from classwise.core import DEFAULT_STEP_RULE, Norm, default_step
 
     name = attack.spec.name
     params = {k: v for k, v in attack_params(name).items() if v is not inspect.Parameter.empty}
@@ -201,8 +252,8 @@ def resolved_attack(attack) -> dict[str, Any]:
     if fn.__name__ == "fgsm":  # one step of size eps, no random start
         params.update(alpha=params.get("eps"), steps=1, random_start=False, restarts=1)
     elif "alpha" in params and params["alpha"] is None and "eps" in params and params.get("steps"):
-        params["alpha"] = 2.5 * float(params["eps"]) / int(params["steps"])
-        params["alpha_rule"] = "2.5 * eps / steps"
+        params["alpha"] = default_step(float(params["eps"]), int(params["steps"]))
+        params["alpha_rule"] = DEFAULT_STEP_RULE
     out = {k: (v.value if isinstance(v, Norm) else v) for k, v in params.items() if v is not None}
     return {"name": name, "label": attack.label, "params": out}
 
@@ -328,14 +379,9 @@ def check_train_sweep(recipe: dict | None, dataset: str, *, defense: str, key: s
 
 def study_checkpoints(items: Iterable[str] | None) -> dict[str, str]:
     """``--checkpoint DEFENSE=PATH`` items of ``classwise study``."""
-    out: dict[str, str] = {}
-    for item in items or []:
-        k, sep, v = str(item).partition("=")
-        if not sep or not k.strip() or not v.strip():
-            raise ClasswiseError(f"--checkpoint {item!r}: write DEFENSE=PATH, e.g. "
-                                 "pgd-at=runs/x/checkpoints/best.safetensors")
-        out[k.strip().lower()] = v.strip()
-    return out
+    pairs = parse_pairs(items, "--checkpoint", need_value=True,
+                        hint="write DEFENSE=PATH, e.g. pgd-at=runs/x/checkpoints/best.safetensors")
+    return {k.lower(): v for k, v in pairs.items()}
 
 
 def check_study(dataset: str, scale: str, checkpoints: dict[str, str], data_root: Path | None) -> None:

@@ -50,7 +50,7 @@ def claims(
     and attacks): prints the verdict table and writes claims.json. Claim 3 needs two or more runs (defenses)
     and a run with two or more attacks, claim 4 two attacks on the first run, claim 5 a safetensors
     checkpoint in the first run's directory; a claim without its data is inconclusive, with the reason."""
-    from classwise.cli.main import console, err_console
+    from classwise.cli._print import console, err_console
     from classwise.errors import ClasswiseError
     from classwise.study.claims_runs import claims_from_runs, write_claims
 

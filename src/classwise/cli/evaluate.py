@@ -1,0 +1,232 @@
+"""``classwise evaluate``: attack a trained model and report robustness class by class."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from classwise.cli import _common as C
+from classwise.cli._print import console, err_console, show_results
+from classwise.cli._progress import evaluate_with_progress
+from classwise.errors import ClasswiseError
+
+
+def evaluate(
+    checkpoint: Annotated[Path, typer.Option(help="Weights: .safetensors (with its .json sidecar, then nothing "
+                                                  "else is needed), .pt/.pth state dict, or a run directory.")],
+    attack: Annotated[list[str] | None, typer.Option(
+        "--attack", "-a", help="Attack spec, repeatable: NAME[:key=value,...], e.g. pgd:eps=8/255,steps=20,alpha=2/255 "
+                               "or tpgd:eps=0.3,steps=40,T=0.5. See `classwise list attacks`.")] = None,
+    dataset: C.CheckpointDataset = None,
+    model: Annotated[str | None, typer.Option(help="Architecture name, for checkpoints without a sidecar.")] = None,
+    model_file: Annotated[str | None, typer.Option(help="Your own model: path/to/file.py:factory "
+                                                           "(a function or class returning an nn.Module).")] = None,
+    eps: Annotated[str | None, typer.Option(help="Default eps for attack specs that give none (e.g. 8/255).")] = None,
+    split: C.Split = "test",
+    limit: Annotated[int | None, typer.Option(min=1, help="Evaluate a class-stratified subset of N samples.")] = None,
+    batch_size: Annotated[str, typer.Option(help="Images per batch, or auto (256 on CPU; on CUDA the largest "
+                                                 "that fits, halved).")] = "256",
+    data_root: C.DataRoot = None,
+    download: C.Download = False,
+    normalize: Annotated[bool | None, typer.Option(
+        "--normalize/--no-normalize", help="With --model (default on) or --model-file (default off): normalize "
+                                           "inputs inside the model with the sidecar's or the dataset's mean/std; "
+                                           "--no-normalize if your weights expect [0,1] (see docs/data.md).")] = None,
+    mean: Annotated[str | None, typer.Option(help="With --model/--model-file: per-channel mean to normalize "
+                                                  "with, e.g. 0.4914,0.4822,0.4465 or 125.3/255,123/255,113.9/255 "
+                                                  "(one value or one per channel; needs --std).")] = None,
+    std: Annotated[str | None, typer.Option(help="With --model/--model-file: per-channel std, e.g. "
+                                                 "0.2471,0.2435,0.2616 (with --mean).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Run directory (default: runs/evaluate-DATASET-TIMESTAMP).")] = None,
+    device: C.Device = "auto",
+    seed: Annotated[int, typer.Option(help="Seed of the attacks' random starts.")] = 0,
+    precision: Annotated[str, typer.Option(help="fp32, or bf16 (autocast: about 2x faster on recent GPUs).")] = "fp32",
+    channels_last: Annotated[bool, typer.Option(help="Use the channels_last memory format.")] = False,
+    cascade: Annotated[bool, typer.Option(help="Run the attacks in order on the samples still robust "
+                                               "(AutoAttack-style worst case; attack i's column is then the "
+                                               "worst case over attacks 1..i).")] = False,
+    checks: Annotated[bool, typer.Option("--checks/--no-checks", help="After the evaluation, run sanity checks "
+                                         "for gradient masking and evaluation bugs on <= 200 samples "
+                                         "(see docs/checks.md); fired flags go to stderr and metrics.json.")] = True,
+) -> None:
+    """Attack a trained model and report robustness class by class.
+
+    Writes metrics.json, outcomes.npz (per-sample), config.toml, run.json and plots/ into the run directory.
+    Under `torchrun --nproc_per_node=N -m classwise evaluate ...` the batches are shared out over the
+    processes and the per-sample outcomes gathered: the numbers equal a one-process run's.
+    """
+    run_evaluate(EvaluateArgs(**locals()))
+
+
+@dataclass
+class EvaluateArgs:
+    """evaluate's options, as typed."""
+
+    checkpoint: Path
+    attack: list[str] | None
+    dataset: str | None
+    model: str | None
+    model_file: str | None
+    eps: str | None
+    split: str
+    limit: int | None
+    batch_size: str
+    data_root: Path | None
+    download: bool
+    normalize: bool | None
+    mean: str | None
+    std: str | None
+    out: Path | None
+    device: str
+    seed: int
+    precision: str
+    channels_last: bool
+    cascade: bool
+    checks: bool
+
+
+@dataclass
+class _Checked:
+    """What the options resolve to before anything is loaded."""
+
+    bs: int | None
+    dev: Any
+    sidecar: dict | None
+    ds_name: str
+    own: str | None
+    norm: C.Normalization | None
+    bound: list
+
+
+def _check(a: EvaluateArgs) -> _Checked:
+    """Every option is checked before anything is loaded."""
+    from classwise.data import dataset_info
+    from classwise.models import check_loadable
+
+    C.check_model_args(a.model, a.model_file)
+    C.check_split(a.split)
+    C.check_precision(a.precision)
+    bs = C.parse_batch_size(a.batch_size)
+    dev = C.check_device(a.device)
+    sidecar = C.check_checkpoint(a.checkpoint)
+    if not (a.model or a.model_file):  # before any data: a sidecar naming a model file says which flag to type
+        check_loadable(a.checkpoint, model_file_option=True)
+    ds_name = C.checkpoint_dataset(a.dataset, sidecar, a.checkpoint, " (see `classwise list datasets`)")
+    info = dataset_info(ds_name)
+    own = "model" if a.model else ("model-file" if a.model_file else None)
+    norm = C.resolve_normalization(mean=a.mean, std=a.std, normalize=a.normalize, own_model=own, dataset=ds_name,
+                                   in_channels=info["in_channels"], sidecar=sidecar)
+    bound = C.build_attacks(a.attack, default_eps=a.eps or C.sidecar_eps(sidecar),
+                            default_specs=C.default_attacks("fgsm", "pgd"),
+                            no_attack_hint="no attack given; pass --attack SPEC (e.g. --attack pgd:eps=8/255,steps=20) "
+                                           "or --eps to run the default FGSM and PGD-20")
+    if sidecar and not own:
+        _check_input_shape(sidecar, info, ds_name)
+    C.check_data(ds_name, [a.split], a.data_root, a.download)
+    return _Checked(bs, dev, sidecar, ds_name, own, norm, bound)
+
+
+def _check_input_shape(sidecar: dict, info: dict, ds_name: str) -> None:
+    want = (sidecar.get("in_channels"), sidecar.get("input_size"))
+    have = (info["in_channels"], info["input_size"])
+    if None not in want and want != have:
+        raise ClasswiseError(
+            f"the checkpoint was trained on {sidecar.get('dataset')} images of {want[0]}x{want[1]}x{want[1]}, "
+            f"but {ds_name} has {have[0]}x{have[1]}x{have[1]}; "
+            "pass the checkpoint's own dataset (or none: it is read from the sidecar)")
+
+
+def _load_model(a: EvaluateArgs, c: _Checked, data: Any) -> tuple[Any, dict]:
+    """The model: the sidecar's, or built by --model/--model-file (wrapped in the chosen normalization)."""
+    from classwise.models import NormalizedModel, create_model, load_checkpoint, load_model_file
+
+    if not c.own:
+        return load_checkpoint(a.checkpoint, device=c.dev, model_file_option=True)
+    norm = c.norm
+    assert norm is not None  # resolve_normalization always chooses one for a model built here
+    net: Any
+    if a.model:
+        net = create_model(a.model, num_classes=data.num_classes, in_channels=data.in_channels,
+                           input_size=data.input_size, mean=norm.mean, std=norm.std)
+    else:
+        net = load_model_file(str(a.model_file), num_classes=data.num_classes, in_channels=data.in_channels,
+                              input_size=data.input_size)
+        if norm.applied:
+            net = NormalizedModel(net, norm.mean, norm.std, data.in_channels, {"model_file": a.model_file})
+    return load_checkpoint(a.checkpoint, device=c.dev, model=net)
+
+
+def run_evaluate(a: EvaluateArgs) -> None:
+    from classwise import dist
+    from classwise.data import load_dataset
+    from classwise.report.artifacts import write_evaluation
+    from classwise.runs import RunDir, default_run_dir
+
+    c = _check(a)
+    data = load_dataset(c.ds_name, a.split, root=a.data_root, download=a.download)
+    if a.limit:
+        data = data.take(a.limit, seed=a.seed)
+    net, meta = _load_model(a, c, data)
+    was_training = net.training
+    if c.sidecar and not c.own and c.sidecar.get("dataset") and c.sidecar["dataset"] != c.ds_name:
+        err_console.print(f"warning: the checkpoint was trained on {c.sidecar['dataset']}, evaluating on {c.ds_name}",
+                          markup=False, highlight=False)
+    C.check_outputs(net, data, c.ds_name)
+    if c.bs is None:
+        from classwise.evaluation import auto_batch_size
+
+        c.bs = auto_batch_size(net, data, c.dev)
+    bs: int = c.bs
+    normalization = C.normalization_record(net, c.norm)
+    main_proc = dist.is_main_process()
+    run = RunDir(a.out or default_run_dir("evaluate", c.ds_name)).open() if main_proc else None
+    console.print(f"[bold]classwise evaluate[/]: {len(data)} {c.ds_name} {a.split} images, "
+                  f"{len(c.bound)} attack(s), device {c.dev}, normalization {_fmt_norm(normalization)}", highlight=False)
+    t0 = time.perf_counter()
+    outcomes = evaluate_with_progress(net, data, c.bound, batch_size=bs, device=c.dev, seed=a.seed,
+                                      precision=a.precision, channels_last=a.channels_last, cascade=a.cascade)
+    elapsed = time.perf_counter() - t0
+    dist.shutdown()
+    if run is None:
+        return  # under torchrun every process holds the gathered outcomes; rank 0 writes them
+    res = write_evaluation(run, outcomes)
+    if a.checks:
+        res["metrics"]["checks"] = _run_checks(net, data, outcomes, c, a.seed, was_training)
+        run.write_metrics(res["metrics"])
+    run.write_config(_config(a, c, meta, normalization, data))
+    run.write_run_info(seed=a.seed, device=str(c.dev), extra={"eval_seconds": round(elapsed, 2)})
+    run.finish()
+    console.print(f"evaluated in {elapsed:.1f}s")
+    show_results(outcomes, res["metrics"], {**res["files"], "run": run.path})
+
+
+def _run_checks(net: Any, data: Any, outcomes: Any, c: _Checked, seed: int, was_training: bool) -> list:
+    """The sanity checks (fired flags to stderr), as metrics.json records them."""
+    from classwise.evaluation.checks import flags_to_json, run_checks
+
+    ref = next((b for b in c.bound if b.eps > 0), None)  # the budget the checks probe around
+    flags = run_checks(net, data, outcomes, eps=ref.eps if ref else 0.0,
+                       norm=ref.norm.value if ref else "linf", device=c.dev, sample=200, seed=seed,
+                       was_training=was_training)
+    for f in flags:
+        err_console.print(str(f), markup=False, highlight=False, soft_wrap=True)
+    return flags_to_json(flags)
+
+
+def _config(a: EvaluateArgs, c: _Checked, meta: dict, normalization: Any, data: Any) -> dict:
+    return {"command": "evaluate", "checkpoint": str(a.checkpoint), "dataset": c.ds_name, "split": a.split,
+            "limit": a.limit, "model": a.model or meta.get("architecture"), "model_file": a.model_file,
+            "normalization": normalization, "batch_size": c.bs, "data_root": C.data_root_record(data),
+            "precision": a.precision, "channels_last": a.channels_last, "cascade": a.cascade,
+            "attacks": [C.resolved_attack(b) for b in c.bound], "seed": a.seed, "device": str(c.dev)}
+
+
+def _fmt_norm(rec: Any) -> str:
+    if isinstance(rec, str):
+        return rec
+    return f"mean={','.join(f'{v:.4g}' for v in rec['mean'])} std={','.join(f'{v:.4g}' for v in rec['std'])} " \
+           f"({rec['source']})"

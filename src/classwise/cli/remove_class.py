@@ -1,0 +1,53 @@
+"""``classwise remove-class``: E2b, retrain without the class T that S's examples are pushed into."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from classwise.cli import _common as C
+from classwise.cli._print import console
+from classwise.cli._progress import progress, training_callbacks
+
+
+def remove_class_cmd(
+    run: Annotated[Path, typer.Option(help="A run directory written by `classwise train` (or demo).")],
+    source: Annotated[str, typer.Option(help="Source class S (index or name).")],
+    target: Annotated[str, typer.Option(help="Target class T that S's examples are attacked into.")],
+    control: Annotated[str | None, typer.Option(help="Control class to remove instead (default: the class S's "
+                                                      "examples go to least).")] = None,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Override the recipe's epochs for the retraining.")] = None,
+    attack: Annotated[str | None, typer.Option(help="Attack spec (default: the run's own evaluation attack).")] = None,
+    strong_attack: Annotated[str | None, typer.Option(help="Stronger attack (default: PGD with 5x steps, 3 restarts).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder (default: RUN/remove-S-T).")] = None,
+    data_root: C.DataRootShort = None,
+    device: C.Device = "auto",
+    seed: Annotated[int, typer.Option(help="Seed of the attacks.")] = 0,
+) -> None:
+    """E2b: retrain without the class T that S's examples are pushed into; are those examples robust now?
+
+    Also retrains without a control class C as a baseline. Writes remove_class.json."""
+    from classwise.study.remove_class import remove_class
+
+    console.print(f"[bold]classwise remove-class[/]: {run}, source {source}, target {target}")
+    with progress() as prog:
+        res = remove_class(run, source=source, target=target, control=control, out=out, epochs=epochs, attack=attack,
+                           strong_attack=strong_attack, device=device, data_root=data_root, seed=seed,
+                           callbacks=training_callbacks(prog, "retraining"))
+    _print_rows(res)
+
+
+def _print_rows(res: Any) -> None:
+    from rich.table import Table
+
+    n = res.class_names
+    t = Table(title=f"{len(res.indices)} test examples of {n[res.source]!r} attacked into {n[res.target]!r}: "
+                    "share still classified correctly", header_style="bold")
+    for col in ("model", "attack", "robust", "share", "95% interval", "now pushed into"):
+        t.add_column(col)
+    for r in res.rows:
+        t.add_row(r.model, r.attack, f"{r.robust}/{r.n}", f"{100 * r.share:.1f}%",
+                  f"[{100 * r.lo:.1f}, {100 * r.hi:.1f}]", r.top_target)
+    console.print(t)

@@ -1,0 +1,73 @@
+"""``classwise study``: the paper's study in one command (three defenses, four attacks, claims 1-5)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from classwise.cli import _common as C
+from classwise.cli._print import console
+from classwise.cli._progress import progress, training_callbacks
+
+
+def study(
+    dataset: Annotated[str, typer.Option(help="Dataset (its bundled recipe is used).")] = "digits",
+    scale: Annotated[str, typer.Option(help="smoke (CPU-sized: <= 15 epochs, PGD-5 training, 1000 test images) "
+                                            "or full (the dataset's recipe: a GPU job).")] = "smoke",
+    checkpoint: Annotated[list[str] | None, typer.Option(
+        "--checkpoint", help="Reuse a trained model instead of training it: DEFENSE=PATH with DEFENSE one of "
+                             "pgd-at, trades, mart (repeatable).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Run directory (default: runs/study-DATASET-TIMESTAMP).")] = None,
+    eval_limit: Annotated[int | None, typer.Option(min=1, help="Test images to evaluate (stratified subset).")] = None,
+    data_root: C.DataRootShort = None,
+    device: C.Device = "auto",
+    seed: Annotated[int, typer.Option(help="Seed of training and attacks.")] = 0,
+) -> None:
+    """The paper's study in one command: PGD-AT, TRADES and MART models, FGSM/PGD/CW/Temperature-PGD,
+    analyses E1-E5, and a verdict on each of the paper's claims 1-5, in report.html."""
+    from classwise.cli.claims import print_claims
+    from classwise.runs import RunDir, default_run_dir
+    from classwise.study.paper import run_study
+
+    ckpts = C.study_checkpoints(checkpoint)
+    C.check_study(dataset, scale, ckpts, data_root)
+    C.check_device(device)
+    out = out or default_run_dir("study", dataset)
+    run = RunDir(out).open()
+    console.print(f"[bold]classwise study[/]: {dataset}, scale {scale} -> {out}")
+    t0 = time.perf_counter()
+    with progress() as prog:
+        res = run_study(dataset, out, scale=scale, checkpoints=ckpts, device=device, data_root=data_root, seed=seed,
+                        eval_limit=eval_limit, callbacks=training_callbacks(prog),
+                        on_stage=lambda s: prog.console.print(f"  {s}", highlight=False, markup=False))
+    run.write_config({"command": "study", "dataset": dataset, "scale": scale, "seed": seed,
+                      "data_root": str(C.located_root(dataset, "test", data_root)),
+                      "checkpoints": ckpts, "eval_limit": eval_limit,
+                      "train": {k: ("none" if v is None else v) for k, v in res.summary["config"].items()},
+                      "attacks": _resolved_attacks(res.summary["attacks"])})
+    run.write_run_info(seed=seed, device=str(device), extra={"seconds": round(time.perf_counter() - t0, 1)})
+    report = _study_report(res, out)
+    run.finish()
+    print_claims(console, res.claims)
+    console.print(f"study done in {time.perf_counter() - t0:.0f}s; report: {report}", highlight=False, soft_wrap=True)
+
+
+def _resolved_attacks(texts: list[str]) -> list[dict[str, Any]]:
+    from classwise.attacks import build_attack
+    from classwise.core import AttackSpec
+
+    return [C.resolved_attack(build_attack(AttackSpec.parse(a))) for a in texts]
+
+
+def _study_report(res: Any, out: Path) -> Path:
+    from classwise.report.html import build_report
+
+    return build_report({
+        "title": f"classwise study: {res.summary['dataset']} ({res.summary['scale']})",
+        "settings": res.outcomes, "claims": res.claims, "norms": res.norms, "history": res.history,
+        "config": (out / "config.toml").read_text() if (out / "config.toml").is_file() else "",
+        "run_dir": str(out),
+    }, out / "report.html")

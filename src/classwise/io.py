@@ -21,6 +21,11 @@ from typing import Any
 
 from classwise.errors import ClasswiseError
 
+try:  # Python >= 3.11; the one place that chooses the TOML reader (``from classwise.io import tomllib``)
+    import tomllib  # noqa: F401 (re-exported)
+except ModuleNotFoundError:  # pragma: no cover (Python 3.10: the tomli backport)
+    import tomli as tomllib  # type: ignore[no-redef]  # noqa: F401
+
 #: the temporary files of :func:`atomic_write` (and nothing else): ``.NAME.XXXXXXXX.tmp``
 TEMP_RE = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
 

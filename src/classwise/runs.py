@@ -34,12 +34,7 @@ import torch
 
 from classwise import __version__, runlock
 from classwise.errors import ClasswiseError
-from classwise.io import WriteError, atomic_write_json, atomic_write_text, toml_safe
-
-try:  # Python >= 3.11
-    import tomllib
-except ModuleNotFoundError:  # pragma: no cover
-    import tomli as tomllib  # type: ignore[no-redef]
+from classwise.io import WriteError, atomic_write_json, atomic_write_text, toml_safe, tomllib
 
 
 def default_run_dir(kind: str, dataset: str) -> Path:

@@ -520,7 +520,7 @@ def test_compare_aligns_shuffled_runs_and_refuses_other_samples(tmp_path):
     a = ok(cli(["compare", base, same, "--out", "a.html"], tmp_path))
     b = ok(cli(["compare", base, shuffled, "--out", "b.html"], tmp_path))
     # the per-class table of the shuffled copy equals the one of the same run in index order
-    def table(proc: subprocess.CompletedProcess) -> str:
+    def table(proc) -> str:
         return proc.stdout.split("McNemar test", 1)[1].split("report:")[0]
 
     assert table(a) == table(b)

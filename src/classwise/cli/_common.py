@@ -386,13 +386,13 @@ def study_checkpoints(items: Iterable[str] | None) -> dict[str, str]:
 
 def check_study(dataset: str, scale: str, checkpoints: dict[str, str], data_root: Path | None) -> None:
     """``classwise study``: the scale, the defenses named and their checkpoints, the dataset's files."""
-    from classwise.study.paper import DEFENSES, SCALES
+    from classwise.study.paper import PAPER_METHODS, SCALES
 
     if scale not in SCALES:
         raise ClasswiseError(f"unknown --scale {scale!r}; choose one of: {', '.join(SCALES)}")
     for k, v in checkpoints.items():
-        if k not in DEFENSES:
-            raise ClasswiseError(f"--checkpoint {k}=...: unknown defense; choose one of: {', '.join(DEFENSES)}")
+        if k not in PAPER_METHODS:
+            raise ClasswiseError(f"--checkpoint {k}=...: unknown defense; choose one of: {', '.join(PAPER_METHODS)}")
         check_checkpoint(Path(v))
     check_data(dataset_name(dataset), ["train", "test"], data_root)
 

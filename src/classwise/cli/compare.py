@@ -21,6 +21,7 @@ def compare(
     """Class-wise deltas between runs with a paired McNemar test per class, as a table and in HTML."""
     from classwise.outcomes import Outcomes
     from classwise.report.html import build_compare_report
+    from classwise.report.sections.compare import align
 
     if len(runs) < 2:
         raise ClasswiseError("compare needs at least two run directories")
@@ -28,7 +29,7 @@ def compare(
     for r in runs:
         warn_incomplete(r)
     base = loaded[0]
-    aligned = [_aligned(base, o, r, runs[0]) for r, o in zip(runs[1:], loaded[1:], strict=True)]
+    aligned = [align(base, o, r, runs[0]) for r, o in zip(runs[1:], loaded[1:], strict=True)]  # same samples, any order
     for r, o in zip(runs[1:], aligned, strict=True):
         console.print(_delta_table(base, o, attack, f"{r} vs {runs[0]}"))
     if out is None:
@@ -37,21 +38,6 @@ def compare(
         add_to_run(runs[0])  # compare.html goes into the first run
     path = build_compare_report(runs, out or runs[0] / "compare.html", attack=attack)
     console.print(f"report: {path}", highlight=False, soft_wrap=True)
-
-
-def _aligned(base: Any, o: Any, path: Path, base_path: Path) -> Any:
-    """``o`` in ``base``'s sample order (the library aligns runs by sample index); a one-line error when
-    the two were not evaluated on the same set of samples."""
-    import numpy as np
-
-    from classwise.report.html import _align
-
-    if o.dataset != base.dataset or o.split != base.split or len(o) != len(base) \
-            or not np.array_equal(np.sort(o.index), np.sort(base.index)):
-        raise ClasswiseError(f"{path} was evaluated on other samples than {base_path} "
-                             f"({o.dataset}/{o.split}, {len(o)} samples vs {base.dataset}/{base.split}, "
-                             f"{len(base)}); evaluate both with the same --dataset, --split and --limit")
-    return _align(base, o, path, base_path)
 
 
 def _pick(o: Any, attack: str | None) -> str:

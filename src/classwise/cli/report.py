@@ -61,14 +61,14 @@ def _rebuild_study_report(run_dir: Path, out: Path | None) -> Path:
 
     from classwise.outcomes import Outcomes
     from classwise.report.html import build_report
-    from classwise.study.paper import DEFENSES, DISPLAY, analyse
+    from classwise.study.paper import DISPLAY, PAPER_METHODS, analyse
 
-    outcomes = {DISPLAY[d]: Outcomes.load(run_dir / "models" / d / "outcomes.npz") for d in DEFENSES}
+    outcomes = {DISPLAY[d]: Outcomes.load(run_dir / "models" / d / "outcomes.npz") for d in PAPER_METHODS}
     saved = json.loads((run_dir / "study.json").read_text())
     norms = {d: np.asarray(v["norms"]) for d, v in saved.get("weight_norm", {}).items()}
     claims, _ = analyse(outcomes, norms)
     history = {}
-    for d in DEFENSES:
+    for d in PAPER_METHODS:
         h = run_dir / "models" / d / "history.jsonl"
         if h.is_file():
             history[DISPLAY[d]] = [json.loads(x) for x in h.read_text().splitlines() if x.strip()]

@@ -4,19 +4,14 @@
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from classwise.errors import ClasswiseError
+from classwise.io import tomllib
 from classwise.outcomes import Outcomes
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 
 def read_json(path: Path) -> dict[str, Any]:

@@ -18,12 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import tomllib
 
 from classwise.analysis import Claim, paper_claims
 from classwise.analysis.weightnorm import classifier_weight_key
 from classwise.errors import ClasswiseError
-from classwise.io import atomic_write_json
+from classwise.io import atomic_write_json, tomllib
 
 __all__ = ["RunOutcomes", "read_outcomes", "run_name", "read_weight_norms", "parse_labels", "claims_from_runs",
            "claims_payload"]

@@ -36,7 +36,6 @@ log = logging.getLogger(__name__)
 
 #: the adversarial-training methods the paper compares (names of classwise.training.methods.METHODS)
 PAPER_METHODS = ("pgd-at", "trades", "mart")
-DEFENSES = PAPER_METHODS  # the old name, still imported by the CLI
 DISPLAY = {"pgd-at": "PGD-AT", "trades": "TRADES", "mart": "MART"}
 SCALES = ("smoke", "full")
 

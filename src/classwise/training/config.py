@@ -17,11 +17,7 @@ from typing import Any
 
 from classwise.core import Norm, check_eps, parse_number
 from classwise.errors import ClasswiseError
-
-try:  # Python >= 3.11
-    import tomllib
-except ModuleNotFoundError:  # pragma: no cover
-    import tomli as tomllib  # type: ignore[no-redef,import-not-found]
+from classwise.io import tomllib
 
 SCHEDULES = ("piecewise", "cosine", "onecycle", "cyclic", "constant")
 OPTIMIZERS = ("sgd", "adam")

@@ -66,8 +66,8 @@ def align(base: Outcomes, other: Outcomes, other_path: Path, base_path: Path) ->
         raise ClasswiseError(f"cannot compare {what}: their class names differ")
     bi, oi = np.asarray(base.index), np.asarray(other.index)
     if len(bi) != len(oi) or not np.array_equal(np.sort(bi), np.sort(oi)):
-        raise ClasswiseError(f"cannot compare {what}: they were evaluated on different samples ({len(oi)} vs "
-                             f"{len(bi)}); use the same --limit and --seed")
+        raise ClasswiseError(f"cannot compare {what}: they were evaluated on other samples ({len(oi)} samples vs "
+                             f"{len(bi)}); evaluate both with the same --dataset, --split, --limit and --seed")
     if np.array_equal(bi, oi):
         perm = np.arange(len(oi))
     else:

@@ -22,7 +22,7 @@ and how to read the numbers: docs/tpgd.md.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +47,7 @@ from classwise.attacks.temperature import (
 )
 from classwise.core import AttackSpec, Norm, parse_number
 from classwise.errors import ClasswiseError
+from classwise.evaluation.evaluate import Progress
 from classwise.outcomes import WORST_CASE, Outcomes
 
 __all__ = [
@@ -203,7 +204,7 @@ def sweep_attacks(temperatures: Sequence[float], rules: Sequence[TempRule] = (),
 def run_sweep(model: nn.Module, data: Any, temperatures: Sequence[float], rules: Sequence[TempRule] = (), *,
               eps: float, steps: int = 20, restarts: int = 1, alpha: float | None = None, norm: str = "linf",
               seed: int = 0, batch_size: int = 256, device: str | torch.device = "auto",
-              progress: Callable[[str, int], None] | None = None) -> tuple[Outcomes, dict[str, Any]]:
+              progress: Progress | None = None) -> tuple[Outcomes, dict[str, Any]]:
     """Attack ``data`` with every row of the sweep; returns the merged per-sample :class:`Outcomes` (one
     column per row, in order) and ``info`` (``class_T`` and ``class_conf`` when a class rule ran).
 

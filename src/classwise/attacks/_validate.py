@@ -24,8 +24,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.modules.dropout import _DropoutNd
 
 from classwise.errors import ClasswiseError
-
-_BN_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
+from classwise.models.modes import kept_bn_buffers
 
 
 class NonFiniteInputError(ClasswiseError, ValueError):
@@ -73,9 +72,8 @@ def guard(model: nn.Module, generator: torch.Generator | None = None) -> Iterato
     """Run an attack on ``model`` leaving no trace: see the module docstring."""
     bns = [m for m in model.modules() if isinstance(m, _BatchNorm) and m.training]
     dropout = any(isinstance(m, _DropoutNd) and m.training and m.p > 0 for m in model.modules())
-    saved = [(buf, buf.detach().clone()) for m in bns for name in _BN_BUFFERS
-             if isinstance(buf := getattr(m, name, None), torch.Tensor)]
     with ExitStack() as stack:
+        stack.enter_context(kept_bn_buffers(bns))
         hooks = [h for m in bns for h in (m.register_forward_pre_hook(_one_value_per_channel),
                                           m.register_forward_hook(_restore_mode))]
         for h in hooks:
@@ -85,12 +83,7 @@ def guard(model: nn.Module, generator: torch.Generator | None = None) -> Iterato
             stack.enter_context(torch.random.fork_rng(devices=[d.index or 0 for d in devs]))
             if generator is not None:
                 torch.manual_seed(generator.initial_seed())
-        try:
-            yield
-        finally:
-            with torch.no_grad():
-                for buf, value in saved:
-                    buf.copy_(value)
+        yield
 
 
 def guarded(fn):

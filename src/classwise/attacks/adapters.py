@@ -34,6 +34,7 @@ from classwise.attacks._validate import guarded
 from classwise.attacks.geometry import flat_norm, project
 from classwise.core import Norm, check_eps, parse_number
 from classwise.errors import ClasswiseError
+from classwise.models.modes import kept_modes
 
 log = logging.getLogger(__name__)
 
@@ -71,17 +72,15 @@ def _model_kept(model: nn.Module) -> Iterator[None]:
     params = list(model.parameters())
     grads = [p.grad for p in params]
     needs = [p.requires_grad for p in params]
-    modes = [m.training for m in model.modules()]
     try:
-        for p in params:
-            p.requires_grad_(False)
-        yield
+        with kept_modes(model):
+            for p in params:
+                p.requires_grad_(False)
+            yield
     finally:
         for p, g, r in zip(params, grads, needs, strict=True):
             p.requires_grad_(r)
             p.grad = g
-        for m, t in zip(model.modules(), modes, strict=True):
-            m.training = t
 
 
 @contextmanager

@@ -33,6 +33,7 @@ from classwise.attacks.pgd import pgd
 from classwise.core import Norm, parse_number, resolve_device
 from classwise.data.base import ImageData
 from classwise.errors import ClasswiseError
+from classwise.models.modes import eval_mode
 from classwise.outcomes import Outcomes
 
 log = logging.getLogger(__name__)
@@ -80,13 +81,8 @@ def flags_to_json(flags: list[Flag]) -> list[dict[str, Any]]:
 @contextmanager
 def _eval_mode(model: nn.Module) -> Iterator[None]:
     """Eval mode inside, the model's own ``training`` flags (module by module) restored after."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
+    with eval_mode(model):
         yield
-    finally:
-        for m, t in modes:
-            m.training = t
 
 
 def _model_device(model: nn.Module) -> torch.device | None:

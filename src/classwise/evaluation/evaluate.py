@@ -17,6 +17,7 @@ from classwise.attacks.pgd import PGDPlan, fused_pgd
 from classwise.core import AttackSpec, mix_seed, resolve_device
 from classwise.data.base import ImageData
 from classwise.errors import ClasswiseError
+from classwise.models.modes import eval_mode
 from classwise.outcomes import Outcomes
 
 Progress = Callable[[str, int], None]  # (stage, samples just finished)
@@ -227,9 +228,7 @@ def evaluate(
     dev = resolve_device(device)
     bound = _bind(attacks)
     # restored module by module: a wrapper built in train mode must not flip the model it wraps to train
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
+    with eval_mode(model):
         net = prepare_model(model, dev, precision=precision, channels_last=channels_last)
         info = D.init_from_env(dev) if distributed else D.DistInfo()
         run = _Run(net, bound, _fusion_groups(bound) if fuse else {}, seed, progress, info.world, cascade)
@@ -244,9 +243,6 @@ def evaluate(
         if info.enabled:  # every process gets every batch, back in dataset order
             parts = cast(list[list[Batch]], D.all_gather_object(per_batch, info))
             per_batch = sorted((r for part in parts for r in part), key=lambda r: r[0])
-    finally:
-        for m, mode in modes:
-            m.training = mode
     return _outcomes(per_batch, bound, data, cascade)
 
 

@@ -41,11 +41,11 @@ from classwise.attacks.losses import cross_entropy
 from classwise.attacks.pgd import iterative_attack
 from classwise.core import Norm, check_eps, default_step, parse_number
 from classwise.errors import ClasswiseError
+from classwise.models.modes import kept_bn_buffers, kept_modes
 from classwise.registry import Registry
 
 ATTACK_BN_MODES = ("eval", "train")
 TRADES_INIT_STD = 0.001  # the reference TRADES/MART start: x + 0.001 * N(0, 1)
-_BN_BUFFERS = ("running_mean", "running_var", "num_batches_tracked")
 
 
 @dataclass(frozen=True)
@@ -225,25 +225,9 @@ def attack_mode(model: nn.Module, attack_bn: str) -> Iterator[None]:
     ``eval``: running statistics. ``train``: batch statistics; the running buffers are saved and
     restored, so attack forwards leave no trace in them. Per-module ``training`` flags are restored.
     """
-    flags = [(m, m.training) for m in model.modules()]
-    saved: list[tuple[Tensor, Tensor]] = []
-    if attack_bn == "train":
-        for m in model.modules():
-            for name in _BN_BUFFERS:
-                buf = getattr(m, name, None)
-                if isinstance(buf, Tensor):
-                    saved.append((buf, buf.detach().clone()))
-        model.train()
-    else:
-        model.eval()
-    try:
+    with kept_modes(model), kept_bn_buffers(model.modules() if attack_bn == "train" else ()):
+        model.train(attack_bn == "train")
         yield
-    finally:
-        with torch.no_grad():
-            for buf, value in saved:
-                buf.copy_(value)
-        for m, flag in flags:
-            m.training = flag
 
 
 def _gaussian_start(x: Tensor, generator: torch.Generator | None) -> Tensor:

@@ -69,7 +69,8 @@ def share(v: Any, gained: Any = 0) -> str:
     total, or ``gained`` classes whose accuracy rose (per-class drops of both signs: a ratio of their sums
     can be anything, e.g. -400%, and even inside [0, 1] it is no share of the parts)."""
     if finite(gained) and int(gained) > 0:
-        return f"n/a (per-class drops of both signs: {int(gained)} class(es) gained accuracy)"
+        n = int(gained)
+        return f"n/a (per-class drops of both signs: {n} {'class' if n == 1 else 'classes'} gained accuracy)"
     if not finite(v):
         return "n/a (no positive total drop)"
     if not 0.0 <= float(v) <= 1.0:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from classwise.io import tomllib
 from tests.helpers import run_cli
 
 VERDICTS = {"supported", "not supported", "inconclusive"}
@@ -30,7 +32,7 @@ def trained(tmp_path_factory):
     return root
 
 
-def check_study_dir(d: Path) -> dict:
+def check_study_dir(d: Path, steps: int = 20) -> dict:
     s = json.loads((d / "study.json").read_text())
     assert [c["id"] for c in s["claims"]] == [1, 2, 3, 4, 5]
     for c in s["claims"]:
@@ -38,7 +40,7 @@ def check_study_dir(d: Path) -> dict:
     assert set(s["defenses"]) == {"PGD-AT", "TRADES", "MART"}
     for d_ in ("pgd-at", "trades", "mart"):
         m = json.loads((d / "models" / d_ / "metrics.json").read_text())
-        assert {"FGSM", "PGD-20", "CW-20", "T-PGD-20(T=0.5)", "worst-case"} <= set(m["attacks"])
+        assert {"FGSM", f"PGD-{steps}", f"CW-{steps}", f"T-PGD-{steps}(T=0.5)", "worst-case"} <= set(m["attacks"])
     html = (d / "report.html").read_text()
     assert "data:image/png;base64," in html and "https://" not in html.split("</style>")[-1].split("<footer")[0]
     for c in s["claims"]:
@@ -48,14 +50,55 @@ def check_study_dir(d: Path) -> dict:
 
 def test_study_reusing_checkpoints(trained, tmp_path):
     ck = [f"--checkpoint={m}={trained / m / 'checkpoints' / 'best.safetensors'}" for m in ("pgd-at", "trades", "mart")]
-    p = cli(tmp_path, "study", "--dataset", "digits", "--out", "S", "--eval-limit", "200", *ck)
-    assert "The paper's claims" in p.stdout
-    s = check_study_dir(tmp_path / "S")
-    assert s["test_samples"] == 200
+    p = cli(tmp_path, "study", "--out", "S", "--eval-limit", "200", *ck)  # the dataset is the checkpoints'
+    assert "The paper's claims" in p.stdout and "warning" not in p.stderr
+    s = check_study_dir(tmp_path / "S", steps=5)  # the checkpoints' eval_steps=5, not the bundled recipe's 20
+    assert s["test_samples"] == 200 and s["dataset"] == "digits"
+    cfg = tomllib.loads((tmp_path / "S" / "config.toml").read_text())
+    assert "train" not in cfg and cfg["threat_model"]["eps"] == 0.2 and cfg["threat_model"]["eval_steps"] == 5
+    for m in ("pgd-at", "trades", "mart"):  # each model's own recipe (3 epochs), never the bundled one (30)
+        rec = cfg["models"][m]
+        assert rec["source"] == "checkpoint" and rec["sidecar_method"] == m and rec["forced"] is False
+        assert rec["recipe"]["method"] == m and rec["recipe"]["epochs"] == 3 and rec["recipe"]["steps"] == 3
     # `classwise report` rebuilds the study report from the saved outcomes
     (tmp_path / "S" / "report.html").unlink()
     cli(tmp_path, "report", "S")
     assert (tmp_path / "S" / "report.html").is_file()
+
+
+def test_study_checks_each_checkpoint_against_its_slot_and_the_threat_model(trained, tmp_path):
+    """A PGD-AT checkpoint given as mart= is refused (one line naming the slot, the sidecar's method and
+    --force); checkpoints of two eps are refused naming both; --force runs with a warning and the record
+    says so."""
+    pgd = trained / "pgd-at" / "checkpoints" / "best.safetensors"
+    trades = trained / "trades" / "checkpoints" / "best.safetensors"
+    bad = cli(tmp_path, "study", "--checkpoint", f"pgd-at={pgd}", "--checkpoint", f"mart={pgd}", "--out", "M",
+              check=False)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+    assert bad.stderr.startswith("error: --checkpoint mart=") and "pgd-at" in bad.stderr and "--force" in bad.stderr
+    assert not (tmp_path / "M").exists()
+    # a TRADES model trained at another eps: the same weights with the sidecar of an eps-0.1 run
+    (tmp_path / "t01").mkdir()
+    shutil.copy(trades, tmp_path / "t01" / "best.safetensors")
+    side = json.loads(trades.with_suffix(".json").read_text())
+    side["threat_model"]["eps"], side["recipe"]["eps"] = 0.1, 0.1
+    (tmp_path / "t01" / "best.json").write_text(json.dumps(side))
+    for extra in ([], ["--force"]):  # --force is about methods, never about mixing budgets
+        bad = cli(tmp_path, "study", "--checkpoint", f"pgd-at={pgd}", "--checkpoint",
+                  f"trades={tmp_path / 't01' / 'best.safetensors'}", *extra, "--out", "E", check=False)
+        assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+        assert "eps: 0.2 (pgd-at=" in bad.stderr and "and 0.1 (trades=" in bad.stderr
+    bad = cli(tmp_path, "study", "--dataset", "mnist", "--checkpoint", f"pgd-at={pgd}", check=False)
+    assert bad.returncode == 2 and "--dataset mnist" in bad.stderr and "digits" in bad.stderr
+    p = cli(tmp_path, "study", "--checkpoint", f"pgd-at={pgd}", "--checkpoint", f"trades={trades}",
+            "--checkpoint", f"mart={pgd}", "--force", "--eval-limit", "100", "--out", "F")
+    assert "warning: --force: using" in p.stderr and "as mart although its sidecar says pgd-at" in p.stderr
+    cfg = tomllib.loads((tmp_path / "F" / "config.toml").read_text())
+    assert cfg["force"] is True and cfg["models"]["mart"]["forced"] is True
+    assert cfg["models"]["mart"]["sidecar_method"] == "pgd-at" and cfg["models"]["mart"]["recipe"]["method"] == "pgd-at"
+    assert any("--force" in w for w in cfg["warnings"])
+    assert json.loads((tmp_path / "F" / "study.json").read_text())["models"]["mart"]["forced"] is True
+    assert "as mart although its sidecar says pgd-at" in (tmp_path / "F" / "report.html").read_text()
 
 
 @pytest.mark.slow

@@ -24,7 +24,14 @@ from classwise.analysis.claims_consistency import Setting, claim_consistency
 from classwise.analysis.compare import mcnemar_per_class
 from classwise.analysis.consistency import consistency, consistency_matrix
 from classwise.analysis.diagnosis import class_report, split_disparity
-from classwise.analysis.flows import broken_flows, flow_table, symmetric_pairs, top_pairs
+from classwise.analysis.flows import (
+    ATTACKED_EXTRA,
+    attacked_confusion,
+    broken_flows,
+    flow_table,
+    symmetric_pairs,
+    top_pairs,
+)
 from classwise.analysis.gain import attack_gain, gain_chain
 from classwise.analysis.labels import CLEAN, WORST_CASE, headline_attack
 from classwise.analysis.paper_claims import paper_claims, weight_norm_attack
@@ -32,6 +39,7 @@ from classwise.analysis.stats import DISPARITY_STATS, bootstrap_disparity, dispa
 from classwise.analysis.weightnorm import weight_norm_correlation
 
 __all__ = [
+    "ATTACKED_EXTRA",
     "DISPARITY_STATS",
     "Claim",
     "Setting",
@@ -39,6 +47,7 @@ __all__ = [
     "CLEAN",
     "headline_attack",
     "attack_gain",
+    "attacked_confusion",
     "bootstrap_disparity",
     "broken_flows",
     "claim_consistency",

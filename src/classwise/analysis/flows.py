@@ -17,7 +17,10 @@ from classwise.analysis._common import as_int, names_for
 from classwise.analysis.accuracy import confusion_matrix, rate
 from classwise.analysis.stats import wilson_interval
 
-__all__ = ["broken_flows", "flow_table", "top_pairs", "symmetric_pairs"]
+__all__ = ["ATTACKED_EXTRA", "attacked_confusion", "broken_flows", "flow_table", "top_pairs", "symmetric_pairs"]
+
+#: the columns :func:`attacked_confusion` adds after the K predicted classes
+ATTACKED_EXTRA = ("clean mistake", "no valid prediction")
 
 
 def broken_flows(labels: npt.ArrayLike, clean_pred: npt.ArrayLike, adv_pred: npt.ArrayLike,
@@ -31,6 +34,28 @@ def broken_flows(labels: npt.ArrayLike, clean_pred: npt.ArrayLike, adv_pred: npt
     support = np.bincount(y, minlength=num_classes) if y.size else np.zeros(num_classes, dtype=np.int64)
     broken = (c == y) & (p != y) & (p >= 0) & (p < num_classes)  # a prediction outside [0, K) flows nowhere
     return confusion_matrix(y[broken], p[broken], num_classes), support
+
+
+def attacked_confusion(labels: npt.ArrayLike, clean_pred: npt.ArrayLike, adv_pred: npt.ArrayLike,
+                       num_classes: int) -> np.ndarray:
+    """Every sample of class c counted once, shape (K, K + 2), so that each row sums to the class's support.
+
+    Columns 0..K-1: the *attacked* samples (classified correctly before the attack) by their prediction
+    after it: the diagonal is robust, the rest are the flows of :func:`broken_flows`. Column K
+    (``ATTACKED_EXTRA[0]``): clean mistakes, wrong before any attack (a clean prediction outside [0, K)
+    included), which are no attack's doing and so never in a flow. Column K + 1: attacked samples with
+    no valid prediction after the attack (outside [0, K), e.g. -1)."""
+    y, c, p = as_int(labels, "labels"), as_int(clean_pred, "clean_pred"), as_int(adv_pred, "adv_pred")
+    if not (y.shape == c.shape == p.shape):
+        raise ValueError(f"labels {y.shape}, clean_pred {c.shape} and adv_pred {p.shape} differ in shape")
+    k = int(num_classes)
+    attacked = c == y
+    valid = attacked & (p >= 0) & (p < k)
+    out = np.zeros((k, k + 2), dtype=np.int64)
+    out[:, :k] = confusion_matrix(y[valid], p[valid], k)
+    out[:, k] = np.bincount(y[~attacked], minlength=k)[:k]
+    out[:, k + 1] = np.bincount(y[attacked & ~valid], minlength=k)[:k]
+    return out
 
 
 def flow_table(labels: npt.ArrayLike, clean_pred: npt.ArrayLike, adv_pred: npt.ArrayLike,

@@ -384,17 +384,18 @@ def study_checkpoints(items: Iterable[str] | None) -> dict[str, str]:
     return {k.lower(): v for k, v in pairs.items()}
 
 
-def check_study(dataset: str, scale: str, checkpoints: dict[str, str], data_root: Path | None) -> None:
-    """``classwise study``: the scale, the defenses named and their checkpoints, the dataset's files."""
-    from classwise.study.paper import PAPER_METHODS, SCALES
+def check_study(dataset: str | None, scale: str, checkpoints: dict[str, str], data_root: Path | None, *,
+                force: bool = False, seed: int = 0) -> Any:
+    """``classwise study``: the scale, the defenses named, their checkpoints' sidecars (method, threat
+    model, dataset: :func:`classwise.study.paper.plan_study`) and the dataset's files; returns the plan."""
+    from classwise.study.paper import SCALES, plan_study
 
     if scale not in SCALES:
         raise ClasswiseError(f"unknown --scale {scale!r}; choose one of: {', '.join(SCALES)}")
-    for k, v in checkpoints.items():
-        if k not in PAPER_METHODS:
-            raise ClasswiseError(f"--checkpoint {k}=...: unknown defense; choose one of: {', '.join(PAPER_METHODS)}")
-        check_checkpoint(Path(v))
-    check_data(dataset_name(dataset), ["train", "test"], data_root)
+    plan = plan_study(dataset_name(dataset) if dataset else None, scale=scale, checkpoints=checkpoints,
+                      force=force, seed=seed)
+    check_data(plan.dataset, ["train", "test"], data_root)
+    return plan
 
 
 def located_root(name: str, split: str, root: Path | None) -> str:

@@ -74,5 +74,6 @@ def _rebuild_study_report(run_dir: Path, out: Path | None) -> Path:
             history[DISPLAY[d]] = [json.loads(x) for x in h.read_text().splitlines() if x.strip()]
     return build_report({"title": f"classwise study: {saved.get('dataset')} ({saved.get('scale')})",
                          "settings": outcomes, "claims": claims, "norms": norms, "history": history,
+                         "notes": [f"warning: {w}" for w in saved.get("warnings") or []],
                          "config": (run_dir / "config.toml").read_text() if (run_dir / "config.toml").is_file() else "",
                          "run_dir": str(run_dir)}, out or run_dir / "report.html")

@@ -9,17 +9,24 @@ from typing import Annotated, Any
 import typer
 
 from classwise.cli import _common as C
-from classwise.cli._print import console
+from classwise.cli._print import console, err_console
 from classwise.cli._progress import progress, training_callbacks
 
 
 def study(
-    dataset: Annotated[str, typer.Option(help="Dataset (its bundled recipe is used).")] = "digits",
+    dataset: Annotated[str | None, typer.Option(help="Dataset; its bundled recipe trains the models not given "
+                                                     "by --checkpoint (default: the checkpoints' dataset, else "
+                                                     "digits).")] = None,
     scale: Annotated[str, typer.Option(help="smoke (CPU-sized: <= 15 epochs, PGD-5 training, 1000 test images) "
                                             "or full (the dataset's recipe: a GPU job).")] = "smoke",
     checkpoint: Annotated[list[str] | None, typer.Option(
         "--checkpoint", help="Reuse a trained model instead of training it: DEFENSE=PATH with DEFENSE one of "
-                             "pgd-at, trades, mart (repeatable).")] = None,
+                             "pgd-at, trades, mart (repeatable). Its sidecar must name that method; the "
+                             "threat model (norm, eps) and the evaluation steps are the sidecars' (they must "
+                             "agree).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Use a --checkpoint whose sidecar names another method "
+                                                        "than its slot, or none (a warning; config.toml says so).")
+                     ] = False,
     out: Annotated[Path | None, typer.Option(help="Run directory (default: runs/study-DATASET-TIMESTAMP).")] = None,
     eval_limit: Annotated[int | None, typer.Option(min=1, help="Test images to evaluate (stratified subset).")] = None,
     data_root: C.DataRootShort = None,
@@ -33,21 +40,23 @@ def study(
     from classwise.study.paper import run_study
 
     ckpts = C.study_checkpoints(checkpoint)
-    C.check_study(dataset, scale, ckpts, data_root)
+    plan = C.check_study(dataset, scale, ckpts, data_root, force=force, seed=seed)
     C.check_device(device)
-    out = out or default_run_dir("study", dataset)
+    out = out or default_run_dir("study", plan.dataset)
     run = RunDir(out).open()
-    console.print(f"[bold]classwise study[/]: {dataset}, scale {scale} -> {out}")
+    console.print(f"[bold]classwise study[/]: {plan.dataset}, scale {scale} -> {out}")
     t0 = time.perf_counter()
     with progress() as prog:
-        res = run_study(dataset, out, scale=scale, checkpoints=ckpts, device=device, data_root=data_root, seed=seed,
-                        eval_limit=eval_limit, callbacks=training_callbacks(prog),
-                        on_stage=lambda s: prog.console.print(f"  {s}", highlight=False, markup=False))
-    run.write_config({"command": "study", "dataset": dataset, "scale": scale, "seed": seed,
-                      "data_root": str(C.located_root(dataset, "test", data_root)),
-                      "checkpoints": ckpts, "eval_limit": eval_limit,
-                      "train": {k: ("none" if v is None else v) for k, v in res.summary["config"].items()},
-                      "attacks": _resolved_attacks(res.summary["attacks"])})
+        res = run_study(plan.dataset, out, scale=scale, checkpoints=ckpts, force=force, device=device,
+                        data_root=data_root, seed=seed, eval_limit=eval_limit, callbacks=training_callbacks(prog),
+                        on_stage=lambda s: prog.console.print(f"  {s}", highlight=False, markup=False),
+                        on_warning=lambda w: err_console.print(f"warning: {w}", highlight=False, markup=False,
+                                                               soft_wrap=True))
+    run.write_config({"command": "study", "dataset": plan.dataset, "scale": scale, "seed": seed,
+                      "data_root": str(C.located_root(plan.dataset, "test", data_root)),
+                      "checkpoints": ckpts, "force": force, "eval_limit": eval_limit,
+                      "threat_model": res.summary["threat_model"], "models": res.summary["models"],
+                      "warnings": res.summary["warnings"], "attacks": _resolved_attacks(res.summary["attacks"])})
     run.write_run_info(seed=seed, device=str(device), extra={"seconds": round(time.perf_counter() - t0, 1)})
     report = _study_report(res, out)
     run.finish()
@@ -68,6 +77,7 @@ def _study_report(res: Any, out: Path) -> Path:
     return build_report({
         "title": f"classwise study: {res.summary['dataset']} ({res.summary['scale']})",
         "settings": res.outcomes, "claims": res.claims, "norms": res.norms, "history": res.history,
+        "notes": [f"warning: {w}" for w in res.summary["warnings"]],
         "config": (out / "config.toml").read_text() if (out / "config.toml").is_file() else "",
         "run_dir": str(out),
     }, out / "report.html")

@@ -39,7 +39,8 @@ from classwise.report.sections.diagnosis import diagnose
 from classwise.report.sections.summary import summary_parts
 from classwise.report.state import Options, ReportContext, ReportState
 
-INTERVAL_NOTE = ("Intervals: a class's accuracy (and the worst and best class's) is a Wilson score interval; "
+INTERVAL_NOTE = ("Intervals: a class's accuracy (and the worst and best class's) and a class's dominant-target share "
+                 "(E2) are Wilson score intervals; "
                  "the spread statistics (gap, std, normalized std, mean over classes) are stratified percentile "
                  "bootstrap intervals; each claim's statistic carries the interval its rule names.")
 

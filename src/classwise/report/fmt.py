@@ -64,9 +64,13 @@ def gain_pts(v: Any) -> str:
     return f"{100 * float(v):+.1f}" if finite(v) else "—"
 
 
-def share(v: Any) -> str:
-    """A share of a total as a percentage, or "n/a" with the reason when it is not one (outside [0, 1]:
-    per-class drops of both signs, the total being smaller than a part of it)."""
+def share(v: Any, gained: Any = 0) -> str:
+    """A share of a total drop as a percentage, or "n/a" with the reason when it is not one: no positive
+    total, or ``gained`` classes whose accuracy rose (per-class drops of both signs: a ratio of their sums
+    can be anything, e.g. -400%, and even inside [0, 1] it is no share of the parts)."""
+    if finite(gained) and int(gained) > 0:
+        n = int(gained)
+        return f"n/a (per-class drops of both signs: {n} {'class' if n == 1 else 'classes'} gained accuracy)"
     if not finite(v):
         return "n/a (no positive total drop)"
     if not 0.0 <= float(v) <= 1.0:

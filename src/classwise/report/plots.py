@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from classwise.analysis.flows import ATTACKED_EXTRA
 from classwise.io import atomic_write
 
 if TYPE_CHECKING:
@@ -75,33 +76,56 @@ def plot_class_accuracy(
 
 
 def plot_confusion(
-    matrix: np.ndarray,
+    counts: np.ndarray,
     class_names: Sequence[str],
     *,
-    title: str = "Adversarial confusion",
+    title: str = "Attacked samples",
+    extra: Sequence[str] = ATTACKED_EXTRA,
     ax: Axes | None = None,
 ) -> Axes:
-    """Heat-map of a row-normalized confusion matrix: row = true class, column = predicted class."""
+    """Heat-map of :func:`classwise.analysis.attacked_confusion` counts, shape (K, K + len(extra)), as
+    shares of each true class's support (row = true class): the K columns of the samples that were
+    attacked (classified correctly before the attack) by their prediction after it, then, apart and in
+    grey, the ``extra`` columns (clean mistakes; attacked samples without a valid prediction, drawn only
+    when there is one). Every row's cells add up to 100%."""
     plt = _plt()
-    m = np.asarray(matrix, float)
+    c = np.asarray(counts, float)
     k = len(class_names)
+    if c.ndim != 2 or c.shape[0] != k or c.shape[1] != k + len(extra):
+        raise ValueError(f"counts of shape {c.shape} for {k} classes and {len(extra)} extra columns")
+    support = c.sum(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        m = np.where(support > 0, c / np.maximum(support, 1), np.nan)
+    shown = [j for j in range(len(extra)) if j == 0 or c[:, k + j].sum() > 0]
+    side = m[:, [k + j for j in shown]]
+    gap = 0.6
     if ax is None:
         size = max(4.5, 0.45 * k + 2)
-        _, ax = plt.subplots(figsize=(size + 1, size))
-    im = ax.imshow(100 * m, cmap="magma_r", vmin=0, vmax=100)
+        _, ax = plt.subplots(figsize=(size + 1 + 0.45 * len(shown), size))
+    im = ax.imshow(100 * m[:, :k], cmap="magma_r", vmin=0, vmax=100, extent=(-0.5, k - 0.5, k - 0.5, -0.5))
+    x0 = k - 0.5 + gap
+    ax.imshow(100 * side, cmap="Greys", vmin=0, vmax=160, extent=(x0, x0 + len(shown), k - 0.5, -0.5))
+    from matplotlib.patches import Rectangle
+
+    ax.add_patch(Rectangle((x0, -0.5), len(shown), k, fill=False, edgecolor="#969696", lw=0.8))
+    ax.set_xlim(-0.5, x0 + len(shown))
+    ax.set_ylim(k - 0.5, -0.5)
     ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="% of the true class")
+    side_x = [x0 + 0.5 + i for i in range(len(shown))]
     if k <= 20:
         for i in range(k):
-            for j in range(k):
+            for j, x in [*((j, float(j)) for j in range(k)), *((k + e, sx) for e, sx in zip(shown, side_x, strict=True))]:
                 v = m[i, j]
                 if np.isfinite(v) and v >= 0.005:
-                    ax.text(j, i, f"{100 * v:.0f}", ha="center", va="center", fontsize=7,
-                            color="white" if v > 0.5 else "black")
-        ax.set_xticks(range(k))
+                    ax.text(x, i, f"{100 * v:.0f}", ha="center", va="center", fontsize=7,
+                            color="white" if v > 0.5 and j < k else "black")
         ax.set_yticks(range(k))
-        ax.set_xticklabels(class_names, rotation=45 if k > 6 else 0, ha="right" if k > 6 else "center")
         ax.set_yticklabels(class_names)
-    ax.set_xlabel("predicted after attack")
+    rot = 45 if k > 6 else 0
+    ax.set_xticks([*(range(k) if k <= 20 else []), *side_x])
+    ax.set_xticklabels([*(class_names if k <= 20 else []), *(extra[j] for j in shown)], rotation=rot,
+                       ha="right" if rot else "center")
+    ax.set_xlabel("predicted after the attack (samples correct before it); grey: the other samples")
     ax.set_ylabel("true class")
     ax.set_title(title)
     return ax

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,19 +24,26 @@ from classwise.data import load_dataset
 from classwise.errors import ClasswiseError
 from classwise.evaluation import evaluate
 from classwise.io import atomic_write_json
-from classwise.models import check_loadable, load_checkpoint
+from classwise.models import load_checkpoint
 from classwise.outcomes import Outcomes
 from classwise.report.artifacts import write_evaluation
 from classwise.runs import RunDir
 from classwise.study.claims_runs import write_claims
 from classwise.study.common import eval_attack_specs, weight_norms
+from classwise.study.reuse import (
+    PAPER_METHODS,
+    Reused,
+    ThreatModel,
+    forced_warning,
+    read_reused,
+    study_dataset,
+    study_threat_model,
+)
 from classwise.training.config import TrainConfig, resolve_config
 from classwise.training.fit import FitCallbacks, fit
 
 log = logging.getLogger(__name__)
 
-#: the adversarial-training methods the paper compares (names of classwise.training.methods.METHODS)
-PAPER_METHODS = ("pgd-at", "trades", "mart")
 DISPLAY = {"pgd-at": "PGD-AT", "trades": "TRADES", "mart": "MART"}
 SCALES = ("smoke", "full")
 
@@ -66,36 +74,91 @@ def _robust_vectors(outcomes: Mapping[str, Outcomes]) -> dict[str, np.ndarray]:
     return vec
 
 
+@dataclass(frozen=True)
+class StudyPlan:
+    """What a study will run, decided before any work: the dataset, the threat model and evaluation attack
+    (from the reused checkpoints' sidecars), the config of the models it trains, and the reused ones."""
+
+    dataset: str
+    scale: str
+    base: TrainConfig
+    recipe_path: Path | None
+    threat: ThreatModel
+    reused: dict[str, Reused]
+    warnings: list[str]
+
+    @property
+    def attacks(self) -> list[str]:
+        t = self.threat
+        return eval_attack_specs(t.eps, t.norm, steps=t.eval_steps, alpha=t.eval_alpha)
+
+    def models_record(self) -> dict[str, Any]:
+        """config.toml's ``models``: per slot, the checkpoint and its own recipe, or the config trained."""
+        out: dict[str, Any] = {}
+        for m in PAPER_METHODS:
+            if m in self.reused:
+                out[m] = self.reused[m].record()
+            else:
+                cfg = dataclasses.replace(self.base, method=m).to_dict()
+                out[m] = {"source": "trained", "config": {k: ("none" if v is None else v) for k, v in cfg.items()}}
+        return out
+
+
+def plan_study(dataset: str | None, *, scale: str = "smoke", checkpoints: Mapping[str, str | Path] | None = None,
+               force: bool = False, seed: int = 0) -> StudyPlan:
+    """Check the scale and every reused checkpoint (reading sidecars only) and resolve what the study runs:
+    see :mod:`classwise.study.reuse`. Cheap: no data or model is loaded."""
+    from classwise.data import dataset_info
+
+    if scale not in SCALES:
+        raise ClasswiseError(f"unknown scale {scale!r}; choose one of: {', '.join(SCALES)}")
+    reused = read_reused(dict(checkpoints or {}), force=force)
+    warnings = [forced_warning(r) for r in reused.values() if r.forced]
+    name = study_dataset(dataset, list(reused.values()), lambda n: str(dataset_info(n)["name"]))
+    base, recipe_path = resolve_config(dataset=name, overrides={"seed": seed})
+    threat = study_threat_model(list(reused.values()), base.to_dict(),
+                                recipe_path.name if recipe_path else f"the {name} defaults", warnings.append)
+    changes: dict[str, Any] = {"norm": threat.norm, "eps": threat.eps, "eval_steps": threat.eval_steps,
+                               "eval_alpha": threat.eval_alpha}
+    if not math.isclose(threat.eps, base.eps) and len(reused) < len(PAPER_METHODS):
+        changes["alpha"] = None  # the recipe's training step was set for its own eps: the default rule instead
+        warnings.append(f"the models trained here use the checkpoints' eps {threat.eps} instead of the recipe's "
+                        f"{base.eps}, with the default training step 2.5 * eps / steps")
+    base = dataclasses.replace(base, **changes).validate()
+    if scale == "smoke":
+        base = dataclasses.replace(base, **smoke_overrides(base)).validate()
+    return StudyPlan(name, scale, base, recipe_path, threat, reused, warnings)
+
+
 def run_study(
-    dataset: str,
+    dataset: str | None,
     out: str | Path,
     *,
     scale: str = "smoke",
     checkpoints: Mapping[str, str | Path] | None = None,
+    force: bool = False,
     device: str | torch.device = "auto",
     data_root: str | Path | None = None,
     seed: int = 0,
     eval_limit: int | None = None,
     callbacks: FitCallbacks | None = None,
     on_stage: Callable[[str], None] | None = None,
+    on_warning: Callable[[str], None] | None = None,
 ) -> StudyResult:
-    if scale not in SCALES:
-        raise ClasswiseError(f"unknown scale {scale!r}; choose one of: {', '.join(SCALES)}")
-    checkpoints = dict(checkpoints or {})
-    unknown = sorted(set(checkpoints) - set(PAPER_METHODS))
-    if unknown:
-        raise ClasswiseError(f"--checkpoint {unknown[0]}=...: unknown defense; choose one of: {', '.join(PAPER_METHODS)}")
-    for path in checkpoints.values():  # before any training: a sidecar may name code, which is never run
-        check_loadable(path)
+    """The study (docs/study.md). ``dataset`` None: the checkpoints' dataset, else digits. A checkpoint
+    whose sidecar names another method than its slot is refused unless ``force`` (then ``on_warning``
+    is told, default: the log); the threat model is the sidecars' (:func:`plan_study`)."""
+    plan = plan_study(dataset, scale=scale, checkpoints=checkpoints, force=force, seed=seed)
+    for w in plan.warnings:
+        (on_warning or log.warning)(w)
     dev = resolve_device(device)
     out = Path(out)
-    base, recipe_path = resolve_config(dataset=dataset, overrides={"seed": seed})
+    base = plan.base
     if scale == "smoke":
-        base = dataclasses.replace(base, **smoke_overrides(base)).validate()
         eval_limit = eval_limit or 1000
     stage = on_stage or (lambda s: log.info(s))
     test = load_dataset(base.dataset, "test", root=data_root, image_size=base.image_size).take(eval_limit, seed=seed)
-    attacks = eval_attack_specs(base.eps, base.norm, steps=base.eval_steps, alpha=base.eval_alpha)
+    attacks = plan.attacks
 
     outcomes: dict[str, Outcomes] = {}
     norms: dict[str, np.ndarray] = {}
@@ -104,9 +167,9 @@ def run_study(
     for method in PAPER_METHODS:
         name = DISPLAY[method]
         sub = out / "models" / method
-        if method in checkpoints:
-            stage(f"{name}: loading {checkpoints[method]}")
-            model, _ = load_checkpoint(checkpoints[method], device=dev)
+        if method in plan.reused:
+            stage(f"{name}: loading {plan.reused[method].path}")
+            model, _ = load_checkpoint(plan.reused[method].path, device=dev)
         else:
             stage(f"{name}: training ({base.epochs} epochs)")
             cfg = dataclasses.replace(base, method=method).validate()
@@ -127,9 +190,10 @@ def run_study(
     o_train = evaluate(models["PGD-AT"], train, attacks[1:2], device=dev, seed=seed)
 
     claims, summary = analyse(outcomes, norms, o_train)
-    summary.update({"dataset": base.dataset, "scale": scale, "recipe": str(recipe_path) if recipe_path else None,
-                    "config": base.to_dict(), "attacks": attacks, "test_samples": len(test),
-                    "checkpoints": {k: str(v) for k, v in checkpoints.items()}})
+    summary.update({"dataset": base.dataset, "scale": scale,
+                    "recipe": str(plan.recipe_path) if plan.recipe_path and len(plan.reused) < len(PAPER_METHODS) else None,
+                    "threat_model": plan.threat.record(), "models": plan.models_record(),
+                    "attacks": attacks, "test_samples": len(test), "warnings": plan.warnings})
     atomic_write_json(out / "study.json", {**summary, "claims": [c.to_dict() for c in claims]})
     write_claims(out / "claims.json", claims, outcomes)  # the same document `classwise claims` writes
     return StudyResult(out, claims, outcomes, norms, history, summary)

@@ -218,6 +218,30 @@ def test_flow_table_class_always_flipped_to_one_target():
     assert np.isnan(r2["dominant_share_lo"]) and r2["n_targets"] == 0
 
 
+def test_attacked_confusion_keeps_clean_mistakes_out_of_the_flows():
+    """Rows add up to the support; clean mistakes have their own column whatever they are attacked into;
+    the class columns are the robust diagonal plus broken_flows."""
+    from classwise.analysis import ATTACKED_EXTRA, attacked_confusion, broken_flows
+
+    rng = np.random.default_rng(3)
+    k = 5
+    y = rng.integers(0, k, 400)
+    clean = np.where(rng.random(400) < 0.7, y, rng.integers(-1, k, 400))
+    adv = np.where(rng.random(400) < 0.5, y, rng.integers(-1, k, 400))
+    m = attacked_confusion(y, clean, adv, k)
+    assert m.shape == (k, k + len(ATTACKED_EXTRA)) and ATTACKED_EXTRA[0] == "clean mistake"
+    np.testing.assert_array_equal(m.sum(axis=1), np.bincount(y, minlength=k))
+    np.testing.assert_array_equal(m[:, k], np.bincount(y[clean != y], minlength=k))
+    flows, _ = broken_flows(y, clean, adv, k)
+    off = m[:, :k] * (1 - np.eye(k, dtype=int))
+    np.testing.assert_array_equal(off, flows)
+    np.testing.assert_array_equal(np.diag(m[:, :k]), np.bincount(y[(clean == y) & (adv == y)], minlength=k))
+    np.testing.assert_array_equal(m[:, k + 1], np.bincount(y[(clean == y) & (adv < 0)], minlength=k))
+    # a clean mistake that the attack "moves" to the true class counts as a clean mistake, never as robust
+    one = attacked_confusion(np.array([0]), np.array([1]), np.array([0]), 2)
+    assert one[0].tolist() == [0, 0, 1, 0]
+
+
 def test_flow_table_agrees_with_dominant_targets():
     y, clean, adv = random_outcomes(k=8, n=2000, seed=6)
     df = flow_table(y, clean, adv, names(8))

@@ -405,9 +405,68 @@ def test_study_sections_follow_the_verdicts_and_never_print_a_share_outside_0_1(
     html = unescape(render_report({"settings": {"X": o}, "claims": [claim2]}))
     assert "pushed into a few similar classes" not in html and "claim 2: inconclusive" in html
     assert "n/a (per-class drops of both signs" in html and not re.search(r"-\d+\.\d%\s*\(expected", html)
-    assert html.count("Wilson score interval; the spread statistics") == 1
+    assert html.count("Wilson score intervals; the spread statistics") == 1
     shares = [float(v) for v in re.findall(r"(-?\d+\.\d)% \(even", html)]
     assert all(0 <= v <= 100 for v in shares)
+
+
+def test_attack_gain_shares_are_shares_or_na_with_the_reason():
+    """The chain step that read "-400.0%": per-class drops of both signs give n/a with the number of classes
+    that gained, wherever the ratio of sums falls; with drops of one sign the share is in [0, 100]%."""
+    import classwise.analysis as A
+    from classwise.report.fmt import share
+    from classwise.report.html import render_report
+
+    weak = np.array([0.5, 0.5, 0.6, 0.6, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5])
+    strong = weak - np.array([-0.2, -0.2, 0.2, 0.2, 0.1, 0.0, 0.0, 0.0, 0.0, 0.0])  # total drop 0.1
+    s = A.attack_gain(weak, strong, bottom_k=2)[1]
+    assert s["bottom_k_share"] == pytest.approx(-4.0) and s["negative_drops"] == 2  # the raw ratio: -400%
+    assert share(s["bottom_k_share"], s["negative_drops"]) == "n/a (per-class drops of both signs: 2 classes gained accuracy)"
+    assert share(0.5, 1).startswith("n/a") and share(0.25, 0) == "25.0%" and share(float("nan")).startswith("n/a")
+    rng = np.random.default_rng(1)
+    y = np.repeat(np.arange(10), 40)
+    fgsm = np.where(rng.random(y.size) < 0.7, y, (y + 1) % 10)
+    pgd = np.where((fgsm == y) & (rng.random(y.size) < 0.8), y, (y + 1) % 10)  # drops only
+    cw = np.where(rng.random(y.size) < 0.55, y, (y + 2) % 10)  # drops of both signs against PGD
+    o = Outcomes(y, y.copy(), {"FGSM": fgsm, "PGD-20": pgd, "CW-20": cw}, CIFAR, np.arange(y.size), {}, "cifar10",
+                 "test")
+    html = unescape(render_report({"settings": {"X": o}}))
+    assert re.search(r"n/a \(per-class drops of both signs: \d+ class(es)? gained accuracy\)", html)
+    assert not re.search(r"-\d+(\.\d+)?%", html.split("Where stronger attacks gain")[1].split("(E5)")[0])
+    for v in re.findall(r"(\d+\.\d)% \((?:even|expected)", html):
+        assert 0 <= float(v) <= 100
+
+
+def test_confusion_heat_map_has_the_clean_mistakes_apart_and_rows_of_the_support():
+    """The E2 heat-map (and plots/confusion.png) shows the attacked samples by their class after the attack
+    and the clean mistakes in a column of their own: each row's counts add up to the class support, and a
+    clean mistake is never drawn as a flow."""
+    import classwise.analysis as A
+    from classwise.report import plots
+
+    rng = np.random.default_rng(2)
+    y = np.repeat(np.arange(10), 30)
+    clean = np.where(y == 3, (y + 1) % 10, np.where(rng.random(y.size) < 0.8, y, (y + 5) % 10))  # class 3: 0% clean
+    adv = np.where(rng.random(y.size) < 0.5, y, (y + 1) % 10)
+    adv[:4] = -1  # no valid prediction after the attack: a column of its own, drawn because it is used
+    counts = A.attacked_confusion(y, clean, adv, 10)
+    np.testing.assert_array_equal(counts.sum(axis=1), np.bincount(y, minlength=10))
+    assert counts[3, :10].sum() == 0 and counts[3, 10] == 30  # nothing of class 3 was attacked
+    ax = plots.plot_confusion(counts, CIFAR, title="t")
+    ticks = [t.get_text() for t in ax.get_xticklabels()]
+    assert ticks == [*CIFAR, "clean mistake", "no valid prediction"]
+    shown = np.zeros((10, 12))
+    xs = [t for t in ax.get_xticks()]
+    for t in ax.texts:
+        i, j = int(round(t.get_position()[1])), xs.index(min(xs, key=lambda x: abs(x - t.get_position()[0])))
+        shown[i, j] = float(t.get_text())
+    np.testing.assert_allclose(shown.sum(axis=1), 100, atol=6)  # rounded percentages of one row
+    assert shown[3, :10].sum() == 0 and shown[3, 10] == 100
+    assert plots.figure_png(ax.figure)[:8] == PNG
+    ax = plots.plot_confusion(A.attacked_confusion(y, clean, np.abs(adv), 10), CIFAR)
+    assert [t.get_text() for t in ax.get_xticklabels()][-1] == "clean mistake"  # no invalid prediction: no column
+    with pytest.raises(ValueError):
+        plots.plot_confusion(np.ones((10, 10)), CIFAR)
 
 
 # --- the package layout: torch-free, one registry of sections ----------------------------------------------

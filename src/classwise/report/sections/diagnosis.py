@@ -88,7 +88,7 @@ def _flow_tables(ft: pd.DataFrame, tp: pd.DataFrame) -> list[Table]:
                      ncell(int(r["n_targets"]))])
     flows = Table(["class", "broken", "", "dominant target", "share", "95% interval", "targets"], rows,
                   caption="Where each class's broken samples go: the class most of them are pushed into and its "
-                          "share of them." + (f" {n_none} class(es) had nothing broken." if n_none else ""),
+                          "share of them (Wilson interval)." + (f" {n_none} class(es) had nothing broken." if n_none else ""),
                   collapsed=len(rows) > 25)
     prow = []
     for _, r in tp.iterrows():
@@ -126,8 +126,9 @@ def diagnosis_block(name: str, o: Outcomes, attack: str | None, ctx: Options, fi
     if not attack:
         return Diagnosis(e1, None, head)
     e2 = Block(title=title, open=ctx.open_first(name))
-    e2.images.append(figs.image(plot_confusion(o.confusion(attack), names,
-                                               title=f"Adversarial confusion under {attack} (row-normalized)"),
+    counts = A.attacked_confusion(o.labels, o.clean_pred, adv, o.num_classes)
+    e2.images.append(figs.image(plot_confusion(counts, names, title=f"Attacked samples under {attack} "
+                                                                    "(% of the true class)"),
                                 f"{prefix}confusion", f"Adversarial confusion matrix of {name}"))
     ft = A.flow_table(o.labels, o.clean_pred, adv, names)
     tp = A.top_pairs(o.labels, o.clean_pred, adv, names, k=ctx.top_pairs)
@@ -161,5 +162,8 @@ def flows_section(state: ReportState) -> Section | None:
     if not blocks:
         return None
     return Section("flows", "Where adversarial examples go (E2)",
-                   "Adversarial confusion: row = true class, column = class predicted after the attack (the diagonal "
-                   "is robust accuracy). " + flows_verdict_text(state.context.claims), blocks)
+                   "Adversarial confusion of the attacked samples: row = true class; the class columns count the "
+                   "samples classified correctly before the attack by their class after it (the diagonal is robust "
+                   "accuracy, the rest are the attack's flows); clean mistakes, which no attack made, are in a "
+                   "separate grey column, so each row adds up to 100% of the class. "
+                   + flows_verdict_text(state.context.claims), blocks)

@@ -34,7 +34,7 @@ def gain_section(state: ReportState) -> Section | None:
             (f"total drop {weak} → {strong}", f"{points(summ.get('total_drop'))} (summed over classes)"),
             ("mean drop per class", points(summ.get("mean_drop"))),
             (f"share of the drop taken by the vulnerable classes ({join_names(o.class_names, bk)})",
-             f"{share(summ.get('bottom_k_share'))} (expected {pct(summ.get('bottom_k_expected'))} if spread evenly)"),
+             f"{share(summ.get('bottom_k_share'), summ.get('negative_drops'))} (expected {pct(summ.get('bottom_k_expected'))} if spread evenly)"),
             (f"Spearman ρ of the drop with robustness under {weak}",
              f"{num(summ.get('spearman'))} (p {pval(summ.get('spearman_p'))}; negative: the less robust lose more)"),
             ("classes that gained accuracy", num(summ.get("negative_drops"))),
@@ -44,7 +44,7 @@ def gain_section(state: ReportState) -> Section | None:
         rows = [[cell(f"{r['weak']} → {r['strong']}", "nowrap"), ncell(points(r["total_drop"])),
                  ncell(points(r["mean_drop"])), ncell(f"{num(r['spearman'])} (p {pval(r['spearman_p'])})"),
                  cell(join_names(o.class_names, as_classes(r["bottom_k"])), "name"),
-                 ncell(f"{share(r['bottom_k_share'])} (even {pct(r['bottom_k_expected'])})"),
+                 ncell(f"{share(r['bottom_k_share'], r['negative_drops'])} (even {pct(r['bottom_k_expected'])})"),
                  ncell(num(r["negative_drops"]))] for _, r in chain.iterrows()]
         b.tables.append(Table(["step", "total drop", "mean drop", "Spearman ρ", "vulnerable", "their share of the drop",
                                "classes gaining"], rows,

@@ -83,7 +83,8 @@ def split_disparity(train: Mapping[str, Any], test: Mapping[str, Any]) -> pd.Dat
 def class_gap(train_correct: npt.ArrayLike, train_support: npt.ArrayLike, test_correct: npt.ArrayLike,
               test_support: npt.ArrayLike, *, confidence: float = 0.95) -> pd.DataFrame:
     """Per-class accuracy on training images minus on test images (independent samples), one row per
-    class: class, train_acc, test_acc, gap = train - test, gap_lo, gap_hi (Newcombe's hybrid score
+    class: class, the four counts (train_correct, train_n, test_correct, test_n), train_acc, test_acc,
+    gap = train - test, gap_lo, gap_hi (Newcombe's hybrid score
     interval at ``confidence``, :func:`~classwise.analysis.stats.newcombe_interval`). NaN for a class
     absent from either split. The null of "no gap" is excluded where the interval excludes 0.
     """
@@ -91,5 +92,6 @@ def class_gap(train_correct: npt.ArrayLike, train_support: npt.ArrayLike, test_c
                                                                test_support))
     lo, hi = newcombe_interval(kt, nt, ks, ns, confidence)
     tr, te = rate(kt, nt), rate(ks, ns)
-    return pd.DataFrame({"class": np.arange(len(kt)), "train_acc": tr, "test_acc": te, "gap": tr - te,
+    return pd.DataFrame({"class": np.arange(len(kt)), "train_correct": kt, "train_n": nt, "test_correct": ks,
+                         "test_n": ns, "train_acc": tr, "test_acc": te, "gap": tr - te,
                          "gap_lo": lo, "gap_hi": hi})

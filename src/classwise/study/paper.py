@@ -156,6 +156,12 @@ def _trained_images(base: TrainConfig, checkpoint: str | Path | None, n: int, da
     return trained_on(full, cfg).take(n, seed=seed), "trained-on"
 
 
+def train_vs_test(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """The train-vs-test entries of a study summary (study.json): what the report's section reads."""
+    keys = ("train_vs_test", "train_vs_test_per_class", "train_vs_test_images")
+    return {k: summary[k] for k in keys if k in summary}
+
+
 def _hits(split: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     """Per-class (correct, support) of a ``{"labels", "preds", "num_classes"}`` split."""
     y, k = np.asarray(split["labels"]), int(split["num_classes"])

@@ -29,7 +29,8 @@ def test_newcombe_covers_and_is_elementwise():
 
 def test_class_gap_columns_and_nan_for_an_empty_class():
     g = class_gap([10, 5, 0], [10, 10, 0], [5, 5, 3], [10, 10, 5])
-    assert list(g.columns) == ["class", "train_acc", "test_acc", "gap", "gap_lo", "gap_hi"]
+    assert list(g.columns) == ["class", "train_correct", "train_n", "test_correct", "test_n", "train_acc",
+                               "test_acc", "gap", "gap_lo", "gap_hi"]
     assert g["gap"].iloc[0] == pytest.approx(0.5) and g["gap"].iloc[1] == 0
     assert g["gap_lo"].iloc[0] > 0 and g["gap_lo"].iloc[1] < 0 < g["gap_hi"].iloc[1]
     assert np.isnan(g["gap"].iloc[2]) and np.isnan(g["gap_lo"].iloc[2])

@@ -496,8 +496,11 @@ def test_every_registered_section_builds_on_small_contexts(tmp_path):
     o = settings["PGD-AT"]
     hist = [{"epoch": e, "val_clean_acc": 0.1 * e, "val_robust_acc": 0.05 * e,
              "val_robust_per_class": [0.05 * e] * 10} for e in range(1, 4)]
+    gap = A.class_gap([20] + [10] * 9, [20] * 10, [10] * 10, [20] * 10)
+    tvt = {"train_vs_test_per_class": gap.to_dict(orient="records"),
+           "train_vs_test_images": {"train": 200, "test": 200, "source": "trained-on"}}
     full = ReportContext(settings=settings, norms={"PGD-AT": np.linspace(1, 2, 10)}, history={"TRADES": hist},
-                         config={"eps": "8/255"}, tpgd=_tpgd_result(), n_boot=50,
+                         config={"eps": "8/255"}, tpgd=_tpgd_result(), n_boot=50, train_vs_test=tvt,
                          claims=[A.claim_flows(o.labels, o.clean_pred, o.pred("PGD-20"), CIFAR)])
     clean_only = ReportContext(settings={"m": _subset(_synthetic(0, 0.0), [])}, n_boot=50)
     built = {}
@@ -509,6 +512,8 @@ def test_every_registered_section_builds_on_small_contexts(tmp_path):
             if sec is not None:
                 built.setdefault(spec.id, []).append(sec)
     assert set(built) == {s.id for s in SECTIONS}  # the full context shows every section
+    facts = dict(built["train-vs-test"][0].blocks[0].facts)
+    assert facts["images"] == "200 trained-on / 200 test" and facts["classes whose gap excludes 0 (95% Newcombe)"] == "1 of 10"
     assert set(s.id for s in SECTIONS if s.id in built and len(built[s.id]) == 2) == {"per-class"}
 
 

@@ -133,6 +133,9 @@ CASES = [
     ("tr-data-root", ["train", "--dataset", "mnist", "--data-root", "{tmp}/emptydir"], ["mnist", "not found"]),
     ("tr-lr-text", ["train", "--lr", "fast"], ["fast"]),
     ("tr-epochs-text", ["train", "--epochs", "x"], ["--epochs"]),
+    ("tr-eval-every-zero", ["train", "--eval-every", "0"], ["--eval-every", ">= 1"]),
+    ("tr-eval-limit-alone", ["train", "--eval-limit", "50"], ["--eval-limit", "--eval-every"]),
+    ("tr-eval-limit-classes", ["train", "--eval-every", "2", "--eval-limit", "5"], ["--eval-limit", "10 classes"]),
     # study
     ("st-scale", ["study", "--scale", "huge"], ["--scale", "huge", "smoke"]),
     ("st-checkpoint-form", ["study", "--checkpoint", "pgd-at"], ["DEFENSE=PATH"]),

@@ -112,6 +112,11 @@ def test_study_smoke_from_scratch(tmp_path):
     s = check_study_dir(tmp_path / "S")
     verdicts = {c["id"]: c["verdict"] for c in s["claims"]}
     assert verdicts[1] == "supported", verdicts  # the class gap on digits is large (demo: 25% vs 93%)
+    # train-vs-test on images PGD-AT was trained on, per class with intervals, and on the page
+    assert s["train_vs_test_images"]["source"] == "trained-on"
+    per = s["train_vs_test_per_class"]
+    assert len(per) == 10 and all(r["gap_lo"] <= r["gap"] <= r["gap_hi"] for r in per)
+    assert 'id="train-vs-test"' in (tmp_path / "S" / "report.html").read_text()
 
 
 def test_remove_class(trained, tmp_path):

@@ -76,7 +76,8 @@ def test_torchrun_ddp_two_processes_on_gloo(tmp_path):
     if torchrun is None:
         pytest.skip("torchrun not found beside the interpreter")
     p = subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", "-m", "classwise", "train", *FAST,
-                        "--epochs", "2", "--no-eval", "--device", "cpu", "--out", "ddp"],
+                        "--epochs", "2", "--no-eval", "--eval-every", "2", "--eval-limit", "50", "--device", "cpu",
+                        "--out", "ddp"],
                        cwd=tmp_path, env=env(tmp_path), capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
     hist = [json.loads(x) for x in (tmp_path / "ddp" / "history.jsonl").read_text().splitlines()]
@@ -86,13 +87,21 @@ def test_torchrun_ddp_two_processes_on_gloo(tmp_path):
     from classwise.data import load_dataset
     from classwise.training.config import TrainConfig, apply_overrides
     from classwise.training.fit import split_train_val, validate
+    from classwise.training.validation import curve_subsets, evaluate_split
 
     model, meta = load_checkpoint(tmp_path / "ddp" / "checkpoints" / "last.safetensors")
     cfg = apply_overrides(TrainConfig(), meta["recipe"], where="sidecar")
-    _, val = split_train_val(load_dataset("digits", "train"), cfg)
+    train, val = split_train_val(load_dataset("digits", "train"), cfg)
     single = validate(model, val, cfg, torch.device("cpu"))
     for key in ("val_support", "val_clean_per_class", "val_robust_per_class", "val_robust_acc"):
         assert single[key] == hist[-1][key], key
+    # --eval-every's test and trained-on subsets: sharded like validation, the same numbers
+    assert "test_robust_acc" not in hist[0] and hist[-1]["test_eval_n"] == 50
+    for prefix, part in zip(("test", "trained"), curve_subsets(train, load_dataset("digits", "test"), cfg),
+                            strict=True):
+        one = evaluate_split(model, part, cfg, torch.device("cpu"), prefix)
+        for key in (f"{prefix}_support", f"{prefix}_robust_per_class", f"{prefix}_clean_acc"):
+            assert one[key] == hist[-1][key], key
 
 
 @pytest.mark.parametrize("args, match", [

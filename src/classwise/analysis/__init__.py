@@ -23,7 +23,7 @@ from classwise.analysis.claims import (
 from classwise.analysis.claims_consistency import Setting, claim_consistency
 from classwise.analysis.compare import mcnemar_per_class
 from classwise.analysis.consistency import consistency, consistency_matrix
-from classwise.analysis.diagnosis import class_report, split_disparity
+from classwise.analysis.diagnosis import class_gap, class_report, split_disparity
 from classwise.analysis.flows import (
     ATTACKED_EXTRA,
     attacked_confusion,
@@ -35,7 +35,13 @@ from classwise.analysis.flows import (
 from classwise.analysis.gain import attack_gain, gain_chain
 from classwise.analysis.labels import CLEAN, WORST_CASE, headline_attack
 from classwise.analysis.paper_claims import paper_claims, weight_norm_attack
-from classwise.analysis.stats import DISPARITY_STATS, bootstrap_disparity, disparity_stats, wilson_interval
+from classwise.analysis.stats import (
+    DISPARITY_STATS,
+    bootstrap_disparity,
+    disparity_stats,
+    newcombe_interval,
+    wilson_interval,
+)
 from classwise.analysis.weightnorm import weight_norm_correlation
 
 __all__ = [
@@ -56,6 +62,7 @@ __all__ = [
     "claim_gain",
     "claim_weight_norm",
     "class_accuracy",
+    "class_gap",
     "class_report",
     "confusion_matrix",
     "consistency",
@@ -67,6 +74,7 @@ __all__ = [
     "gain_chain",
     "mcnemar_per_class",
     "paper_claims",
+    "newcombe_interval",
     "split_disparity",
     "symmetric_pairs",
     "top_pairs",

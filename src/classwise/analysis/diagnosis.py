@@ -12,9 +12,9 @@ import pandas as pd
 
 from classwise.analysis._common import as_int, bottom_k_indices, default_bottom_k, names_for
 from classwise.analysis.accuracy import _label_counts, rate
-from classwise.analysis.stats import DISPARITY_STATS, disparity_stats, wilson_interval
+from classwise.analysis.stats import DISPARITY_STATS, disparity_stats, newcombe_interval, wilson_interval
 
-__all__ = ["class_report", "split_disparity"]
+__all__ = ["class_gap", "class_report", "split_disparity"]
 
 
 def class_report(labels: npt.ArrayLike, clean_pred: npt.ArrayLike, adv_pred: npt.ArrayLike,
@@ -78,3 +78,20 @@ def split_disparity(train: Mapping[str, Any], test: Mapping[str, Any]) -> pd.Dat
                       index=pd.Index(DISPARITY_STATS, name="stat"))
     df["diff"] = df["test"] - df["train"]
     return df
+
+
+def class_gap(train_correct: npt.ArrayLike, train_support: npt.ArrayLike, test_correct: npt.ArrayLike,
+              test_support: npt.ArrayLike, *, confidence: float = 0.95) -> pd.DataFrame:
+    """Per-class accuracy on training images minus on test images (independent samples), one row per
+    class: class, the four counts (train_correct, train_n, test_correct, test_n), train_acc, test_acc,
+    gap = train - test, gap_lo, gap_hi (Newcombe's hybrid score
+    interval at ``confidence``, :func:`~classwise.analysis.stats.newcombe_interval`). NaN for a class
+    absent from either split. The null of "no gap" is excluded where the interval excludes 0.
+    """
+    kt, nt, ks, ns = (np.asarray(a, dtype=np.int64) for a in (train_correct, train_support, test_correct,
+                                                               test_support))
+    lo, hi = newcombe_interval(kt, nt, ks, ns, confidence)
+    tr, te = rate(kt, nt), rate(ks, ns)
+    return pd.DataFrame({"class": np.arange(len(kt)), "train_correct": kt, "train_n": nt, "test_correct": ks,
+                         "test_n": ns, "train_acc": tr, "test_acc": te, "gap": tr - te,
+                         "gap_lo": lo, "gap_hi": hi})

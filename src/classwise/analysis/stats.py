@@ -18,7 +18,21 @@ from classwise.analysis.accuracy import _as_int, _label_counts, rate
 
 DISPARITY_STATS = ["worst_acc", "best_acc", "gap", "std", "normalized_std", "mean"]
 
-__all__ = ["DISPARITY_STATS", "wilson_interval", "bootstrap_disparity", "disparity_stats"]
+__all__ = ["DISPARITY_STATS", "wilson_interval", "newcombe_interval", "bootstrap_disparity", "disparity_stats"]
+
+
+def newcombe_interval(k1: npt.ArrayLike, n1: npt.ArrayLike, k2: npt.ArrayLike, n2: npt.ArrayLike,
+                      confidence: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
+    """Newcombe's hybrid score interval (his method 10, 1998) for ``k1/n1 - k2/n2`` of two INDEPENDENT
+    samples, built from the two :func:`wilson_interval` s; elementwise. NaN where either n is 0. (Paired
+    samples, the same images under two settings, take :mod:`classwise.analysis.paired`.)
+    """
+    k1, n1, k2, n2 = np.broadcast_arrays(_counts(k1, "k1"), _counts(n1, "n1"), _counts(k2, "k2"), _counts(n2, "n2"))
+    l1, u1 = wilson_interval(k1, n1, confidence)
+    l2, u2 = wilson_interval(k2, n2, confidence)
+    p1, p2 = rate(k1, n1), rate(k2, n2)
+    d = p1 - p2
+    return d - np.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2), d + np.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)
 
 
 def _counts(a: npt.ArrayLike, name: str) -> np.ndarray:

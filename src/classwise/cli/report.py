@@ -61,7 +61,7 @@ def _rebuild_study_report(run_dir: Path, out: Path | None) -> Path:
 
     from classwise.outcomes import Outcomes
     from classwise.report.html import build_report
-    from classwise.study.paper import DISPLAY, PAPER_METHODS, analyse
+    from classwise.study.paper import DISPLAY, PAPER_METHODS, analyse, train_vs_test
 
     outcomes = {DISPLAY[d]: Outcomes.load(run_dir / "models" / d / "outcomes.npz") for d in PAPER_METHODS}
     saved = json.loads((run_dir / "study.json").read_text())
@@ -75,5 +75,6 @@ def _rebuild_study_report(run_dir: Path, out: Path | None) -> Path:
     return build_report({"title": f"classwise study: {saved.get('dataset')} ({saved.get('scale')})",
                          "settings": outcomes, "claims": claims, "norms": norms, "history": history,
                          "notes": [f"warning: {w}" for w in saved.get("warnings") or []],
+                         "train_vs_test": train_vs_test(saved),
                          "config": (run_dir / "config.toml").read_text() if (run_dir / "config.toml").is_file() else "",
                          "run_dir": str(run_dir)}, out or run_dir / "report.html")

@@ -73,11 +73,13 @@ def _resolved_attacks(texts: list[str]) -> list[dict[str, Any]]:
 
 def _study_report(res: Any, out: Path) -> Path:
     from classwise.report.html import build_report
+    from classwise.study.paper import train_vs_test
 
     return build_report({
         "title": f"classwise study: {res.summary['dataset']} ({res.summary['scale']})",
         "settings": res.outcomes, "claims": res.claims, "norms": res.norms, "history": res.history,
         "notes": [f"warning: {w}" for w in res.summary["warnings"]],
+        "train_vs_test": train_vs_test(res.summary),
         "config": (out / "config.toml").read_text() if (out / "config.toml").is_file() else "",
         "run_dir": str(out),
     }, out / "report.html")

@@ -32,6 +32,13 @@ def train(
     evaluate_test: Annotated[bool, typer.Option("--eval/--no-eval", help="Evaluate the best checkpoint on the "
                                                                           "test split at the end.")] = True,
     tensorboard: Annotated[bool, typer.Option(help="Also log to RUN/tensorboard (needs tensorboard).")] = False,
+    eval_every: Annotated[int | None, typer.Option(
+        "--eval-every", metavar="K", help="Every K epochs, per-class clean and PGD accuracy on a fixed stratified "
+        "test subset and on as many trained-on images, into history.jsonl (test_* / trained_* keys; never used "
+        "to pick the best checkpoint). Recipe key test_eval_every.")] = None,
+    eval_limit: Annotated[int | None, typer.Option(
+        "--eval-limit", metavar="N", help="Size of the --eval-every subsets (default: the whole test split). "
+        "Recipe key test_eval_limit (the final evaluation's eval_limit is a different key).")] = None,
     data_root: C.DataRootShort = None,
     download: C.DownloadShort = False,
     device: C.Device = "auto",
@@ -62,6 +69,8 @@ class TrainArgs:
     resume: bool
     evaluate_test: bool
     tensorboard: bool
+    eval_every: int | None
+    eval_limit: int | None
     data_root: Path | None
     download: bool
     device: str
@@ -74,7 +83,7 @@ def _resolve(a: TrainArgs) -> tuple[Any, Path | None]:
 
     overrides: dict = {"model": a.model, "method": a.method, "epochs": a.epochs, "eps": a.eps,
                        "batch_size": a.batch_size, "lr": a.lr, "seed": a.seed, "tensorboard": a.tensorboard or None,
-                       **C.parse_set(a.set_, "beta=3")}
+                       "test_eval_every": a.eval_every, "test_eval_limit": a.eval_limit, **C.parse_set(a.set_, "beta=3")}
     recipe = a.recipe
     if a.resume and a.out is None:
         raise ClasswiseError("--resume needs --out RUN_DIR naming the run to continue")
@@ -86,12 +95,23 @@ def _resolve(a: TrainArgs) -> tuple[Any, Path | None]:
     return resolve_config(recipe=recipe, dataset=a.dataset, overrides=overrides)
 
 
+def _check_curves(cfg: Any) -> None:
+    """--eval-limit against the dataset's class count, before the run directory is made."""
+    from classwise.data import dataset_info
+    from classwise.training.validation import check_curve_limit
+
+    k = dataset_info(cfg.dataset)["num_classes"]
+    check_curve_limit(cfg, None if k is None else k - len(set(cfg.exclude_classes or [])))
+
+
 def _print_epoch(prog: Any, r: dict) -> None:
     msg = f"epoch {r['epoch']:>3}: loss {r['train_loss']:.3f}  train acc {r['train_acc']:.3f}"
     if "val_robust_acc" in r:
         worst = min((v, i) for i, v in enumerate(r["val_robust_per_class"]) if v is not None)
         msg += (f"  val clean {r['val_clean_acc']:.3f}  robust {r['val_robust_acc']:.3f}"
                 f"  worst class {worst[1]} ({worst[0]:.2f})")
+    if "test_robust_acc" in r:
+        msg += f"  test robust {r['test_robust_acc']:.3f} (trained-on {r['trained_robust_acc']:.3f})"
     prog.console.print(msg + f"  [{r['seconds']:.1f}s]", highlight=False, markup=False)
 
 
@@ -101,8 +121,9 @@ def run_train(a: TrainArgs) -> None:
     from classwise.training.fit import check_out, fit
 
     cfg, recipe_path = _resolve(a)
+    _check_curves(cfg)
     dev = C.check_device(a.device)
-    C.check_data(cfg.dataset, ["train", "test"] if a.evaluate_test else ["train"], a.data_root, a.download)
+    C.check_data(cfg.dataset, ["train", "test"] if a.evaluate_test or cfg.test_eval_every else ["train"], a.data_root, a.download)
     main_proc = dist.is_main_process()
     out = a.out or default_run_dir("train", cfg.dataset)
     run = RunDir(out) if main_proc else None

@@ -302,27 +302,32 @@ def plot_weight_norm(norms: ArrayLike, robust: ArrayLike, class_names: Sequence[
     return ax
 
 
-def plot_training_curves(history: Sequence[dict], class_names: Sequence[str], *, ax: Axes | None = None,
-                         title: str | None = None) -> Axes:
-    """Per-epoch validation robust accuracy of every class (thin lines), the overall clean and robust
-    accuracy (black), and the class that is worst at the last epoch (thick dark red).
+_SPLIT_LABEL = {"val": "validation", "test": "test", "trained": "trained-on"}
 
-    ``history`` holds the records of ``history.jsonl`` (keys epoch, val_robust_per_class, val_clean_acc,
-    val_robust_acc); records without validation are skipped and a ``None`` class value is a gap.
+
+def plot_training_curves(history: Sequence[dict], class_names: Sequence[str], *, ax: Axes | None = None,
+                         title: str | None = None, split: str = "val") -> Axes:
+    """Per-epoch robust accuracy of every class (thin lines), the overall clean and robust accuracy
+    (black), and the class that is worst at the last epoch (thick dark red), on ``split``: ``val`` (the
+    validation split, every epoch) or ``test`` / ``trained`` (the ``--eval-every`` subsets).
+
+    ``history`` holds the records of ``history.jsonl`` (keys epoch, {split}_robust_per_class,
+    {split}_clean_acc, {split}_robust_acc); records without them are skipped and a ``None`` class value
+    is a gap.
     """
     plt = _plt()
-    recs = [r for r in history if r.get("val_robust_per_class") is not None]
+    what = _SPLIT_LABEL[split]
+    recs = [r for r in history if r.get(f"{split}_robust_per_class") is not None]
     if ax is None:
         _, ax = plt.subplots(figsize=(8.5, 4.4))
     if not recs:
-        ax.text(0.5, 0.5, "no per-class validation in this history", ha="center", va="center",
+        ax.text(0.5, 0.5, f"no per-class {what} accuracy in this history", ha="center", va="center",
                 transform=ax.transAxes)
         ax.set_axis_off()
         return ax
     epochs = np.array([r["epoch"] for r in recs])
     k = len(class_names)
-    per = np.array([[np.nan if v is None else v for v in (list(r["val_robust_per_class"]) + [None] * k)[:k]]
-                    for r in recs], float) * 100
+    per = _per_class_rows(recs, f"{split}_robust_per_class", k)
     last = per[-1]
     worst = int(np.nanargmin(last)) if np.isfinite(last).any() else None
     cmap = plt.get_cmap("tab10" if k <= 10 else "tab20")
@@ -334,16 +339,50 @@ def plot_training_curves(history: Sequence[dict], class_names: Sequence[str], *,
     if worst is not None:
         ax.plot(epochs, per[:, worst], lw=2.8, color=_VULN, marker="o", ms=3,
                 label=f"worst at the end: {class_names[worst]} ({last[worst]:.0f}%)", zorder=4)
-    for key, style, lab in (("val_robust_acc", "-", "overall robust"), ("val_clean_acc", ":", "overall clean")):
+    for key, style, lab in ((f"{split}_robust_acc", "-", "overall robust"), (f"{split}_clean_acc", ":", "overall clean")):
         vals = np.array([np.nan if r.get(key) is None else r[key] for r in recs], float) * 100
         if np.isfinite(vals).any():
             ax.plot(epochs, vals, color="black", lw=1.8, ls=style, label=lab, zorder=5)
     ax.set_xlabel("epoch")
-    ax.set_ylabel("validation accuracy (%)")
+    ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
+    ax.set_ylabel(f"{what} accuracy (%)")
     ax.set_ylim(-2, 102)
-    ax.set_title(title or "Per-class validation robust accuracy during training")
+    ax.set_title(title or f"Per-class {what} robust accuracy during training")
     ax.grid(alpha=0.3)
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=7.5, frameon=False)
+    return ax
+
+
+def _per_class_rows(recs: Sequence[dict], key: str, k: int) -> np.ndarray:
+    """(records, K) per-class values of ``key`` in percent; None and missing classes are NaN."""
+    return np.array([[np.nan if v is None else v for v in (list(r[key]) + [None] * k)[:k]] for r in recs],
+                    float) * 100
+
+
+def plot_overfit_gap(gap: pd.DataFrame, class_names: Sequence[str], *, ax: Axes | None = None,
+                     title: str | None = None, worst: int | None = None) -> Axes:
+    """Per-class robust accuracy on trained-on images minus on test images (points), bars with their
+    interval (``gap``: :func:`classwise.analysis.class_gap`); ``worst`` (e.g. the worst test class) in
+    dark red; a class whose interval excludes 0 is solid, the others hatched and pale."""
+    plt = _plt()
+    k = len(class_names)
+    if ax is None:
+        _, ax = plt.subplots(figsize=_wide(k))
+    g = gap["gap"].to_numpy(float) * 100
+    lo, hi = gap["gap_lo"].to_numpy(float) * 100, gap["gap_hi"].to_numpy(float) * 100
+    sig = (lo > 0) | (hi < 0)
+    x = np.arange(k)
+    for c in range(k):
+        color = _VULN if c == worst else "#4c72b0"
+        ax.bar(x[c], np.nan_to_num(g[c]), color=color, alpha=1.0 if sig[c] else 0.45,
+               hatch=None if sig[c] else "//", edgecolor=color)
+    ax.errorbar(x, g, yerr=[np.nan_to_num(g - lo), np.nan_to_num(hi - g)], fmt="none", ecolor="black",
+                capsize=3, lw=1)
+    ax.axhline(0, color="black", lw=0.8)
+    _class_ticks(ax, class_names)
+    ax.set_ylabel("trained-on minus test robust acc. (points)")
+    ax.set_title(title or "Per-class train-vs-test robust gap")
+    ax.grid(alpha=0.3, axis="y")
     return ax
 
 

@@ -20,11 +20,11 @@ import torch
 from classwise import analysis as A
 from classwise.analysis.paper_claims import class_robust_accuracy
 from classwise.core import resolve_device
-from classwise.data import load_dataset
+from classwise.data import ImageData, load_dataset
 from classwise.errors import ClasswiseError
 from classwise.evaluation import evaluate
 from classwise.io import atomic_write_json
-from classwise.models import load_checkpoint
+from classwise.models import load_checkpoint, read_sidecar
 from classwise.outcomes import Outcomes
 from classwise.report.artifacts import write_evaluation
 from classwise.runs import RunDir
@@ -39,8 +39,9 @@ from classwise.study.reuse import (
     study_dataset,
     study_threat_model,
 )
-from classwise.training.config import TrainConfig, resolve_config
+from classwise.training.config import TrainConfig, apply_overrides, resolve_config
 from classwise.training.fit import FitCallbacks, fit
+from classwise.training.validation import trained_on
 
 log = logging.getLogger(__name__)
 
@@ -183,13 +184,14 @@ def run_study(
         outcomes[name] = o
         norms[name] = weight_norms(model)
 
-    # E1 on the training split too (train-vs-test disparity), for PGD-AT under PGD
-    stage("PGD-AT: evaluating PGD on training images (train vs test disparity)")
-    train = load_dataset(base.dataset, "train", root=data_root, image_size=base.image_size).take(
-        len(test), seed=seed)
+    # E1 on images PGD-AT was trained on too (train-vs-test disparity), under PGD
+    reused_at = plan.reused["pgd-at"].path if "pgd-at" in plan.reused else None
+    train, train_source = _trained_images(base, reused_at, len(test), data_root, seed)
+    stage(f"PGD-AT: evaluating PGD on {len(train)} {train_source} images (train vs test disparity)")
     o_train = evaluate(models["PGD-AT"], train, attacks[1:2], device=dev, seed=seed)
 
     claims, summary = analyse(outcomes, norms, o_train)
+    summary["train_vs_test_images"] = {"train": len(train), "test": len(test), "source": train_source}
     summary.update({"dataset": base.dataset, "scale": scale,
                     "recipe": str(plan.recipe_path) if plan.recipe_path and len(plan.reused) < len(PAPER_METHODS) else None,
                     "threat_model": plan.threat.record(), "models": plan.models_record(),
@@ -197,6 +199,50 @@ def run_study(
     atomic_write_json(out / "study.json", {**summary, "claims": [c.to_dict() for c in claims]})
     write_claims(out / "claims.json", claims, outcomes)  # the same document `classwise claims` writes
     return StudyResult(out, claims, outcomes, norms, history, summary)
+
+
+def _trained_images(base: TrainConfig, checkpoint: str | Path | None, n: int, data_root: str | Path | None,
+                    seed: int) -> tuple[ImageData, str]:
+    """``n`` class-stratified images PGD-AT was trained on and what they are. The Trainer's training set
+    is recomputed from the run's config (the split minus the validation split, cut to train_limit: one
+    deterministic rule, :func:`~classwise.training.validation.trained_on`): the study's own config, or
+    the recipe in a reused checkpoint's sidecar; a checkpoint without one falls back to the whole
+    training split, and says so."""
+    cfg: TrainConfig | None = dataclasses.replace(base, method="pgd-at")
+    if checkpoint is not None:
+        recipe = (read_sidecar(checkpoint) or {}).get("recipe")
+        cfg = _recipe_config(recipe, checkpoint)
+    full = load_dataset(base.dataset, "train", root=data_root, image_size=base.image_size)
+    if cfg is None or cfg.dataset != base.dataset:
+        return full.take(n, seed=seed), ("training-split (the checkpoint records no readable recipe of this "
+                                         "dataset: not known to be trained-on)")
+    if cfg.exclude_classes:
+        full = full.without_classes(cfg.exclude_classes)
+    return trained_on(full, cfg).take(n, seed=seed), "trained-on"
+
+
+def train_vs_test(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """The train-vs-test entries of a study summary (study.json): what the report's section reads."""
+    keys = ("train_vs_test", "train_vs_test_per_class", "train_vs_test_images")
+    return {k: summary[k] for k in keys if k in summary}
+
+
+def _hits(split: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-class (correct, support) of a ``{"labels", "preds", "num_classes"}`` split."""
+    y, k = np.asarray(split["labels"]), int(split["num_classes"])
+    return np.bincount(y[np.asarray(split["preds"]) == y], minlength=k), np.bincount(y, minlength=k)
+
+
+def _recipe_config(recipe: Any, where: str | Path) -> TrainConfig | None:
+    """The TrainConfig of a sidecar's recipe (its known keys), None when it has none or it does not read."""
+    if not isinstance(recipe, dict):
+        return None
+    known = set(TrainConfig.keys())
+    try:
+        return apply_overrides(TrainConfig(), {k: v for k, v in recipe.items() if k in known},
+                               where=f"{where} sidecar")
+    except ClasswiseError:
+        return None
 
 
 def analyse(outcomes: Mapping[str, Outcomes], norms: Mapping[str, Any],
@@ -226,4 +272,6 @@ def analyse(outcomes: Mapping[str, Outcomes], norms: Mapping[str, Any],
               "num_classes": k}
         te = {"labels": o.labels, "preds": pgd_pred, "num_classes": k}
         summary["train_vs_test"] = json.loads(A.split_disparity(tr, te).to_json(orient="index"))
+        gap = A.class_gap(*_hits(tr), *_hits(te))  # per class, Newcombe intervals (independent images)
+        summary["train_vs_test_per_class"] = json.loads(gap.to_json(orient="records"))
     return claims, summary

@@ -67,6 +67,11 @@ class TrainConfig:
     eval_steps: int = 20
     eval_alpha: float | None = None  # None: 2.5 * eps / eval_steps
     eval_limit: int | None = None
+    # robust-overfitting curves: every test_eval_every epochs, per-class clean and PGD accuracy on a fixed
+    # stratified test subset and on as many trained-on images (history keys test_* / trained_*); never
+    # used to pick the best checkpoint. None: off. test_eval_limit: the subset size (None: the whole split).
+    test_eval_every: int | None = None
+    test_eval_limit: int | None = None
     # class-wise training (weights / eps per class; None = uniform)
     class_weights: list[float] | None = None
     class_eps: list[float] | None = None
@@ -116,12 +121,22 @@ class TrainConfig:
         for name, lo in [("epochs", 1), ("batch_size", 1), ("steps", 1), ("val_steps", 1), ("eval_steps", 1)]:
             if getattr(self, name) < lo:
                 raise ClasswiseError(f"{name} must be >= {lo}, got {getattr(self, name)}")
+        self._check_test_curves()
         if self.lr <= 0:
             raise ClasswiseError(f"lr must be > 0, got {self.lr:g}")
         if not 0 <= self.val_fraction < 1:
             raise ClasswiseError(f"val_fraction must lie in [0, 1), got {self.val_fraction:g}")
         if not 0 <= self.eps_warmup <= 1:
             raise ClasswiseError(f"eps_warmup must lie in [0, 1] (a share of the epochs), got {self.eps_warmup:g}")
+
+    def _check_test_curves(self) -> None:
+        if self.test_eval_every is not None and self.test_eval_every < 1:
+            raise ClasswiseError(f"test_eval_every (--eval-every) must be >= 1 epoch, got {self.test_eval_every}")
+        if self.test_eval_limit is not None and self.test_eval_every is None:
+            raise ClasswiseError("test_eval_limit (--eval-limit) sizes the test subset of --eval-every; it needs "
+                                 "test_eval_every (--eval-every K) too")
+        if self.test_eval_limit is not None and self.test_eval_limit < 1:
+            raise ClasswiseError(f"test_eval_limit (--eval-limit) must be >= 1, got {self.test_eval_limit}")
 
     def _check_choices(self) -> None:
         for name, choices in [("schedule", SCHEDULES), ("optimizer", OPTIMIZERS), ("augment", AUGMENTS),

@@ -2,7 +2,8 @@
 
 A run is ``setup`` (device, processes, data, model, optimizer, defense) -> ``restore`` (a resume file,
 if any) -> ``prepare`` (batches per epoch, the run's metadata, output folders), then per epoch
-``train_epoch`` -> ``record`` (history record, validation, the defense's update, best score) ->
+``train_epoch`` -> ``record`` (history record, validation, every ``test_eval_every`` epochs the test
+and trained-on curves, the defense's update, best score) ->
 ``guard`` (a diverged epoch stops the run before it is saved) -> ``checkpoint``. A batch whose loss or
 outputs are not finite stops the run at once (:meth:`Trainer.guard_batch`); an interruption saves the
 weights it reached when they are finite. The guarantees are in :mod:`classwise.training.fit`.
@@ -42,7 +43,7 @@ from classwise.training.config import TrainConfig
 from classwise.training.defenses import Defense
 from classwise.training.methods import METHODS, MethodConfig, MethodOutput
 from classwise.training.schedule import epoch_generator, eps_ramp, lr_factor, shard
-from classwise.training.validation import split_train_val, validate
+from classwise.training.validation import curve_subsets, evaluate_split, split_train_val, validate
 
 log = logging.getLogger(__name__)
 
@@ -158,10 +159,13 @@ class Trainer:
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.opt = _optimizer(cfg, self.params)
         self.defense = Defense(cfg, k)
+        self.curves: tuple[ImageData, ImageData] | None = None
+        if cfg.test_eval_every is not None:  # the robust-overfitting curves' fixed subsets
+            self.curves = curve_subsets(self.train, self._load_data("test"), cfg)
 
-    def _load_data(self) -> ImageData:
+    def _load_data(self, split: str = "train") -> ImageData:
         cfg = self.cfg
-        full = load_dataset(cfg.dataset, "train", root=self.data_root, download=self.download,
+        full = load_dataset(cfg.dataset, split, root=self.data_root, download=self.download,
                             image_size=cfg.image_size)
         full.num_workers = cfg.num_workers
         if cfg.exclude_classes:
@@ -272,6 +276,10 @@ class Trainer:
         }
         if self.val is not None:
             record.update(validate(self.model, self.val, cfg, self.dev, self.info))
+        if self.curves is not None and epoch % int(cfg.test_eval_every or 1) == 0:
+            # reported only: _score reads validation keys, so the test subset never picks a checkpoint
+            for prefix, part in zip(("test", "trained"), self.curves, strict=True):
+                record.update(evaluate_split(self.model, part, cfg, self.dev, prefix, self.info))
         record["seconds"] = round(time.perf_counter() - t0, 3)
         self.history.append(record)
         self.defense.update(epoch, self.history)  # sets the next epoch's weights / eps from this validation
@@ -399,7 +407,7 @@ def _tb_log(tb: Any, record: dict[str, Any], names: list[str]) -> None:
     for k, v in _scalars(record).items():
         if isinstance(v, (int, float)) and k != "epoch":
             tb.add_scalar(k, v, e)
-    for key in ("val_clean_per_class", "val_robust_per_class"):
+    for key in ("val_clean_per_class", "val_robust_per_class", "test_robust_per_class", "trained_robust_per_class"):
         for c, v in enumerate(record.get(key) or []):
             if v is not None:
                 tb.add_scalar(f"{key}/{names[c]}", v, e)

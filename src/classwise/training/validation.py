@@ -1,5 +1,6 @@
 """The validation split (carved from the training set, never the test set) and the per-epoch per-class
-clean and PGD robust accuracy measured on it."""
+clean and PGD robust accuracy measured on it; the same measurement on the fixed test and trained-on
+subsets of the robust-overfitting curves (``test_eval_every``), which never choose a checkpoint."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from classwise.analysis.accuracy import class_accuracy
 from classwise.attacks import pgd, predictions
 from classwise.core import default_step
 from classwise.data import ImageData
+from classwise.errors import ClasswiseError
 from classwise.training.config import TrainConfig
 
 # per-sample (labels, clean predictions, robust predictions) and the count of non-finite outputs
@@ -36,6 +38,36 @@ def split_train_val(data: ImageData, cfg: TrainConfig) -> tuple[ImageData, Image
     else:
         train = data
     return train.take(cfg.train_limit, seed=cfg.seed), val
+
+
+def trained_on(data: ImageData, cfg: TrainConfig) -> ImageData:
+    """The images a run of ``cfg`` trains on: ``data`` (the loaded training split, after
+    ``exclude_classes``) without the validation split, cut to ``train_limit``; ``meta["index"]`` holds
+    their positions in the split. Deterministic for a config (``seed``): the study recomputes it."""
+    return split_train_val(data, cfg)[0]
+
+
+def check_curve_limit(cfg: TrainConfig, num_classes: int | None) -> None:
+    """``test_eval_limit`` holds at least one image per class (of the ``num_classes`` trained on)."""
+    n = cfg.test_eval_limit
+    if n is not None and num_classes is not None and n < num_classes:
+        raise ClasswiseError(f"test_eval_limit (--eval-limit) is {n} but {cfg.dataset} has {num_classes} classes "
+                             "here: give at least one image per class")
+
+
+def curve_subsets(train: ImageData, test: ImageData, cfg: TrainConfig) -> tuple[ImageData, ImageData]:
+    """The fixed subsets of the robust-overfitting curves: ``test_eval_limit`` test images and as many of
+    the images trained on, both class-stratified and seeded by ``seed`` (the same every evaluation)."""
+    check_curve_limit(cfg, test.num_classes)
+    return test.take(cfg.test_eval_limit, seed=cfg.seed), train.take(cfg.test_eval_limit, seed=cfg.seed)
+
+
+def evaluate_split(model: nn.Module, data: ImageData, cfg: TrainConfig, device: torch.device, prefix: str,
+                   info: D.DistInfo = D.DistInfo()) -> dict[str, Any]:
+    """:func:`validate` on another split, its keys named ``{prefix}_...`` (``test_robust_per_class``),
+    with ``{prefix}_eval_n``, the number of images."""
+    rec = validate(model, data, cfg, device, info)
+    return {f"{prefix}_eval_n": len(data), **{f"{prefix}_{k[4:]}": v for k, v in rec.items()}}
 
 
 def validate(model: nn.Module, data: ImageData, cfg: TrainConfig, device: torch.device,

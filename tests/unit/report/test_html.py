@@ -108,7 +108,8 @@ def _subset(o: Outcomes, attacks: list[str]) -> Outcomes:
                     {a: o.specs[a] for a in attacks if a in o.specs}, o.dataset, o.split)
 
 
-def _write_run(path: Path, outcomes: Outcomes, *, history: bool = False, config: dict | None = None) -> Path:
+def _write_run(path: Path, outcomes: Outcomes, *, history: bool = False, config: dict | None = None,
+               curves: bool = False) -> Path:
     from classwise.report.artifacts import write_evaluation
     from classwise.runs import RunDir
 
@@ -124,6 +125,13 @@ def _write_run(path: Path, outcomes: Outcomes, *, history: bool = False, config:
             per[4] = None if e == 2 else per[4]  # an empty validation class: a gap, not a zero
             recs.append({"epoch": e, "train_loss": 2.0 / e, "val_clean_acc": 0.15 * e, "val_robust_acc": 0.1 * e,
                          "val_robust_per_class": per})
+            if curves and e % 2 == 0:  # what train --eval-every 2 --eval-limit 200 writes
+                test = [float(np.clip(0.1 * e * (0.3 + c / 10), 0, 1)) for c in range(10)]
+                recs[-1].update({"test_eval_n": 200, "test_support": [20] * 10, "test_clean_acc": 0.9,
+                                 "test_robust_acc": float(np.mean(test)), "test_robust_per_class": test,
+                                 "trained_eval_n": 200, "trained_support": [20] * 10, "trained_robust_acc": 0.7,
+                                 "trained_robust_per_class": [min(1.0, t + (0.5 if c == 3 else 0.0))
+                                                              for c, t in enumerate(test)]})
         (path / "history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
     return path
 
@@ -182,6 +190,23 @@ def test_run_report_is_self_contained_with_every_figure(run2, outcomes):
     assert f"{100 * metrics['clean']['accuracy']:.1f}%" in html
     assert "small-cnn" in html and "FGSM" in html and "PGD-5" in html
     assert 'command = "evaluate"' in unescape(html)  # config.toml verbatim in a <pre>
+
+
+def test_eval_every_records_add_the_test_curves_and_the_gap(outcomes, tmp_path):
+    from classwise.report.html import build_run_report
+
+    plain = _write_run(tmp_path / "plain", _subset(outcomes, [outcomes.attacks[1]]), history=True)
+    html = build_run_report(plain).read_text()
+    assert "test_curves" not in html and not (plain / "plots" / "overfit_gap.png").exists()
+    run = _write_run(tmp_path / "curves", _subset(outcomes, [outcomes.attacks[1]]), history=True, curves=True)
+    html = build_run_report(run).read_text()
+    assert_pngs_decode(images(html))
+    assert_figures_embedded(images(html), run / "plots", ("training_curves", "test_curves", "overfit_gap"))
+    text = unescape(html)
+    assert "test subset at epoch 6 (every 2 epochs)" in text and "on 200 images" in text
+    # class 3 is 50 points better on trained-on images (10 of 20 vs 20 of 20): the one gap excluding 0
+    fact = text.index("gap excludes 0 (95% Newcombe)")
+    assert "1 of 10" in text[fact:fact + 200]
 
 
 def test_one_attack_and_clean_only_runs(outcomes, tmp_path):
@@ -377,6 +402,15 @@ def test_plots_draw_names_and_marks_without_computing(outcomes):
     assert any("worst at the end: truck" in t.get_text() for t in ax.get_legend().get_texts())
     plots.figure_png(ax.figure)
 
+    ax = plots.plot_training_curves([{"epoch": 2, "test_robust_per_class": [0.4] * 10}], CIFAR, split="test")
+    assert ax.get_ylabel() == "test accuracy (%)"
+    gap = A.class_gap([20] + [10] * 9, [20] * 10, [10] * 10, [20] * 10)
+    ax = plots.plot_overfit_gap(gap, CIFAR, worst=9)
+    bars = ax.patches
+    assert len(bars) == 10 and bars[0].get_height() == pytest.approx(50) and bars[1].get_height() == 0
+    assert bars[0].get_hatch() is None and bars[1].get_hatch() == "//"  # solid only where the interval excludes 0
+    plots.figure_png(ax.figure)
+
     ax = plots.plot_weight_norm(np.linspace(1, 2, 10), np.linspace(0.1, 0.9, 10), CIFAR)
     assert {t.get_text() for t in ax.texts} == set(CIFAR)
     plots.figure_png(ax.figure)
@@ -521,8 +555,11 @@ def test_every_registered_section_builds_on_small_contexts(tmp_path):
     o = settings["PGD-AT"]
     hist = [{"epoch": e, "val_clean_acc": 0.1 * e, "val_robust_acc": 0.05 * e,
              "val_robust_per_class": [0.05 * e] * 10} for e in range(1, 4)]
+    gap = A.class_gap([20] + [10] * 9, [20] * 10, [10] * 10, [20] * 10)
+    tvt = {"train_vs_test_per_class": gap.to_dict(orient="records"),
+           "train_vs_test_images": {"train": 200, "test": 200, "source": "trained-on"}}
     full = ReportContext(settings=settings, norms={"PGD-AT": np.linspace(1, 2, 10)}, history={"TRADES": hist},
-                         config={"eps": "8/255"}, tpgd=_tpgd_result(), n_boot=50,
+                         config={"eps": "8/255"}, tpgd=_tpgd_result(), n_boot=50, train_vs_test=tvt,
                          claims=[A.claim_flows(o.labels, o.clean_pred, o.pred("PGD-20"), CIFAR)])
     clean_only = ReportContext(settings={"m": _subset(_synthetic(0, 0.0), [])}, n_boot=50)
     built = {}
@@ -534,6 +571,8 @@ def test_every_registered_section_builds_on_small_contexts(tmp_path):
             if sec is not None:
                 built.setdefault(spec.id, []).append(sec)
     assert set(built) == {s.id for s in SECTIONS}  # the full context shows every section
+    facts = dict(built["train-vs-test"][0].blocks[0].facts)
+    assert facts["images"] == "200 trained-on / 200 test" and facts["classes whose gap excludes 0 (95% Newcombe)"] == "1 of 10"
     assert set(s.id for s in SECTIONS if s.id in built and len(built[s.id]) == 2) == {"per-class"}
 
 

@@ -1,4 +1,6 @@
-"""Training curves: per-class validation robust accuracy after each epoch (``history.jsonl``)."""
+"""Training curves: per-class validation robust accuracy after each epoch (``history.jsonl``) and, for a run
+trained with ``--eval-every``, per-class test robust accuracy over epochs and the train-vs-test gap on
+trained-on images (robust overfitting)."""
 
 from __future__ import annotations
 
@@ -6,9 +8,11 @@ import math
 
 import numpy as np
 
+from classwise import analysis as A
+from classwise.report.figures import Figures
 from classwise.report.fmt import finite, pct, slug
 from classwise.report.page import Block, Section
-from classwise.report.plots import plot_training_curves
+from classwise.report.plots import plot_overfit_gap, plot_training_curves
 from classwise.report.state import ReportState, per_setting
 
 
@@ -23,7 +27,9 @@ def history_section(state: ReportState) -> Section | None:
         prefix = f"{slug(s)}-" if ctx.multi else ""
         b = Block(title=s if ctx.multi else "", open=ctx.open_first(s))
         if not recs:
-            b.paragraphs.append(f"{len(hist)} epoch(s) recorded without a validation split: no per-class curves.")
+            b.paragraphs.append(f"{len(hist)} epoch(s) recorded without a validation split: no per-class "
+                                "validation curves.")
+            _overfitting(b, hist, names, figs, prefix, s, ctx.confidence)
             blocks.append(b)
             continue
         last = recs[-1]
@@ -37,9 +43,55 @@ def history_section(state: ReportState) -> Section | None:
                     ("best validation robust accuracy", f"{pct(best.get('val_robust_acc'))} at epoch {best.get('epoch')}")]
         b.images.append(figs.image(plot_training_curves(recs, names), f"{prefix}training_curves",
                                    f"Per-class validation robust accuracy per epoch of {s}"))
+        _overfitting(b, hist, names, figs, prefix, s, ctx.confidence)
         blocks.append(b)
     if not blocks:
         return None
     return Section("training", "Training curves per class",
                    "Validation robust accuracy of every class after each epoch (a split held out from the training "
-                   "set, never the test set).", blocks)
+                   "set, never the test set); with --eval-every, also a fixed test subset and trained-on images "
+                   "every K epochs (reported only, never used to pick the checkpoint).", blocks)
+
+
+def _overfitting(b: Block, hist: list[dict], names: list[str], figs: Figures, prefix: str, s: str,
+                 confidence: float) -> None:
+    """The ``--eval-every`` figures (per-class test robust accuracy over epochs, the per-class gap between
+    trained-on and test images) and their facts; nothing when the history has no test records."""
+    recs = [r for r in hist if r.get("test_robust_per_class") is not None]
+    if not recs:
+        return
+    last = recs[-1]
+    b.facts.append((f"test subset at epoch {last.get('epoch')} (every {_every(recs)}): clean / robust",
+                    f"{pct(last.get('test_clean_acc'))} / {pct(last.get('test_robust_acc'))} "
+                    f"on {last.get('test_eval_n')} images"))
+    if last.get("trained_robust_acc") is not None:
+        b.facts.append(("trained-on images, same epoch: robust",
+                        f"{pct(last.get('trained_robust_acc'))} on {last.get('trained_eval_n')} images"))
+    b.images.append(figs.image(plot_training_curves(recs, names, split="test"), f"{prefix}test_curves",
+                               f"Per-class test robust accuracy per evaluated epoch of {s} (a fixed stratified "
+                               "test subset; reported only, never used to pick the checkpoint)"))
+    if last.get("trained_robust_per_class") is None:
+        return
+    gap = A.class_gap(*_counts(last, "trained"), *_counts(last, "test"), confidence=confidence)
+    test_acc = gap["test_acc"].to_numpy(float)
+    worst = int(np.nanargmin(test_acc)) if np.isfinite(test_acc).any() else None
+    sig = int(((gap["gap_lo"] > 0) | (gap["gap_hi"] < 0)).sum())
+    b.facts.append((f"classes whose train-vs-test robust gap excludes 0 ({confidence:.0%} Newcombe)",
+                    f"{sig} of {len(gap)}"))
+    title = (f"Train-vs-test robust gap per class at epoch {last.get('epoch')} ({last.get('trained_eval_n')} "
+             f"trained-on / {last.get('test_eval_n')} test images; {confidence:.0%} Newcombe intervals)")
+    b.images.append(figs.image(plot_overfit_gap(gap, names, title=title, worst=worst), f"{prefix}overfit_gap",
+                               f"Per-class robust accuracy on images {s} was trained on minus on the test "
+                               "subset; solid bars: the interval excludes 0; dark red: the worst test class"))
+
+
+def _counts(rec: dict, prefix: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per-class (robust-correct, support) of a record's ``{prefix}_`` keys (the rates times support)."""
+    n = np.asarray(rec[f"{prefix}_support"], dtype=np.int64)
+    r = np.array([0.0 if v is None else float(v) for v in rec[f"{prefix}_robust_per_class"]])
+    return np.rint(r * n).astype(np.int64), n
+
+
+def _every(recs: list[dict]) -> str:
+    epochs = [int(r["epoch"]) for r in recs]
+    return f"{epochs[1] - epochs[0]} epochs" if len(epochs) > 1 else f"epoch {epochs[0]}"

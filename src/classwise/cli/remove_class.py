@@ -46,7 +46,10 @@ def _print_rows(res: Any) -> None:
     from rich.table import Table
 
     n = res.class_names
-    console.print(f"control: {n[res.control]!r} ({res.control_rule})", highlight=False, soft_wrap=True)
+    flows = res.source_flows
+    got = (f"; it received {flows[res.control]} of the {sum(flows)} broken examples of {n[res.source]!r}, the target "
+           f"{flows[res.target]}") if flows else ""
+    console.print(f"control: {n[res.control]!r} ({res.control_rule}{got})", highlight=False, soft_wrap=True)
     if res.control_note:
         console.print(f"note: {res.control_note}", highlight=False, soft_wrap=True)
     t = Table(title=f"{len(res.indices)} test examples of {n[res.source]!r} attacked into {n[res.target]!r}: "
@@ -67,12 +70,10 @@ def _print_tests(res: Any) -> None:
     n = res.class_names
     t = Table(title=f"without {n[res.target]!r} (target) against without {n[res.control]!r} (control), paired by "
                     "example: exact McNemar (two-sided binomial on the discordant examples)", header_style="bold")
-    for col in ("attack", "robust only without target", "robust only without control", "both", "neither", "p",
-                "verdict"):
-        t.add_column(col)
+    for col in ("attack", "robust only -T", "robust only -C", "both", "neither", "p", "verdict"):
+        t.add_column(col, no_wrap=True)
     for r in res.tests:
-        verdict = (f"significant: removing the {r['direction']} helps more" if r["significant"]
-                   else "not significant (p >= 0.05)")
+        verdict = f"significant: -{r['direction'][0].upper()} helps more" if r["significant"] else "n.s."
         t.add_row(r["attack"], str(r["target_only"]), str(r["control_only"]), str(r["both"]), str(r["neither"]),
                   f"{r['p_value']:.3g}", verdict)
     console.print(t)

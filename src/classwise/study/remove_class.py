@@ -64,6 +64,7 @@ class RemovalResult:
     rows: list[RemovalRow] = field(default_factory=list)
     control_rule: str = ""  # how the control was chosen (or "given")
     control_note: str = ""  # set when the rule fell back (no broken example went elsewhere than T)
+    source_flows: list[int] = field(default_factory=list)  # S's broken examples per receiving class
     tests: list[dict[str, Any]] = field(default_factory=list)  # target vs control, one per attack
 
     def to_dict(self) -> dict[str, Any]:
@@ -71,6 +72,7 @@ class RemovalResult:
         return {"source": self.source, "source_name": n[self.source], "target": self.target,
                 "target_name": n[self.target], "control": self.control, "control_name": n[self.control],
                 "control_rule": self.control_rule, "control_note": self.control_note,
+                "source_flows": self.source_flows,
                 "n_examples": len(self.indices), "indices": self.indices, "rows": [r.to_dict() for r in self.rows],
                 "tests": self.tests}
 
@@ -92,14 +94,20 @@ PAIRED_TEST = ("exact McNemar: two-sided binomial test of the examples still cla
                "target but not without the control, against the reverse (the same examples and attack)")
 
 
+def broken_flows(outcomes: Outcomes, attack: str, source: int) -> np.ndarray:
+    """(K,) how many of the source's clean-correct examples ``attack`` sent to each class (a prediction of
+    -1, no valid class, goes to none)."""
+    y, p, c = outcomes.labels, outcomes.pred(attack), outcomes.clean_pred
+    broken = (y == source) & (c == source) & (p != source) & (p >= 0)
+    return np.bincount(p[broken], minlength=outcomes.num_classes)[:outcomes.num_classes]
+
+
 def pick_control(outcomes: Outcomes, attack: str, source: int, target: int) -> tuple[int, str]:
     """The control class of :data:`CONTROL_RULE` and a note, empty unless the rule fell back.
 
     When no broken example of S went to a class other than T, every candidate received none: the control
     falls back to the lowest index other than S and T, and the note says so (a weak control)."""
-    y, p, c = outcomes.labels, outcomes.pred(attack), outcomes.clean_pred
-    broken = (y == source) & (c == source) & (p != source) & (p >= 0)  # -1: no valid prediction, no class
-    counts = np.bincount(p[broken], minlength=outcomes.num_classes)[:outcomes.num_classes].astype(float)
+    counts = broken_flows(outcomes, attack, source).astype(float)
     counts[[source, target]] = -1
     best = int(np.argmax(counts))  # the first maximum: ties go to the lower index
     if counts[best] > 0:
@@ -174,7 +182,8 @@ def remove_class(
     attacks = _attacks(outcomes.specs.get(attack_label) or {}, cfg, attack, strong_attack)
     out = Path(out) if out else run / f"remove-{s}-{t}"
     out_dir = RunDir(out).open()  # locked while this writes it; run.json says when it is complete
-    result = RemovalResult(s, t, c, list(names), [int(i) for i in positions], control_rule=rule, control_note=note)
+    result = RemovalResult(s, t, c, list(names), [int(i) for i in positions], control_rule=rule, control_note=note,
+                           source_flows=[int(v) for v in broken_flows(outcomes, attack_label, s)])
 
     def measure(label: str, model: torch.nn.Module, removed: int | None) -> None:
         result.rows.extend(_measure(label, model, removed, x, y_src, attacks, s, names, seed))

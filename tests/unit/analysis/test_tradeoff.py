@@ -57,6 +57,9 @@ def test_budget_applies_to_the_upper_bound_not_the_point_estimate():
     assert eligible_settings(t, attack="A", max_drop=0.02) == ["undefended", "safe"]
     chosen, reason = select_setting(t, attack="A", objective="worst", max_drop=0.02, reference="undefended")
     assert chosen == "safe" and "upper bound" in reason and "2 of 3" in reason
+    # with only the reference in the budget, the reason says how tight the nearest bound was
+    _, why = select_setting(t[t["setting"] != "safe"], attack="A", max_drop=0.02)
+    assert "undefended kept" in why and "noisy's" in why and "200 validation images" in why
     # a budget wide enough for noisy's upper bound lets it through
     assert select_setting(t, attack="A", objective="worst", max_drop=noisy["avg_drop_hi"] + 0.001)[0] == "noisy"
 

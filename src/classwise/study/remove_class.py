@@ -109,6 +109,8 @@ def pick_control(outcomes: Outcomes, attack: str, source: int, target: int) -> t
     falls back to the lowest index other than S and T, and the note says so (a weak control)."""
     counts = broken_flows(outcomes, attack, source).astype(float)
     counts[[source, target]] = -1
+    if counts.max() < 0:
+        raise ClasswiseError("a control needs a third class besides the source and the target")
     best = int(np.argmax(counts))  # the first maximum: ties go to the lower index
     if counts[best] > 0:
         return best, ""

@@ -136,6 +136,21 @@ def test_remove_class(trained, tmp_path):
     for r in res["rows"]:
         assert 0 <= r["lo"] <= r["share"] <= r["hi"] <= 1 and r["n"] == res["n_examples"]
     assert "still classified correctly" in p.stdout
+    # the control: the class receiving the most of S's broken examples after T (or a printed fallback)
+    from classwise.outcomes import Outcomes
+    from classwise.study.remove_class import CONTROL_RULE, pick_control
+
+    o = Outcomes.load(run / "outcomes.npz")
+    assert (res["control"], res["control_note"]) == pick_control(o, o.attacks[0], res["source"], res["target"])
+    assert res["control_rule"] == CONTROL_RULE and ("note:" in p.stdout) == bool(res["control_note"])
+    assert res["source_flows"][res["target"]] == res["n_examples"]
+    # target against control, paired by example, under each of the same attacks
+    assert [t["attack"] for t in res["tests"]] == [r["attack"] for r in res["rows"][:2]]
+    for t in res["tests"]:
+        assert t["target_only"] + t["control_only"] + t["both"] + t["neither"] == res["n_examples"]
+        assert 0 < t["p_value"] <= 1 and "McNemar" in t["test"]
+    assert all(len(r["still_source"]) == r["n"] and sum(r["still_source"]) == r["robust"] for r in res["rows"])
+    assert "McNemar" in p.stdout and "robust only -T" in p.stdout
     bad = cli(tmp_path, "remove-class", "--run", str(run), "--source", "3", "--target", "3", check=False)
     assert bad.returncode == 2 and bad.stderr.startswith("error: source and target must be different")
     bad = cli(tmp_path, "remove-class", "--run", str(run), "--source", "kangaroo", "--target", "3", check=False)

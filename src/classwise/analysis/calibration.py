@@ -20,6 +20,14 @@ The scenarios (K = 10 classes throughout):
    less robust classes).
 5. Weight norms N(1, 0.2^2); robust accuracy of 100 samples per class at a rate r. Null: r uniform on
    [0.2, 0.8], independent of the norms. Alternative: r = 0.5 + 0.15 x standardized norm + N(0, 0.1^2).
+
+``calibrate_defense(n_sims)`` does the same for the two "significant" flags of ``classwise defend``
+(:func:`classwise.analysis.paired.paired_defense_effect`): 45 test images per class (the digits test
+split); the undefended model and a setting each find an image robust when
+sqrt(0.8) z_image + sqrt(0.2) e + b_class > 0 (per-image difficulty z shared, e drawn for each; b =
+-1.5 for c* = class 0, then -0.5 ... 1.5). Null: the setting changes nothing but that noise (its
+outcomes are exchangeable with the undefended model's). Alternative: the setting adds 1.0 to c*'s score
+and takes 0.2 from every other class's.
 """
 
 from __future__ import annotations
@@ -31,8 +39,9 @@ import numpy as np
 
 from classwise.analysis.claims import SUPPORTED, claim_discrepancy, claim_flows, claim_gain, claim_weight_norm
 from classwise.analysis.claims_consistency import Setting, claim_consistency
+from classwise.analysis.paired import paired_defense_effect
 
-__all__ = ["SCENARIOS", "calibrate"]
+__all__ = ["SCENARIOS", "calibrate", "calibrate_defense"]
 
 K = 10
 
@@ -106,4 +115,28 @@ def calibrate(claim_id: int, n_sims: int, *, seed: int = 0, fast: bool = False) 
         rng = np.random.default_rng([seed, int(claim_id), int(alt)])
         r = sum(sim(rng, alt, fast) == SUPPORTED for _ in range(n_sims)) / n_sims
         out[key], out[key + "_se"] = r, math.sqrt(r * (1 - r) / n_sims)
+    return out
+
+
+def _sim_defense(rng: np.random.Generator, alt: bool, n_boot: int) -> tuple[bool, bool]:
+    y = np.repeat(np.arange(K), 45)
+    b = np.concatenate([[-1.5], np.linspace(-0.5, 1.5, K - 1)])[y]
+    z = rng.standard_normal(y.size)
+    shift = np.where(y == 0, 1.0, -0.2) if alt else 0.0
+    base = math.sqrt(0.8) * z + math.sqrt(0.2) * rng.standard_normal(y.size) + b > 0
+    row = math.sqrt(0.8) * z + math.sqrt(0.2) * rng.standard_normal(y.size) + b + shift > 0
+    e = paired_defense_effect(y, base, row, K, 0, n_boot=n_boot, seed=int(rng.integers(1 << 30)))
+    return e["worst_significant"], e["avg_significant"]
+
+
+def calibrate_defense(n_sims: int, *, seed: int = 0, n_boot: int = 200) -> dict[str, float]:
+    """{worst|avg}_{false_support|power}[_se] of ``defend``'s "significant" flags (module docstring), with
+    ``n_boot`` paired-bootstrap resamples per simulated setting."""
+    out: dict[str, float] = {"n_sims": float(n_sims)}
+    for key, alt in (("false_support", False), ("power", True)):
+        rng = np.random.default_rng([seed, 7, int(alt)])
+        hits = np.array([_sim_defense(rng, alt, n_boot) for _ in range(n_sims)], dtype=float)
+        for j, what in enumerate(("worst", "avg")):
+            r = float(hits[:, j].mean())
+            out[f"{what}_{key}"], out[f"{what}_{key}_se"] = r, math.sqrt(r * (1 - r) / n_sims)
     return out

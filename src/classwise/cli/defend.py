@@ -50,8 +50,10 @@ def defend(
                                                             "validation split (default: the checkpoint recipe's).")] = None,
     objective: Annotated[str, typer.Option(help="Choose the setting on validation by: worst (worst-class robust "
                                                 "accuracy), cstar or average.")] = "worst",
-    max_drop: Annotated[float, typer.Option(help="... among settings whose validation average robust accuracy is "
-                                                 "at most this many points below the undefended model's.")] = 2.0,
+    max_drop: Annotated[float, typer.Option(help="... among settings whose validation average robust drop against "
+                                                 "the undefended model stays within this many points at the UPPER "
+                                                 "bound of its paired bootstrap 95% interval (not the point "
+                                                 "estimate).")] = 2.0,
     transfer: Annotated[bool, typer.Option(help="inference: also report the NON-adaptive contrast (attacks "
                                                 "crafted on the undefended model).")] = True,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per batch.")] = 256,
@@ -64,7 +66,10 @@ def defend(
 
     c* and the setting to deploy are chosen on a validation split of the training set (the one the
     checkpoint's training carved), never on the test set. Every setting is evaluated on the test set with
-    attacks on the defended model (adaptive); --transfer adds the non-adaptive contrast. Writes
+    attacks on the defended model (adaptive); --transfer adds the non-adaptive contrast. Each setting's
+    worst-class gain and average robust drop against the undefended model are paired by sample (paired
+    bootstrap 95% interval, exact McNemar p); "significant" needs the interval to exclude 0, p < 0.05 and
+    both to agree in sign. Writes
     defend.json, the chosen setting's metrics.json/outcomes.npz, settings/*/outcomes.npz (for
     `classwise compare`), plots/tradeoff.png; `classwise report RUN` renders it.
     """
@@ -217,7 +222,7 @@ def run_defend(a: DefendArgs) -> None:
                         phase=a.phase.value, objective=a.objective, max_drop=a.max_drop / 100)
     run.write_run_info(seed=a.seed, device=str(c.dev), extra={"seconds": round(elapsed, 2)})
     run.finish()
-    print_tradeoff(res)
+    print_tradeoff(res, max_drop=a.max_drop / 100)
     console.print(f"swept in {elapsed:.0f}s; chosen on validation: [bold]{res.chosen}[/] ({res.reason})",
                   highlight=False, soft_wrap=True)
     print_files(files)
@@ -256,17 +261,26 @@ def _iv(v: Any, lo: Any, hi: Any) -> str:
     return "—" if v != v else f"{100 * v:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
 
 
-def print_tradeoff(res: Any) -> None:
-    """The trade-off tables: test (adaptive) per attack, then the transferred contrast and the validation
-    table under the selection attack. Every row of every attack is in defend.json and the report."""
+def print_tradeoff(res: Any, max_drop: float | None = None) -> None:
+    """The trade-off tables: test (adaptive) per attack, the paired effects against the undefended model on
+    the test split, the transferred contrast, and the validation table the setting was chosen on (with the
+    budget check on the upper bound of the average drop, ``max_drop`` a fraction). Every row of every attack
+    is in defend.json and the report."""
     from rich.console import Console
 
     out = console if console.is_terminal else Console(width=150)  # logs and pipes: no wrapped cells
     names = res.test[next(iter(res.test))].class_names
     for title, df, a in _tradeoff_views(res):
         d = df[df["attack"] == a]
-        if not d.empty:
-            out.print(_tradeoff_table(res, names, title, d))
+        if d.empty:
+            continue
+        if title.startswith("validation"):
+            out.print(_validation_table(res, names, title, d, max_drop))
+            continue
+        out.print(_tradeoff_table(res, names, title, d))
+        if title.startswith("test") and a == res.selection_attack and "worst_gain" in d.columns:
+            out.print(_paired_table(res, names, f"test, {a}: paired against the undefended model on the same "
+                                                 f"{int(d['n'].iloc[0])} images", d))
 
 
 def _tradeoff_views(res: Any) -> list[tuple[str, Any, str]]:
@@ -282,6 +296,57 @@ def _tradeoff_views(res: Any) -> list[tuple[str, Any, str]]:
                        "it overstates robustness)", res.transfer_table, ta))
     tables.append((f"validation, {sel} (c* and the setting are chosen here)", res.val_table, sel))
     return tables
+
+
+def _pts(v: Any, lo: Any, hi: Any) -> str:
+    """A difference in points with its interval, signed."""
+    return "—" if v != v else f"{100 * v:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]"
+
+
+def _p(v: Any) -> str:
+    return "—" if v != v else (f"{v:.2g}" if v < 0.001 else f"{v:.3f}")
+
+
+def _paired_table(res: Any, names: Any, title: str, d: Any) -> Any:
+    """Worst-class gain and average drop of each setting against the undefended model, paired by sample."""
+    from rich.table import Table
+
+    from classwise.analysis.paired import PAIRED_INTERVAL, SIGNIFICANCE_RULE
+
+    t = Table(title=f"c* = {names[res.cstar]}: {title}; points, {PAIRED_INTERVAL} intervals, exact McNemar p; "
+                    f"{SIGNIFICANCE_RULE}", header_style="bold", title_justify="left")
+    for col in ("setting", "worst-class gain", f"p (c* = {names[res.cstar]})", "verdict", "average drop", "p (all)",
+                "verdict"):
+        t.add_column(col, justify="left" if col in ("setting", "verdict") else "right", no_wrap=True)
+    for _, r in d.iterrows():
+        if r["setting"] == r["reference"]:
+            continue
+        t.add_row(str(r["setting"]), _pts(r["worst_gain"], r["worst_gain_lo"], r["worst_gain_hi"]), _p(r["worst_p"]),
+                  "significant" if r["worst_significant"] else "n.s.",
+                  _pts(r["avg_drop"], r["avg_drop_lo"], r["avg_drop_hi"]), _p(r["avg_p"]),
+                  "significant" if r["avg_significant"] else "n.s.",
+                  style="bold" if r["setting"] == res.chosen else None)
+    return t
+
+
+def _validation_table(res: Any, names: Any, title: str, d: Any, max_drop: float | None) -> Any:
+    """The validation rows the setting was chosen from, with the budget applied to the upper bound."""
+    from rich.table import Table
+
+    budget = "" if max_drop is None else f" (upper bound <= {100 * max_drop:g})"
+    t = Table(title=f"c* = {names[res.cstar]}: {title}; % with 95% intervals, the drop's paired bootstrap",
+              header_style="bold", title_justify="left")
+    for col in ("setting", f"c* robust (n={int(d['cstar_n'].iloc[0])})", f"average robust (n={int(d['n'].iloc[0])})",
+                "worst-class robust (class)", "average drop, points", f"within budget{budget}"):
+        t.add_column(col, justify="left" if col == "setting" else "right", no_wrap=True)
+    for _, r in d.iterrows():
+        wc = names[int(r["worst_class"])] if r["worst_class"] >= 0 else "—"
+        t.add_row(str(r["setting"]), _iv(r["cstar_robust"], r["cstar_lo"], r["cstar_hi"]),
+                  _iv(r["avg_robust"], r["avg_lo"], r["avg_hi"]),
+                  _iv(r["worst_robust"], r["worst_lo"], r["worst_hi"]) + f" ({wc})",
+                  _pts(r["avg_drop"], r["avg_drop_lo"], r["avg_drop_hi"]),
+                  "yes" if r["setting"] in res.eligible else "no", style="bold" if r["setting"] == res.chosen else None)
+    return t
 
 
 def _tradeoff_table(res: Any, names: Any, title: str, d: Any) -> Any:

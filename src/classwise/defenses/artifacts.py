@@ -3,8 +3,10 @@
 Layout (every file written atomically)::
 
     RUN/
-      defend.json              rule, c* and how it was chosen, the selection, trade-off tables
-                               (validation, test adaptive, test transferred), one record per (setting, attack)
+      defend.json              rule, c* and how it was chosen, the selection (its rule, the settings within
+                               the budget), how the paired statistics are computed, trade-off tables
+                               (validation, test adaptive, test transferred), one record per (setting, attack);
+                               validation and test records carry the paired columns against the undefended model
       metrics.json             Outcomes.summary() of the setting chosen on validation (test split, adaptive)
       outcomes.npz             its per-sample outcomes: `classwise compare OTHER_RUN RUN` and `classwise report RUN`
       settings/<slug>/         test outcomes.npz + metrics.json + config.toml of every setting (adaptive
@@ -25,7 +27,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from classwise.analysis.labels import WORST_CASE
-from classwise.analysis.tradeoff import table_records
+from classwise.analysis.paired import ALPHA, PAIRED_INTERVAL, SIGNIFICANCE_RULE
+from classwise.analysis.tradeoff import SELECTION_RULE, table_records
 from classwise.defenses.sweep import UNDEFENDED, SweepResult, setting_slug
 from classwise.io import atomic_write_json
 from classwise.report.artifacts import write_evaluation
@@ -36,6 +39,14 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 FORMAT = "classwise-defend/1"
+#: defend.json's "paired": how the paired columns of the validation and test records are computed
+PAIRED_RECORD = {
+    "reference": UNDEFENDED, "interval": PAIRED_INTERVAL, "alpha": ALPHA, "significance": SIGNIFICANCE_RULE,
+    "worst_gain": "worst-class robust accuracy of the setting minus the undefended model's (each its own argmin "
+                  "class, re-chosen on every resample); McNemar exact on the samples of c*",
+    "avg_drop": "average robust accuracy of the undefended model minus the setting's (a loss is > 0); McNemar "
+                "exact on all samples",
+}
 
 
 def _write_setting(run: RunDir, folder: str, label: str, outcomes: Any, config: dict[str, Any]) -> str:
@@ -65,7 +76,10 @@ def write_sweep(run: RunDir, res: SweepResult, *, config: dict[str, Any], phase:
         "cstar_found_on": "validation",
         "values": {k: (None if v != v else v) for k, v in res.values.items()}, "attacks": res.attacks,
         "selection": {"attack": res.selection_attack, "objective": objective, "max_drop": max_drop,
-                      "chosen": res.chosen, "reason": res.reason},
+                      "budget_on": "upper bound of the paired bootstrap 95% interval of the validation average "
+                                   "robust drop against the undefended model",
+                      "rule": SELECTION_RULE, "eligible": res.eligible, "chosen": res.chosen, "reason": res.reason},
+        "paired": PAIRED_RECORD,
         "validation": {"num_samples": len(res.val[UNDEFENDED]), "per_class": table_records(res.cstar_table),
                        "tradeoff": table_records(res.val_table)},
         "test": {"num_samples": len(res.test[UNDEFENDED]), "tradeoff": table_records(res.test_table)},

@@ -5,7 +5,10 @@
 2. Every setting of the sweep (bias b, or threshold tau) wraps the model (:mod:`.inference`) and is
    evaluated on the validation split and on the test split with ADAPTIVE attacks: the wrapped model is
    what the attacks see.
-3. The setting to deploy is chosen on the validation table (:func:`~.tradeoff.select_setting`).
+3. The setting to deploy is chosen on the validation table (:func:`~.tradeoff.select_setting`): the
+   ``max_drop`` budget applies to the upper bound of the paired bootstrap 95% interval of each setting's
+   validation average robust drop against the undefended model. Both tables carry every setting's paired
+   effect against the undefended model on the same samples (worst-class gain, average drop, McNemar p).
 4. As a labelled contrast, each setting is also evaluated NON-adaptively on the test split: examples
    crafted on the undefended model, classified by the defended one (:func:`~.inference.transfer_attack`).
 
@@ -28,7 +31,13 @@ from torch import nn
 from classwise.core import AttackSpec, resolve_device
 from classwise.data.base import ImageData
 from classwise.defenses.inference import RULES, make_defense, transfer_attack
-from classwise.defenses.tradeoff import most_vulnerable_class, primary, select_setting, tradeoff_table
+from classwise.defenses.tradeoff import (
+    eligible_settings,
+    most_vulnerable_class,
+    primary,
+    select_setting,
+    tradeoff_table,
+)
 from classwise.errors import ClasswiseError
 from classwise.evaluation import evaluate
 from classwise.outcomes import Outcomes
@@ -104,6 +113,7 @@ class SweepResult:
     selection_attack: str
     attacks: list[str] = field(default_factory=list)
     cstar_given: bool = False
+    eligible: list[str] = field(default_factory=list)  # the settings within the budget on validation
 
 
 Stage = Callable[[str], None]
@@ -172,14 +182,12 @@ def run_inference_sweep(
         test[lab] = evaluate(defended, test_data, bound, **ev)
         if transfer:
             trans[lab] = evaluate(defended, test_data, [transfer_attack(a, model) for a in bound], **ev)
-    val_table, test_table, chosen, reason = _tables(val, test, c, vals, n_boot=n_boot, seed=seed, attack=sel_attack,
-                                                    objective=objective, max_drop=max_drop)
+    tables = _tables(val, test, c, vals, n_boot=n_boot, seed=seed, attack=sel_attack, objective=objective,
+                     max_drop=max_drop)
     return SweepResult(rule=rule, cstar=c, cstar_table=ctable, values=vals, test=test, val=val, transfer=trans,
-                       test_table=test_table, val_table=val_table,
                        transfer_table=(tradeoff_table(trans, c, values=vals, n_boot=n_boot, seed=seed) if trans
                                        else pd.DataFrame()),
-                       chosen=chosen, reason=reason, selection_attack=sel_attack,
-                       attacks=[a.label for a in bound], cstar_given=given)
+                       selection_attack=sel_attack, attacks=[a.label for a in bound], cstar_given=given, **tables)
 
 
 def _bind(attacks: Sequence[Any]) -> list[Any]:
@@ -191,12 +199,15 @@ def _bind(attacks: Sequence[Any]) -> list[Any]:
 
 
 def _tables(val: dict[str, Outcomes], test: dict[str, Outcomes], c: int, vals: dict[str, float], *, n_boot: int,
-            seed: int, attack: str, objective: str, max_drop: float) -> tuple[pd.DataFrame, pd.DataFrame, str, str]:
-    """The validation and test trade-off tables and the setting chosen on the validation one (and why)."""
-    val_table = tradeoff_table(val, c, values=vals, n_boot=n_boot, seed=seed)
+            seed: int, attack: str, objective: str, max_drop: float) -> dict[str, Any]:
+    """The validation and test trade-off tables (paired against the undefended model), the setting chosen on
+    the validation one, why, and which settings were within the budget: SweepResult fields."""
+    val_table = tradeoff_table(val, c, values=vals, n_boot=n_boot, seed=seed, reference=UNDEFENDED)
     chosen, reason = select_setting(val_table, attack=attack, objective=objective, max_drop=max_drop,
                                     reference=UNDEFENDED)
-    return val_table, tradeoff_table(test, c, values=vals, n_boot=n_boot, seed=seed), chosen, reason
+    return {"val_table": val_table, "chosen": chosen, "reason": reason,
+            "eligible": eligible_settings(val_table, attack=attack, max_drop=max_drop, reference=UNDEFENDED),
+            "test_table": tradeoff_table(test, c, values=vals, n_boot=n_boot, seed=seed, reference=UNDEFENDED)}
 
 
 # --- training phase: one fit() per setting, the same trade-off output ------------------------------------
@@ -262,12 +273,11 @@ def run_train_sweep(
         say(f"{lab}: validation and test evaluation")
         val[lab] = evaluate(net, val_data, bound, **ev)
         test[lab] = evaluate(net, test_data, bound, **ev)
-    val_table, test_table, chosen, reason = _tables(val, test, c, vals, n_boot=n_boot, seed=seed, attack=sel_attack,
-                                                    objective=objective, max_drop=max_drop)
+    tables = _tables(val, test, c, vals, n_boot=n_boot, seed=seed, attack=sel_attack, objective=objective,
+                     max_drop=max_drop)
     return SweepResult(rule=f"train:{defense}", cstar=c, cstar_table=ctable, values=vals, test=test, val=val,
-                       transfer={}, test_table=test_table, val_table=val_table,
-                       transfer_table=pd.DataFrame(), chosen=chosen, reason=reason, selection_attack=sel_attack,
-                       attacks=[a.label for a in bound], cstar_given=cstar is not None)
+                       transfer={}, transfer_table=pd.DataFrame(), selection_attack=sel_attack,
+                       attacks=[a.label for a in bound], cstar_given=cstar is not None, **tables)
 
 
 def _train_settings(recipe: Mapping[str, Any], defense: str, key: str, values: Sequence[float], c: int,

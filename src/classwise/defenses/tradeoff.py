@@ -4,13 +4,17 @@ re-exports it so ``from classwise.defenses.tradeoff import ...`` keeps working."
 from classwise.analysis.tradeoff import (
     COLUMNS,
     OBJECTIVES,
+    PAIRED_COLUMNS,
+    SELECTION_RULE,
+    eligible_settings,
     headline_attacks,
     most_vulnerable_class,
+    paired_table,
     primary,
     select_setting,
     table_records,
     tradeoff_table,
 )
 
-__all__ = ["COLUMNS", "OBJECTIVES", "headline_attacks", "most_vulnerable_class", "primary", "select_setting",
-           "table_records", "tradeoff_table"]
+__all__ = ["COLUMNS", "OBJECTIVES", "PAIRED_COLUMNS", "SELECTION_RULE", "eligible_settings", "headline_attacks",
+           "most_vulnerable_class", "paired_table", "primary", "select_setting", "table_records", "tradeoff_table"]

@@ -3,7 +3,10 @@
 Take the test examples of a source class S that the attack pushed into a target class T. Retrain the
 same recipe without class T and attack those examples again (also with a stronger attack): if T was
 what made them vulnerable, many now have no adversarial counterpart inside the eps-ball and stay S.
-As a control, retrain without a class C that S's examples rarely go to: they should stay vulnerable.
+As a control, retrain without the class C that receives the most of S's broken examples after T (the
+strongest control: removing any class changes the model, so the control should be a class that also
+attracts S's examples). Target and control are measured on the same examples with the same attacks, and
+compared per example with the exact McNemar test (a binomial test on the discordant examples).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import numpy as np
 import torch
 
 from classwise.analysis import wilson_interval
+from classwise.analysis.paired import ALPHA, mcnemar_exact
 from classwise.attacks import build_attack, predictions
 from classwise.core import resolve_device
 from classwise.data import load_dataset
@@ -44,6 +48,7 @@ class RemovalRow:
     lo: float
     hi: float
     top_target: str = ""  # where the broken ones go now
+    still_source: list[int] = field(default_factory=list)  # per example (aligned with indices): 1 = still S
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -57,12 +62,19 @@ class RemovalResult:
     class_names: list[str]
     indices: list[int]  # test-split positions of the S->T examples
     rows: list[RemovalRow] = field(default_factory=list)
+    control_rule: str = ""  # how the control was chosen (or "given")
+    control_note: str = ""  # set when the rule fell back (no broken example went elsewhere than T)
+    source_flows: list[int] = field(default_factory=list)  # S's broken examples per receiving class
+    tests: list[dict[str, Any]] = field(default_factory=list)  # target vs control, one per attack
 
     def to_dict(self) -> dict[str, Any]:
         n = self.class_names
         return {"source": self.source, "source_name": n[self.source], "target": self.target,
                 "target_name": n[self.target], "control": self.control, "control_name": n[self.control],
-                "n_examples": len(self.indices), "indices": self.indices, "rows": [r.to_dict() for r in self.rows]}
+                "control_rule": self.control_rule, "control_note": self.control_note,
+                "source_flows": self.source_flows,
+                "n_examples": len(self.indices), "indices": self.indices, "rows": [r.to_dict() for r in self.rows],
+                "tests": self.tests}
 
 
 def _run_config(run: Path) -> TrainConfig:
@@ -76,13 +88,56 @@ def _run_config(run: Path) -> TrainConfig:
     return apply_overrides(TrainConfig(), {k: v for k, v in raw.items() if k in keys}, where=str(path)).validate()
 
 
-def pick_control(outcomes: Outcomes, attack: str, source: int, target: int) -> int:
-    """The class (not S, not T) that S's broken examples went to least often; ties: the lowest index."""
+CONTROL_RULE = ("the class receiving the most of the source's broken test examples (clean-correct, attacked "
+                "into another class) after the target; ties go to the lower index")
+PAIRED_TEST = ("exact McNemar: two-sided binomial test of the examples still classified as the source without the "
+               "target but not without the control, against the reverse (the same examples and attack)")
+
+
+def broken_flows(outcomes: Outcomes, attack: str, source: int) -> np.ndarray:
+    """(K,) how many of the source's clean-correct examples ``attack`` sent to each class (a prediction of
+    -1, no valid class, goes to none)."""
     y, p, c = outcomes.labels, outcomes.pred(attack), outcomes.clean_pred
-    broken = (y == source) & (c == source) & (p != source)
-    counts = np.bincount(p[broken], minlength=outcomes.num_classes).astype(float)
-    counts[[source, target]] = np.inf
-    return int(np.argmin(counts))
+    broken = (y == source) & (c == source) & (p != source) & (p >= 0)
+    return np.bincount(p[broken], minlength=outcomes.num_classes)[:outcomes.num_classes]
+
+
+def pick_control(outcomes: Outcomes, attack: str, source: int, target: int) -> tuple[int, str]:
+    """The control class of :data:`CONTROL_RULE` and a note, empty unless the rule fell back.
+
+    When no broken example of S went to a class other than T, every candidate received none: the control
+    falls back to the lowest index other than S and T, and the note says so (a weak control)."""
+    counts = broken_flows(outcomes, attack, source).astype(float)
+    counts[[source, target]] = -1
+    if counts.max() < 0:
+        raise ClasswiseError("a control needs a third class besides the source and the target")
+    best = int(np.argmax(counts))  # the first maximum: ties go to the lower index
+    if counts[best] > 0:
+        return best, ""
+    names = outcomes.class_names
+    return best, (f"no broken example of {names[source]!r} went to a class other than {names[target]!r} under "
+                  f"{attack}; the control falls back to the lowest other class, {names[best]!r}, which received "
+                  "none of them (a weak control)")
+
+
+def paired_removal_tests(rows: list[RemovalRow], target: int, control: int) -> list[dict[str, Any]]:
+    """Per attack, the model without the target against the model without the control on the same examples
+    (:data:`PAIRED_TEST`): the discordant counts, the exact McNemar p and whether it is significant."""
+    by = {(r.removed, r.attack): r for r in rows}
+    out = []
+    for (removed, attack), rt in by.items():
+        rc = by.get((control, attack))
+        if removed != target or rc is None:
+            continue
+        t, c = np.asarray(rt.still_source, bool), np.asarray(rc.still_source, bool)
+        t_only, c_only = int((t & ~c).sum()), int((~t & c).sum())
+        p = mcnemar_exact(t_only, c_only)
+        out.append({"attack": attack, "n": len(t), "target_robust": int(t.sum()), "control_robust": int(c.sum()),
+                    "target_only": t_only, "control_only": c_only, "both": int((t & c).sum()),
+                    "neither": int((~t & ~c).sum()), "p_value": p, "test": PAIRED_TEST,
+                    "significant": bool(p < ALPHA and t_only != c_only),
+                    "direction": "target" if t_only > c_only else "control" if c_only > t_only else "none"})
+    return out
 
 
 def remove_class(
@@ -114,8 +169,12 @@ def remove_class(
     t = class_index(target, names, what="target class")
     if s == t:
         raise ClasswiseError("source and target must be different classes")
-    c = class_index(control, names, what="control class") if control is not None else pick_control(
-        outcomes, attack_label, s, t)
+    if control is not None:
+        c, rule, note = class_index(control, names, what="control class"), "given (--control)", ""
+    else:
+        (c, note), rule = pick_control(outcomes, attack_label, s, t), CONTROL_RULE
+        if note:
+            log.warning("%s", note)
     if c in (s, t):
         raise ClasswiseError("the control class must differ from source and target")
     positions = _examples(outcomes, attack_label, s, t)
@@ -125,7 +184,8 @@ def remove_class(
     attacks = _attacks(outcomes.specs.get(attack_label) or {}, cfg, attack, strong_attack)
     out = Path(out) if out else run / f"remove-{s}-{t}"
     out_dir = RunDir(out).open()  # locked while this writes it; run.json says when it is complete
-    result = RemovalResult(s, t, c, list(names), [int(i) for i in positions])
+    result = RemovalResult(s, t, c, list(names), [int(i) for i in positions], control_rule=rule, control_note=note,
+                           source_flows=[int(v) for v in broken_flows(outcomes, attack_label, s)])
 
     def measure(label: str, model: torch.nn.Module, removed: int | None) -> None:
         result.rows.extend(_measure(label, model, removed, x, y_src, attacks, s, names, seed))
@@ -139,6 +199,7 @@ def remove_class(
         res = fit(rcfg, sub, device=dev, data_root=data_root, callbacks=callbacks)
         model, _ = load_checkpoint(res.best, device=dev)
         measure(f"without {names[removed]} ({tag})", model, removed)
+    result.tests = paired_removal_tests(result.rows, t, c)
     atomic_write_json(out / "remove_class.json", result.to_dict())
     out_dir.finish()
     return result
@@ -186,7 +247,7 @@ def _measure(label: str, model: torch.nn.Module, removed: int | None, x: torch.T
         others = pred[(pred != new_src) & (pred >= 0)]
         top = names[keep[int(np.bincount(others).argmax())]] if len(others) else ""
         rows.append(RemovalRow(label, removed, a.label, len(pred), ok, ok / len(pred), float(lo[0]),
-                               float(hi[0]), top))
+                               float(hi[0]), top, [int(v) for v in pred == new_src]))
     return rows
 
 

@@ -49,3 +49,17 @@ def test_the_old_unconditional_rule_would_have_failed_claim_1s_null():
     unconditional = homogeneity_test(counts, np.bincount(y, minlength=10))[1]
     conditional = homogeneity_test(counts, np.bincount(y[clean_ok], minlength=10))[1]
     assert unconditional < 1e-6 < ALPHA < conditional
+
+
+def test_defend_significance_at_most_five_percent_under_the_null_and_its_power():
+    """`classwise defend`'s two "significant" flags (worst-class gain, average drop) on a setting that changes
+    nothing but noise, and on one that adds 1.0 to c*'s score and takes 0.2 from the other classes' (a
+    worst-class gain of 17.5 points and an average drop of 3.2 points, 450 test images; docs/study.md)."""
+    from classwise.analysis.calibration import calibrate_defense
+
+    n = 300
+    r = calibrate_defense(n, seed=0, n_boot=200)
+    se_alpha = math.sqrt(ALPHA * (1 - ALPHA) / n)
+    assert r["worst_false_support"] <= ALPHA + 2 * se_alpha, r
+    assert r["avg_false_support"] <= ALPHA + 2 * se_alpha, r
+    assert r["worst_power"] >= 0.4 and r["avg_power"] >= 0.2, r

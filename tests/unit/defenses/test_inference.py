@@ -174,7 +174,7 @@ def test_tradeoff_table_counts_and_intervals():
     assert r["worst_lo"] <= 0.3 <= r["worst_hi"] and r["worst_class"] == 0 and r["value"] == 1.0
     # selection respects the allowed average drop
     worse = _outcomes(y, clean, np.where(y == 0, 0, adv) * 0)  # c* perfect, others broken
-    tab = tradeoff_table({"undefended": o, "big": worse}, 0, n_boot=50)
+    tab = tradeoff_table({"undefended": o, "big": worse}, 0, n_boot=50, reference="undefended")
     assert select_setting(tab, attack="A", objective="cstar", max_drop=0.02)[0] == "undefended"
     assert select_setting(tab, attack="A", objective="cstar", max_drop=1.0)[0] == "big"
 
@@ -202,7 +202,7 @@ def test_bad_inputs_give_one_line_errors():
             f()
         assert "\n" not in str(e.value) and str(e.value)
     y = np.zeros(3, int)
-    tab = tradeoff_table({"s": _outcomes(y, y, y)}, 0, n_boot=10)
+    tab = tradeoff_table({"s": _outcomes(y, y, y)}, 0, n_boot=10, reference="s")
     for f in (lambda: select_setting(tab, attack="A", objective="best"),
               lambda: select_setting(tab, attack="nope"),
               lambda: tradeoff_table({"s": _outcomes(y, y, y)}, 5)):
@@ -246,6 +246,16 @@ def test_defend_cli_end_to_end(tmp_path):
     assert "TRANSFERRED" in r.stdout and "chosen on validation" in r.stdout
     summary = json.loads((out / "defend.json").read_text())
     assert summary["cstar_found_on"] == "validation" and summary["selection"]["chosen"] in summary["values"]
+    sel = summary["selection"]
+    assert "upper bound" in sel["budget_on"] and sel["chosen"] in sel["eligible"] and "undefended" in sel["eligible"]
+    assert "paired bootstrap 95%" in summary["paired"]["interval"] and "paired against" in r.stdout
+    for rec in summary["test"]["tradeoff"] + summary["validation"]["tradeoff"]:
+        assert rec["reference"] == "undefended" and isinstance(rec["avg_significant"], bool)
+        assert rec["avg_drop_lo"] <= rec["avg_drop"] <= rec["avg_drop_hi"]
+    for rec in summary["validation"]["tradeoff"]:
+        if rec["attack"] == sel["attack"]:
+            assert (rec["setting"] in sel["eligible"]) == (rec["setting"] == "undefended"
+                                                           or rec["avg_drop_hi"] <= sel["max_drop"] + 1e-12)
     for d in ("settings/undefended", "settings/b-0", "settings/b-2", "transfer/b-2", "validation/b-2"):
         assert (out / d / "outcomes.npz").is_file(), d
     for f in ("config.toml", "run.json", "metrics.json", "outcomes.npz", "plots/tradeoff.png"):
@@ -260,7 +270,7 @@ def test_defend_cli_end_to_end(tmp_path):
     r = _cli("report", str(out), cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     html = (out / "report.html").read_text()
-    assert "Vulnerable-class defense: trade-off" in html and "NOT adaptive" in html
+    assert "Vulnerable-class defense: trade-off" in html and "NOT adaptive" in html and "McNemar p (c* =" in html
 
 
 @pytest.mark.slow

@@ -9,10 +9,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from classwise.analysis.labels import WORST_CASE
+from classwise.analysis.paired import PAIRED_INTERVAL, SIGNIFICANCE_RULE
 from classwise.analysis.tradeoff import tradeoff_table
 from classwise.outcomes import Outcomes
 from classwise.report.figures import Figures
-from classwise.report.fmt import cell, class_name, ival, ncell, pct
+from classwise.report.fmt import cell, class_name, gain_pts, ival, ncell, pct, pval
 from classwise.report.page import Block, Section, Table
 from classwise.report.plots import plot_defense_tradeoff
 
@@ -35,6 +36,24 @@ def tradeoff_html_table(df: pd.DataFrame, names: Sequence[str], chosen: str, cap
                  rows, caption=caption, row_classes=classes, collapsed=len(rows) > 26)
 
 
+def paired_html_table(df: pd.DataFrame, names: Sequence[str], cstar: int, chosen: str, caption: str) -> Table:
+    """Each setting's worst-class gain and average drop against the reference, paired by sample."""
+    rows, classes = [], []
+    verdict = lambda sig: cell("significant" if sig else "n.s.")  # noqa: E731
+    for _, r in df.iterrows():
+        if r["setting"] == r["reference"]:
+            continue
+        rows.append([cell(r["setting"], "name"), cell(r["attack"]), ncell(gain_pts(r["worst_gain"])),
+                     ncell(ival(r["worst_gain_lo"], r["worst_gain_hi"]), "ci"), ncell(pval(r["worst_p"])),
+                     verdict(r["worst_significant"]), ncell(gain_pts(r["avg_drop"])),
+                     ncell(ival(r["avg_drop_lo"], r["avg_drop_hi"]), "ci"), ncell(pval(r["avg_p"])),
+                     verdict(r["avg_significant"])])
+        classes.append("total" if r["setting"] == chosen else "")
+    return Table(["setting", "attack", "worst-class gain (points)", "paired 95% CI", f"McNemar p (c* = "
+                  f"{class_name(names, cstar)})", "", "average drop (points)", "paired 95% CI", "McNemar p (all)", ""],
+                 rows, caption=caption, row_classes=classes, collapsed=len(rows) > 26)
+
+
 def defend_sections(run_path: Path, summary: Mapping[str, Any], seed: int, figs: Figures) -> list[Section]:
     """The trade-off section of a ``classwise defend`` run, recomputed from its per-setting outcomes."""
     cstar = int(summary["cstar"])
@@ -48,7 +67,9 @@ def defend_sections(run_path: Path, summary: Mapping[str, Any], seed: int, figs:
     if not test:
         return []
     names = next(iter(test.values())).class_names
-    tt = tradeoff_table(test, cstar, values=values, seed=seed)
+    ref = str((summary.get("paired") or {}).get("reference", "undefended"))
+    ref_ok = ref in test  # runs written before the paired columns still render, without them
+    tt = tradeoff_table(test, cstar, values=values, seed=seed, reference=ref if ref_ok else None)
     tr = tradeoff_table(trans, cstar, values=values, seed=seed) if trans else None
     tv = tradeoff_table(val, cstar, values=values, seed=seed) if val else None
     rule = str(summary.get("rule", ""))
@@ -72,6 +93,10 @@ def defend_sections(run_path: Path, summary: Mapping[str, Any], seed: int, figs:
                                "(non-adaptive) evaluation, shown only as a contrast."))
     b.tables.append(tradeoff_html_table(tt, names, chosen, "Test split; every attack and their worst case. The "
                                          "chosen setting is highlighted."))
+    if ref_ok:
+        b.tables.append(paired_html_table(tt, names, cstar, chosen, f"Against {ref} on the same test images: "
+                                          f"{PAIRED_INTERVAL} intervals, exact McNemar p (the worst-class gain "
+                                          f"tested on c*'s samples, the average drop on all); {SIGNIFICANCE_RULE}."))
     blocks = [b]
     if tr is not None:
         blocks.append(Block(title="Contrast: transferred attacks (NOT adaptive)", open=False, paragraphs=[

@@ -1,0 +1,139 @@
+"""Aggregates over training seeds (numpy/scipy only, no torch): ``--seeds`` of train, defend and study.
+
+A run with ``--seeds 0,1,2`` holds one run directory per seed under a parent; this module turns the
+seeds' ``metrics.json`` payloads (:meth:`classwise.outcomes.Outcomes.summary`) into per-class and overall
+mean, standard deviation (``ddof=1``) and ``n`` over seeds, and tests claims about *training* at the seed
+level: the unit of replication is the training run, not the test image.
+
+:func:`seed_interval` is the one seed-level test: a one-sample t interval and two-sided t-test of the
+mean of per-seed values (a paired gain, e.g. a defended minus an undefended model trained with the same
+seed), named :data:`SEED_INTERVAL`. Its null: the mean of the per-seed values over the population of
+seeds is 0. It assumes the per-seed values are independent and roughly normal; with 3 seeds it has 2
+degrees of freedom, so its interval is wide (t quantile 4.30) and "significant" needs a gain several
+times its seed-to-seed standard deviation / sqrt(n). With fewer than 2 seeds there is no interval.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+SEED_INTERVAL = "seed-level t 95%"
+FORMAT = "classwise-seeds/1"
+NULL = "the mean over training seeds of the per-seed value is 0"
+
+
+def mean_std(values: Sequence[float | None]) -> dict[str, Any]:
+    """``{"mean", "std", "n", "values"}`` of the finite values (std with ddof=1; None when n < 2)."""
+    v = np.array([x for x in values if x is not None and math.isfinite(float(x))], dtype=float)
+    n = int(v.size)
+    return {"mean": float(v.mean()) if n else None, "std": float(v.std(ddof=1)) if n >= 2 else None, "n": n,
+            "values": [None if x is None else float(x) for x in values]}
+
+
+def seed_interval(values: Sequence[float], *, confidence: float = 0.95) -> dict[str, Any]:
+    """The seed-level t interval and two-sided one-sample t-test (null: mean 0) of per-seed values.
+
+    Returns :func:`mean_std`'s keys plus ``lo``, ``hi``, ``p_value``, ``significant`` (the interval
+    excludes 0), ``interval`` (:data:`SEED_INTERVAL`, or the confidence actually used), ``null`` and
+    ``note``. With n < 2 (or all values equal) ``lo``/``hi``/``p_value``/``significant`` are None and
+    ``note`` says why.
+    """
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
+    out = mean_std(values)
+    name = SEED_INTERVAL if confidence == 0.95 else f"seed-level t {100 * confidence:g}%"
+    out.update(lo=None, hi=None, p_value=None, significant=None, interval=name, null=NULL, note=None)
+    n = out["n"]
+    if n < 2:
+        out["note"] = f"{n} seed(s): no seed-level interval (it needs at least 2 seeds)"
+        return out
+    mean, sd = out["mean"], out["std"]
+    if sd <= 1e-12 * max(1.0, abs(mean)):
+        out["note"] = f"all {n} seeds give the same value: no seed-to-seed spread to test against"
+        return out
+    half = float(stats.t.ppf(0.5 + confidence / 2, df=n - 1)) * sd / math.sqrt(n)
+    tstat = mean / (sd / math.sqrt(n))
+    out.update(lo=mean - half, hi=mean + half, p_value=float(2 * stats.t.sf(abs(tstat), df=n - 1)),
+               significant=bool(mean - half > 0 or mean + half < 0), t=float(tstat), df=n - 1)
+    return out
+
+
+def paired_seed_gain(treated: Sequence[float], control: Sequence[float], *, confidence: float = 0.95) -> dict[str, Any]:
+    """:func:`seed_interval` of ``treated[i] - control[i]`` (both trained with seed i), with both sides'
+    per-seed values."""
+    if len(treated) != len(control):
+        raise ValueError(f"paired per-seed values need the same seeds: {len(treated)} vs {len(control)}")
+    diff = [float(a) - float(b) for a, b in zip(treated, control, strict=True)]
+    return {**seed_interval(diff, confidence=confidence), "treated": [float(a) for a in treated],
+            "control": [float(b) for b in control]}
+
+
+def _setting_names(metrics: Sequence[Mapping[str, Any]]) -> list[str]:
+    """``clean`` and the attacks (worst case included) every seed's metrics hold, in the first's order."""
+    common = [a for a in metrics[0].get("attacks", {}) if all(a in m.get("attacks", {}) for m in metrics)]
+    return ["clean", *common]
+
+
+def _per_class(m: Mapping[str, Any], setting: str) -> list[float]:
+    if setting == "clean":
+        return [float(r["clean_acc"]) for r in m["clean"]["per_class"]]
+    return [float(r["robust_acc"]) for r in m["attacks"][setting]["per_class"]]
+
+
+def _overall(m: Mapping[str, Any], setting: str) -> float:
+    return float(m["clean"]["accuracy"] if setting == "clean" else m["attacks"][setting]["robust_accuracy"])
+
+
+def _finite_min(v: Sequence[float]) -> float | None:
+    f = [x for x in v if math.isfinite(x)]
+    return min(f) if f else None
+
+
+def aggregate_metrics(metrics_by_seed: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:
+    """Per-class and overall mean/std/n over seeds of clean and robust accuracy (each attack, worst case).
+
+    ``metrics_by_seed``: ``{seed: metrics.json payload}``, all on the same classes. Returns
+    ``{"seeds", "n", "class_names", "settings", "overall": {setting: mean_std}, "worst_class":
+    {setting: mean_std of the per-seed minimum over classes}, "per_class": {setting: [{"class", "name",
+    "mean", "std", "n", "values"}, ...]}}``; a setting is ``clean`` or an attack every seed holds.
+    """
+    if not metrics_by_seed:
+        raise ValueError("an aggregate over seeds needs at least one seed's metrics")
+    seeds = list(metrics_by_seed)
+    ms = [metrics_by_seed[s] for s in seeds]
+    names = list(ms[0]["class_names"])
+    if any(list(m["class_names"]) != names for m in ms):
+        raise ValueError("the seeds' metrics are on different classes; they cannot be aggregated")
+    settings = _setting_names(ms)
+    out: dict[str, Any] = {"seeds": seeds, "n": len(seeds), "class_names": names, "settings": settings,
+                           "overall": {}, "worst_class": {}, "per_class": {}}
+    for s in settings:
+        per = np.array([_per_class(m, s) for m in ms], dtype=float)  # seeds x classes
+        out["overall"][s] = mean_std([_overall(m, s) for m in ms])
+        out["worst_class"][s] = mean_std([_finite_min(list(row)) for row in per])
+        out["per_class"][s] = [{"class": c, "name": names[c], **mean_std(list(per[:, c]))} for c in range(len(names))]
+    return out
+
+
+def fmt_mean_std(d: Mapping[str, Any], scale: float = 100.0, digits: int = 1) -> str:
+    """``"85.3 +- 4.2 (n=3)"`` (accuracies in points by default); ``"—"`` without values."""
+    if d.get("mean") is None:
+        return "—"
+    sd = "" if d.get("std") is None else f" +- {scale * d['std']:.{digits}f}"
+    return f"{scale * d['mean']:.{digits}f}{sd} (n={d['n']})"
+
+
+def fmt_interval(d: Mapping[str, Any], scale: float = 100.0, digits: int = 1) -> str:
+    """``"+3.2 [-1.0, +7.4] seed-level t 95%, p 0.12"``, or the mean with the note when there is none."""
+    if d.get("mean") is None:
+        return "—"
+    head = f"{scale * d['mean']:+.{digits}f}"
+    if d.get("lo") is None:
+        return f"{head} ({d.get('note')})"
+    return (f"{head} [{scale * d['lo']:+.{digits}f}, {scale * d['hi']:+.{digits}f}] {d['interval']}, "
+            f"p {d['p_value']:.3g}")

@@ -133,6 +133,12 @@ CASES = [
     ("tr-data-root", ["train", "--dataset", "mnist", "--data-root", "{tmp}/emptydir"], ["mnist", "not found"]),
     ("tr-lr-text", ["train", "--lr", "fast"], ["fast"]),
     ("tr-epochs-text", ["train", "--epochs", "x"], ["--epochs"]),
+    ("tr-seeds-empty", ["train", "--seeds", ""], ["--seeds", "0,1,2"]),
+    ("tr-seeds-duplicate", ["train", "--seeds", "0,1,0"], ["--seeds", "seed 0 twice"]),
+    ("tr-seeds-text", ["train", "--seeds", "0,a"], ["--seeds", "integer"]),
+    ("tr-seeds-negative", ["train", "--seeds", "0,-1"], ["--seeds", ">= 0"]),
+    ("tr-seeds-with-seed", ["train", "--seeds", "0,1", "--seed", "3"], ["--seed", "--seeds", "not both"]),
+    ("tr-seeds-resume", ["train", "--seeds", "0,1", "--resume", "--out", "{tmp}"], ["--resume", "seed-N"]),
     # study
     ("st-scale", ["study", "--scale", "huge"], ["--scale", "huge", "smoke"]),
     ("st-checkpoint-form", ["study", "--checkpoint", "pgd-at"], ["DEFENSE=PATH"]),

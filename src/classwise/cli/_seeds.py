@@ -1,0 +1,102 @@
+"""``--seeds`` of the commands: one nested run directory per seed under a parent (layout in
+:mod:`classwise.seedruns`), then the parent's aggregate.json and the mean +- std table.
+
+Parsing and printing only; the statistics are in :mod:`classwise.analysis.seeds`."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from classwise.cli import _common as C
+from classwise.cli._print import console, err_console
+from classwise.errors import ClasswiseError
+
+
+def check_single_process(flag: str = "--seeds") -> None:
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ClasswiseError(f"{flag} runs the seeds one after another in one process; under torchrun launch "
+                             "one run per seed (--seed N)")
+
+
+def print_aggregate(agg: Mapping[str, Any], *, title: str) -> None:
+    """Per class: mean +- std over seeds of clean and each attack's robust accuracy; then the tests."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from classwise.analysis.seeds import fmt_interval, fmt_mean_std
+
+    out = console if console.is_terminal else Console(width=150)
+    m = agg.get("metrics")
+    if m:
+        t = Table(title=f"{title}: mean +- std (%) over seeds {', '.join(map(str, agg['seeds']))}")
+        t.add_column("class")
+        for s in m["settings"]:
+            t.add_column(s, justify="right")
+        for c, name in enumerate(m["class_names"]):
+            t.add_row(f"{c} {name}", *[fmt_mean_std(m["per_class"][s][c]) for s in m["settings"]])
+        t.add_row("all", *[fmt_mean_std(m["overall"][s]) for s in m["settings"]], style="bold")
+        t.add_row("worst class", *[fmt_mean_std(m["worst_class"][s]) for s in m["settings"]], style="bold")
+        out.print(t)
+    for test in agg.get("tests", []):
+        verdict = ("significant" if test["significant"] else "not significant") if test["significant"] is not None \
+            else "no verdict"
+        out.print(f"{test['name']}: {fmt_interval(test)} ({verdict}; null: {test['null']})", highlight=False,
+                  soft_wrap=True)
+
+
+def run_train_seeds(a: Any, seeds: list[int]) -> None:
+    """``train --seeds``: :func:`classwise.cli.train.run_train`'s training and test evaluation, once per seed."""
+    from classwise import seedruns
+    from classwise.cli._progress import progress, training_callbacks
+    from classwise.cli.train import _evaluate_best, _print_epoch, _resolve
+    from classwise.runs import RunDir, default_run_dir
+    from classwise.training.fit import check_out, fit
+
+    if a.resume:
+        raise ClasswiseError("--resume continues one run: resume a seed with --out PARENT/seed-N --resume "
+                             "(without --seeds)")
+    check_single_process()
+    cfg, recipe_path = _resolve(a)
+    dev = C.check_device(a.device)
+    C.check_data(cfg.dataset, ["train", "test"] if a.evaluate_test else ["train"], a.data_root, a.download)
+    out = Path(a.out or default_run_dir("train", cfg.dataset))
+    parent = RunDir(out)
+    for s in seeds:
+        check_out(out / seedruns.seed_folder(s), False)
+    parent.open()
+    resolved = {k: ("none" if v is None else v) for k, v in cfg.to_dict().items()}
+    parent.write_config({"command": "train", "seeds": seeds,
+                         "runs": {str(s): seedruns.seed_folder(s) for s in seeds},
+                         "recipe": {k: v for k, v in resolved.items() if k != "seed"}})
+    console.print(f"[bold]classwise train[/]: {cfg.method} of {cfg.model} on {cfg.dataset}, {cfg.epochs} epochs, "
+                  f"seeds {', '.join(map(str, seeds))} -> {out}/seed-N", highlight=False)
+    seconds: dict[str, float] = {}
+    for i, s in enumerate(seeds, 1):
+        cfg_s = dataclasses.replace(cfg, seed=s)
+        child = RunDir(out / seedruns.seed_folder(s), nested=True)
+        child.write_config({**resolved, "seed": s})
+        console.print(f"[bold]seed {s}[/] ({i}/{len(seeds)}) -> {child.path}", highlight=False)
+        t0 = time.perf_counter()
+        with progress() as prog:
+            result = fit(cfg_s, child.path, device=dev, data_root=a.data_root, download=a.download,
+                         callbacks=training_callbacks(prog, on_epoch=functools.partial(_print_epoch, prog)))
+        if result.stopped_early:
+            err_console.print(f"warning: seed {s}: {result.stopped_early}", markup=False)
+        if a.evaluate_test:
+            _evaluate_best(child, cfg_s, result.best, dev, a.data_root)
+        seconds[str(s)] = round(time.perf_counter() - t0, 2)
+    agg = seedruns.build_aggregate("train", out, seeds, split="test" if a.evaluate_test else None)
+    path = seedruns.write_aggregate(out, agg)
+    parent.write_run_info(seed=None, device=str(dev), extra={
+        "seeds": seeds, "seconds_per_seed": seconds, "recipe_file": str(recipe_path) if recipe_path else None})
+    parent.finish()
+    print_aggregate(agg, title=f"test split of each seed's best checkpoint ({cfg.dataset})")
+    if not a.evaluate_test:
+        console.print("no test evaluation (--no-eval): aggregate.json holds no metrics", highlight=False)
+    console.print(f"  {'aggregate':<15} {path}", highlight=False, soft_wrap=True)

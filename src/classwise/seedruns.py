@@ -58,13 +58,15 @@ def seed_metrics(parent: str | Path, seeds: Sequence[int], name: str = "metrics.
 
 
 def build_aggregate(command: str, parent: str | Path, seeds: Sequence[int], *,
-                    tests: Sequence[Mapping[str, Any]] = (), **extra: Any) -> dict[str, Any]:
-    """The aggregate.json payload: the seeds' test metrics aggregated, the seed-level ``tests``, ``extra``."""
-    ms = seed_metrics(parent, seeds)
+                    tests: Sequence[Mapping[str, Any]] = (), metrics_file: str = "metrics.json",
+                    **extra: Any) -> dict[str, Any]:
+    """The aggregate.json payload: the seeds' test metrics (``seed-N/<metrics_file>``) aggregated, the
+    seed-level ``tests``, ``extra``."""
+    ms = seed_metrics(parent, seeds, metrics_file)
     metrics = aggregate_metrics(ms) if ms else None
     missing = [s for s in seeds if s not in ms]
     return {"format": FORMAT, "command": command, "seeds": list(seeds), "n": len(seeds),
-            "runs": {str(s): seed_folder(s) for s in seeds}, "metrics": metrics,
+            "runs": {str(s): seed_folder(s) for s in seeds}, "metrics_file": metrics_file, "metrics": metrics,
             "metrics_missing": missing, "tests": [dict(t) for t in tests], **extra}
 
 

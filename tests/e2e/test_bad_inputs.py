@@ -118,6 +118,11 @@ CASES = [
     ("df-train-set-unknown-key", [*DFT, "--set", "nosuchkey=3"], ["nosuchkey"]),
     ("df-phase", [*DF, "--phase", "nope"], ["--phase"]),
     ("df-set-in-inference", [*DF, "--set", "epochs=1"], ["--phase train"]),
+    ("df-seeds-inference", [*DF, "--seeds", "0,1"], ["--seeds", "--phase train"]),
+    ("df-seeds-with-seed", [*DFT, "--seeds", "0,1", "--seed", "0"], ["--seed", "--seeds", "not both"]),
+    ("df-seeds-duplicate", [*DFT, "--seeds", "1,1"], ["--seeds", "seed 1 twice"]),
+    ("df-seeds-empty", [*DFT, "--seeds", ""], ["--seeds", "0,1,2"]),
+    ("df-seeds-set-seed", [*DFT, "--seeds", "0,1", "--set", "seed=3"], ["--set seed", "--seeds"]),
     ("df-attack", [*DF, "--attack", "nope"], ["unknown attack"]),
     ("df-val-fraction", [*DF, "--val-fraction", "1.5"], ["--val-fraction"]),
     # train

@@ -137,3 +137,77 @@ def fmt_interval(d: Mapping[str, Any], scale: float = 100.0, digits: int = 1) ->
         return f"{head} ({d.get('note')})"
     return (f"{head} [{scale * d['lo']:+.{digits}f}, {scale * d['hi']:+.{digits}f}] {d['interval']}, "
             f"p {d['p_value']:.3g}")
+
+
+# --- training-phase defenses over seeds ----------------------------------------------------------------
+
+#: test-table column of each per-seed gain (``setting - undefended`` of the same seed; ``avg`` is a drop)
+GAINS = {"worst": "worst_robust", "cstar": "cstar_robust", "average": "avg_robust"}
+
+
+def mean_table(tables: Sequence[Any]) -> Any:
+    """The seeds' trade-off tables (one per seed, same settings and attacks) averaged cell by cell:
+    numeric columns are the mean over seeds, rows keep the first table's order."""
+    import pandas as pd
+
+    if not tables:
+        raise ValueError("no tables to average")
+    keys = ["setting", "attack"]
+    first = tables[0]
+    num = [c for c in first.columns if c not in keys and pd.api.types.is_numeric_dtype(first[c])]
+    stacked = pd.concat([t[keys + num] for t in tables], ignore_index=True)
+    means = stacked.groupby(keys, sort=False)[num].mean().reset_index()
+    order = first[keys].reset_index(drop=True)
+    return order.merge(means, on=keys, how="left")
+
+
+def _cell(table: Any, setting: str, attack: str, col: str) -> float:
+    r = table[(table["setting"] == setting) & (table["attack"] == attack)]
+    if r.empty:
+        raise ValueError(f"no row for setting {setting!r} under {attack!r}")
+    return float(r.iloc[0][col])
+
+
+def setting_seed_gains(tests: Sequence[Any], setting: str, *, attack: str, reference: str) -> dict[str, Any]:
+    """Per metric of :data:`GAINS`: :func:`paired_seed_gain` over seeds of ``setting`` vs ``reference``
+    (both from the same seed's test table)."""
+    out = {}
+    for name, col in GAINS.items():
+        out[name] = paired_seed_gain([_cell(t, setting, attack, col) for t in tests],
+                                     [_cell(t, reference, attack, col) for t in tests])
+    return out
+
+
+def defense_over_seeds(per_seed: Mapping[int, Mapping[str, Any]], *, attack: str, objective: str, max_drop: float,
+                       reference: str) -> dict[str, Any]:
+    """The seed-level tests of a training-phase defense sweep run once per seed.
+
+    ``per_seed``: ``{seed: {"val_table", "test_table", "chosen"}}`` (each seed's sweep: its undefended
+    ``reference`` model and every defended setting trained with that seed). The aggregate's setting is
+    chosen by :func:`classwise.analysis.tradeoff.select_setting` on the seeds' MEAN validation table
+    (never on test); each setting's test gain over ``reference`` is tested across seeds
+    (:func:`paired_seed_gain`); so is the gain of each seed's own choice (the selection procedure).
+    ``best_defended``: the defended setting with the highest mean validation objective, budget ignored
+    (what to look at when the budget keeps the undefended model).
+    """
+    from classwise.analysis.tradeoff import select_setting
+
+    seeds = list(per_seed)
+    vals = [per_seed[s]["val_table"] for s in seeds]
+    tests = [per_seed[s]["test_table"] for s in seeds]
+    chosen, reason = select_setting(mean_table(vals), attack=attack, objective=objective, max_drop=max_drop,
+                                    reference=reference)
+    labels = [str(x) for x in dict.fromkeys(tests[0]["setting"]) if x != reference]
+    mean_val = mean_table(vals)
+    mv = mean_val[(mean_val["attack"] == attack) & (mean_val["setting"] != reference)]
+    best_defended = str(mv.iloc[int(np.argmax(mv[GAINS[objective]].to_numpy()))]["setting"]) if len(mv) else None
+    own = [str(per_seed[s]["chosen"]) for s in seeds]
+    col = GAINS[objective]
+    procedure = paired_seed_gain([_cell(t, c, attack, col) for t, c in zip(tests, own, strict=True)],
+                                 [_cell(t, reference, attack, col) for t in tests])
+    return {"attack": attack, "objective": objective, "max_drop": max_drop, "reference": reference,
+            "chosen": chosen, "reason": reason + " (mean over seeds of each seed's validation table)",
+            "best_defended": best_defended,
+            "chosen_per_seed": {str(s): c for s, c in zip(seeds, own, strict=True)},
+            "settings": {lab: setting_seed_gains(tests, lab, attack=attack, reference=reference) for lab in labels},
+            "procedure": procedure}

@@ -430,3 +430,21 @@ def parse_seeds(text: str | None, *, seed: int | None = None, seed_given: bool |
     if dup:
         raise ClasswiseError(f"--seeds lists seed {dup[0]} twice; give each seed once (got {text!r})")
     return seeds
+
+
+def option_given(param: str) -> bool:
+    """Whether the running command's option ``param`` (its parameter name) was typed on the command line
+    (or came from the environment), rather than left at its default. False outside a command."""
+    import importlib
+
+    try:  # the Click that Typer runs on (vendored by Typer >= 0.2x; see cli.app._click)
+        click = importlib.import_module("typer._click")
+    except ImportError:  # pragma: no cover - older Typer on the click package
+        click = importlib.import_module("click")
+    ctx = importlib.import_module(click.__name__ + ".globals").get_current_context(silent=True)
+    if ctx is None:
+        return False
+    src = ctx.get_parameter_source(param)
+    source = importlib.import_module(click.__name__ + ".core").ParameterSource
+    defaults = (source.DEFAULT, source.DEFAULT_MAP)
+    return src is not None and src not in defaults

@@ -50,11 +50,12 @@ def print_aggregate(agg: Mapping[str, Any], *, title: str) -> None:
                   soft_wrap=True)
 
 
-def run_train_seeds(a: Any, seeds: list[int]) -> None:
-    """``train --seeds``: :func:`classwise.cli.train.run_train`'s training and test evaluation, once per seed."""
+def run_train_seeds(a: Any, seeds: list[int], *, resolve: Any, print_epoch: Any, evaluate_best: Any) -> None:
+    """``train --seeds``: :func:`classwise.cli.train.run_train`'s training and test evaluation, once per seed
+    (``resolve``, ``print_epoch``, ``evaluate_best``: train's own steps, passed in so this module does not
+    import the command)."""
     from classwise import seedruns
     from classwise.cli._progress import progress, training_callbacks
-    from classwise.cli.train import _evaluate_best, _print_epoch, _resolve
     from classwise.runs import RunDir, default_run_dir
     from classwise.training.fit import check_out, fit
 
@@ -62,7 +63,7 @@ def run_train_seeds(a: Any, seeds: list[int]) -> None:
         raise ClasswiseError("--resume continues one run: resume a seed with --out PARENT/seed-N --resume "
                              "(without --seeds)")
     check_single_process()
-    cfg, recipe_path = _resolve(a)
+    cfg, recipe_path = resolve(a)
     dev = C.check_device(a.device)
     C.check_data(cfg.dataset, ["train", "test"] if a.evaluate_test else ["train"], a.data_root, a.download)
     out = Path(a.out or default_run_dir("train", cfg.dataset))
@@ -85,11 +86,11 @@ def run_train_seeds(a: Any, seeds: list[int]) -> None:
         t0 = time.perf_counter()
         with progress() as prog:
             result = fit(cfg_s, child.path, device=dev, data_root=a.data_root, download=a.download,
-                         callbacks=training_callbacks(prog, on_epoch=functools.partial(_print_epoch, prog)))
+                         callbacks=training_callbacks(prog, on_epoch=functools.partial(print_epoch, prog)))
         if result.stopped_early:
             err_console.print(f"warning: seed {s}: {result.stopped_early}", markup=False)
         if a.evaluate_test:
-            _evaluate_best(child, cfg_s, result.best, dev, a.data_root)
+            evaluate_best(child, cfg_s, result.best, dev, a.data_root)
         seconds[str(s)] = round(time.perf_counter() - t0, 2)
     agg = seedruns.build_aggregate("train", out, seeds, split="test" if a.evaluate_test else None)
     path = seedruns.write_aggregate(out, agg)

@@ -108,7 +108,7 @@ def run_train(a: TrainArgs) -> None:
     if seeds is not None:
         from classwise.cli._seeds import run_train_seeds
 
-        return run_train_seeds(a, seeds)
+        return run_train_seeds(a, seeds, resolve=_resolve, print_epoch=_print_epoch, evaluate_best=_evaluate_best)
     cfg, recipe_path = _resolve(a)
     dev = C.check_device(a.device)
     C.check_data(cfg.dataset, ["train", "test"] if a.evaluate_test else ["train"], a.data_root, a.download)

@@ -128,15 +128,16 @@ def fmt_mean_std(d: Mapping[str, Any], scale: float = 100.0, digits: int = 1) ->
     return f"{scale * d['mean']:.{digits}f}{sd} (n={d['n']})"
 
 
-def fmt_interval(d: Mapping[str, Any], scale: float = 100.0, digits: int = 1) -> str:
-    """``"+3.2 [-1.0, +7.4] seed-level t 95%, p 0.12"``, or the mean with the note when there is none."""
+def fmt_interval(d: Mapping[str, Any], scale: float = 100.0, digits: int = 1, *, named: bool = True) -> str:
+    """``"+3.2 [-1.0, +7.4] seed-level t 95%, p 0.12"`` (``named=False``: ``"+3.2 [-1.0, +7.4]"``, for a
+    column that names the interval), or the mean with the note when there is none."""
     if d.get("mean") is None:
         return "—"
     head = f"{scale * d['mean']:+.{digits}f}"
     if d.get("lo") is None:
         return f"{head} ({d.get('note')})"
-    return (f"{head} [{scale * d['lo']:+.{digits}f}, {scale * d['hi']:+.{digits}f}] {d['interval']}, "
-            f"p {d['p_value']:.3g}")
+    iv = f"{head} [{scale * d['lo']:+.{digits}f}, {scale * d['hi']:+.{digits}f}]"
+    return f"{iv} {d['interval']}, p {d['p_value']:.3g}" if named else iv
 
 
 # --- training-phase defenses over seeds ----------------------------------------------------------------
@@ -211,3 +212,23 @@ def defense_over_seeds(per_seed: Mapping[int, Mapping[str, Any]], *, attack: str
             "chosen_per_seed": {str(s): c for s, c in zip(seeds, own, strict=True)},
             "settings": {lab: setting_seed_gains(tests, lab, attack=attack, reference=reference) for lab in labels},
             "procedure": procedure}
+
+
+def compare_aggregates(base: Mapping[str, Any], other: Mapping[str, Any], setting: str) -> dict[str, Any]:
+    """Two parents' aggregates (aggregate.json ``metrics``) paired by seed: :func:`paired_seed_gain` of
+    ``other - base`` over the seeds both ran, for the overall and the worst-class accuracy under ``setting``
+    (``clean`` or an attack both hold). Keys: ``seeds``, ``overall``, ``worst_class`` (None without a
+    common seed or setting) and ``note``."""
+    common = [s for s in base["seeds"] if s in other["seeds"]]
+    out: dict[str, Any] = {"seeds": common, "setting": setting, "overall": None, "worst_class": None, "note": None}
+    if setting not in base["settings"] or setting not in other["settings"]:
+        out["note"] = f"{setting!r} is not in both aggregates"
+        return out
+    if not common:
+        out["note"] = "no seed in common: a seed-level paired test needs the same seeds"
+        return out
+    for key in ("overall", "worst_class"):
+        bi = {s: v for s, v in zip(base["seeds"], base[key][setting]["values"], strict=True)}
+        oi = {s: v for s, v in zip(other["seeds"], other[key][setting]["values"], strict=True)}
+        out[key] = paired_seed_gain([oi[s] for s in common], [bi[s] for s in common])
+    return out

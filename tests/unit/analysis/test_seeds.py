@@ -11,6 +11,8 @@ from scipy import stats
 from classwise.analysis.seeds import (
     SEED_INTERVAL,
     aggregate_metrics,
+    compare_aggregates,
+    defense_over_seeds,
     fmt_interval,
     fmt_mean_std,
     mean_std,
@@ -94,3 +96,37 @@ def test_aggregate_metrics_refuses_other_classes():
     b["class_names"] = ["x", "y"]
     with pytest.raises(ValueError):
         aggregate_metrics({0: a, 1: b})
+
+
+def test_compare_aggregates_pairs_by_common_seed():
+    a = aggregate_metrics({0: _metrics([0.9, 0.8], [0.5, 0.2]), 1: _metrics([1.0, 0.6], [0.3, 0.4]),
+                           2: _metrics([1.0, 0.6], [0.3, 0.1])})
+    b = aggregate_metrics({1: _metrics([1.0, 0.6], [0.5, 0.6]), 2: _metrics([1.0, 0.6], [0.4, 0.2]),
+                           7: _metrics([1.0, 0.6], [0.9, 0.9])})
+    c = compare_aggregates(a, b, "PGD-20")
+    assert c["seeds"] == [1, 2]  # seed 0 and seed 7 have no partner
+    # worst class: b (0.5, 0.2) minus a (0.3, 0.1)
+    assert c["worst_class"]["values"] == pytest.approx([0.2, 0.1])
+    assert compare_aggregates(a, b, "CW-20")["overall"] is None
+    d = aggregate_metrics({5: _metrics([1.0, 0.6], [0.5, 0.6])})
+    assert "no seed in common" in compare_aggregates(a, d, "PGD-20")["note"]
+
+
+def _sweep_tables(worst_def, worst_und, val_def, val_und):
+    import pandas as pd
+
+    def t(wd, wu):
+        return pd.DataFrame({"setting": ["undefended", "fixed:w=2"], "attack": ["PGD-20"] * 2,
+                             "worst_robust": [wu, wd], "cstar_robust": [wu, wd], "avg_robust": [0.5, 0.5]})
+    return {"val_table": t(val_def, val_und), "test_table": t(worst_def, worst_und), "chosen": "fixed:w=2"}
+
+
+def test_defense_over_seeds_chooses_on_mean_validation_and_pairs_within_seed():
+    per = {0: _sweep_tables(0.30, 0.20, 0.4, 0.2), 1: _sweep_tables(0.25, 0.20, 0.1, 0.2),
+           2: _sweep_tables(0.40, 0.20, 0.3, 0.2)}
+    d = defense_over_seeds(per, attack="PGD-20", objective="worst", max_drop=0.02, reference="undefended")
+    assert d["chosen"] == "fixed:w=2"  # mean validation 0.267 > 0.2, though seed 1 alone prefers undefended
+    g = d["settings"]["fixed:w=2"]["worst"]
+    assert g["values"] == pytest.approx([0.10, 0.05, 0.20])
+    assert g["p_value"] == pytest.approx(stats.ttest_rel([0.30, 0.25, 0.40], [0.20] * 3).pvalue)
+    assert d["procedure"]["values"] == pytest.approx([0.10, 0.05, 0.20])

@@ -150,6 +150,9 @@ CASES = [
     ("st-checkpoint-defense", ["study", "--checkpoint", "nope={good}"], ["unknown defense"]),
     ("st-checkpoint-missing", ["study", "--checkpoint", "pgd-at={tmp}/no.safetensors"], ["not found"]),
     ("st-dataset", ["study", "--dataset", "nope"], ["unknown dataset"]),
+    ("st-seeds-with-seed", ["study", "--seeds", "0,1", "--seed", "1"], ["--seed", "--seeds", "not both"]),
+    ("st-seeds-duplicate", ["study", "--seeds", "2,2"], ["--seeds", "seed 2 twice"]),
+    ("st-seeds-checkpoint", ["study", "--seeds", "0,1", "--checkpoint", "pgd-at={good}"], ["--checkpoint", "--seeds"]),
     ("st-data-root", ["study", "--dataset", "mnist", "--data-root", "{tmp}/emptydir"], ["not found"]),
     ("st-device", ["study", "--device", "tpu"], ["tpu"]),
     # demo, report, compare, list, remove-class, top level

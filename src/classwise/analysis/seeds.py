@@ -232,3 +232,34 @@ def compare_aggregates(base: Mapping[str, Any], other: Mapping[str, Any], settin
         oi = {s: v for s, v in zip(other["seeds"], other[key][setting]["values"], strict=True)}
         out[key] = paired_seed_gain([oi[s] for s in common], [bi[s] for s in common])
     return out
+
+
+def study_over_seeds(metrics: Mapping[int, Mapping[str, Mapping[str, Any]]],
+                     claims: Mapping[int, Sequence[Mapping[str, Any]]], *, reference: str) -> dict[str, Any]:
+    """``study --seeds``: per defense, :func:`aggregate_metrics` over seeds; per claim, its verdict and
+    statistic on each seed; and, for each other defense against ``reference`` (both trained with the same
+    seed), :func:`paired_seed_gain` of the worst-class and the overall robust accuracy under the last
+    setting every aggregate holds (the worst case over the attacks when there are several).
+
+    ``metrics``: ``{seed: {defense: metrics.json payload}}``; ``claims``: ``{seed: [Claim.to_dict(), ...]}``.
+    """
+    seeds = list(metrics)
+    defenses = list(metrics[seeds[0]])
+    per = {d: aggregate_metrics({s: metrics[s][d] for s in seeds}) for d in defenses}
+    setting = per[reference]["settings"][-1]
+    tests = []
+    for d in defenses:
+        if d == reference or setting not in per[d]["settings"]:
+            continue
+        for key, what in (("worst_class", "worst-class"), ("overall", "average")):
+            tests.append({"name": f"{d} - {reference}: {what} robust accuracy, {setting}", "what": f"{d}.{key}",
+                          **paired_seed_gain(per[d][key][setting]["values"], per[reference][key][setting]["values"])})
+    by_claim: dict[str, Any] = {}
+    for s in seeds:
+        for c in claims.get(s, []):
+            e = by_claim.setdefault(str(c.get("id")), {"title": c.get("title", ""), "verdicts": {}, "statistics": {}})
+            e["verdicts"][str(s)] = c.get("verdict")
+            e["statistics"][str(s)] = c.get("statistic") if isinstance(c.get("statistic"), (int, float)) else None
+    for e in by_claim.values():
+        e["statistic"] = mean_std([e["statistics"][str(s)] for s in seeds if str(s) in e["statistics"]])
+    return {"reference": reference, "setting": setting, "defenses": per, "claims": by_claim, "tests": tests}

@@ -87,7 +87,7 @@ def run_defend_seeds(a: Any, *, check: Any, load_splits: Any, config_of: Any) ->
     path = write_aggregate(parent.path, agg)
     parent.write_config({**{k: v for k, v in config.items() if k not in ("seed", "undefended")}, "seeds": seeds,
                          "cstar": cstar, "undefended": "the recipe retrained with each seed (seed-N/train/undefended)",
-                         "test_subset_seed": 0})
+                         **({"test_subset_seed": 0} if a.limit else {})})
     parent.write_run_info(seed=None, device=str(c.dev), extra={"seeds": seeds,
                                                                "seconds": round(time.perf_counter() - t0, 2)})
     parent.finish()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import os
 import time
 from collections.abc import Mapping
@@ -100,4 +101,60 @@ def run_train_seeds(a: Any, seeds: list[int], *, resolve: Any, print_epoch: Any,
     print_aggregate(agg, title=f"test split of each seed's best checkpoint ({cfg.dataset})")
     if not a.evaluate_test:
         console.print("no test evaluation (--no-eval): aggregate.json holds no metrics", highlight=False)
+    console.print(f"  {'aggregate':<15} {path}", highlight=False, soft_wrap=True)
+
+
+def _stage_printer(prog: Any) -> Any:
+    def stage(message: str) -> None:
+        prog.console.print(f"  {message}", highlight=False, markup=False)
+    return stage
+
+
+def run_study_seeds(a: Mapping[str, Any], seeds: list[int], *, study_report: Any, resolved_attacks: Any) -> None:
+    """``study --seeds``: :func:`classwise.study.paper.run_study` once per seed into OUT/seed-N (each a
+    complete study directory with its report), then the aggregate: per defense mean +- std per class, each
+    claim's verdict per seed, and the seed-level paired tests of TRADES and MART against PGD-AT."""
+    from classwise import seedruns
+    from classwise.analysis.seeds import study_over_seeds
+    from classwise.cli._progress import progress, training_callbacks
+    from classwise.runs import RunDir, default_run_dir
+    from classwise.study.paper import DISPLAY, PAPER_METHODS, run_study
+
+    if a["checkpoints"]:
+        raise ClasswiseError("--checkpoint reuses one trained model, but --seeds retrains every defense once per "
+                             "seed; drop one of them")
+    check_single_process()
+    out = Path(a["out"] or default_run_dir("study", a["dataset"]))
+    parent = RunDir(out).open()
+    console.print(f"[bold]classwise study[/]: {a['dataset']}, scale {a['scale']}, seeds "
+                  f"{', '.join(map(str, seeds))} -> {out}/seed-N", highlight=False)
+    t0, config, metrics, claims = time.perf_counter(), {}, {}, {}
+    for s in seeds:
+        child = RunDir(out / seedruns.seed_folder(s), nested=True).open()
+        console.print(f"[bold]seed {s}[/] -> {child.path}", highlight=False)
+        with progress() as prog:
+            res = run_study(a["dataset"], child.path, scale=a["scale"], device=a["device"], data_root=a["data_root"],
+                            seed=s, eval_limit=a["eval_limit"], callbacks=training_callbacks(prog),
+                            on_stage=_stage_printer(prog))
+        config = {"command": "study", "dataset": a["dataset"], "scale": a["scale"],
+                  "data_root": str(C.located_root(a["dataset"], "test", a["data_root"])), "eval_limit": a["eval_limit"],
+                  "train": {k: ("none" if v is None else v) for k, v in res.summary["config"].items() if k != "seed"},
+                  "attacks": resolved_attacks(res.summary["attacks"])}
+        child.write_config({**config, "seed": s})
+        study_report(res, child.path)
+        metrics[s] = {DISPLAY[m]: json.loads((child.path / "models" / m / "metrics.json").read_text())
+                      for m in PAPER_METHODS}
+        claims[s] = [c.to_dict() for c in res.claims]
+    st = study_over_seeds(metrics, claims, reference=DISPLAY["pgd-at"])
+    agg = seedruns.build_aggregate("study", out, seeds, tests=st["tests"], metrics_file="models/pgd-at/metrics.json",
+                                   study={k: v for k, v in st.items() if k != "tests"})
+    path = seedruns.write_aggregate(out, agg)
+    parent.write_config({**config, "seeds": seeds})
+    parent.write_run_info(seed=None, device=str(a["device"]), extra={"seeds": seeds,
+                                                                     "seconds": round(time.perf_counter() - t0, 1)})
+    parent.finish()
+    print_aggregate(agg, title="PGD-AT (test split)")
+    for cid, e in st["claims"].items():
+        console.print(f"claim {cid} ({e['title']}): " + ", ".join(f"seed {s}: {v}" for s, v in e["verdicts"].items()),
+                      highlight=False, soft_wrap=True)
     console.print(f"  {'aggregate':<15} {path}", highlight=False, soft_wrap=True)

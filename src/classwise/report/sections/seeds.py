@@ -58,6 +58,15 @@ def _defense_block(d: Mapping[str, Any]) -> Block:
                                caption=f"Points, under {d['attack']}, {SEED_INTERVAL} over seeds.")])
 
 
+def _claims_block(claims: Mapping[str, Any]) -> Block:
+    seeds = list(next(iter(claims.values()))["verdicts"]) if claims else []
+    rows = [[cell(cid), cell(e["title"]), *[cell(e["verdicts"].get(s) or "—") for s in seeds],
+             ncell(fmt_mean_std(e["statistic"], scale=1.0, digits=3))] for cid, e in claims.items()]
+    return Block(title="Each claim's verdict on each seed",
+                 tables=[Table(["claim", "title", *[f"seed {s}" for s in seeds], "statistic, mean +- std"], rows,
+                               caption="A verdict is a per-seed result; its rule and null are in docs/study.md.")])
+
+
 def seeds_sections(agg: Mapping[str, Any]) -> list[Section]:
     """The sections of a parent run directory's page."""
     seeds = ", ".join(map(str, agg.get("seeds", [])))
@@ -66,11 +75,16 @@ def seeds_sections(agg: Mapping[str, Any]) -> list[Section]:
         blocks.append(Block(title="Seed-level tests", tables=[t]))
     if agg.get("defense"):
         blocks.append(_defense_block(agg["defense"]))
+    if (agg.get("study") or {}).get("claims"):
+        blocks.append(_claims_block(agg["study"]["claims"]))
     out = [Section("seed-tests", "Seed-level tests", blocks=blocks)] if blocks else []
     pcs = []
     if agg.get("metrics"):
         pcs.append(Block(title=f"{agg['command']}: {agg.get('metrics_file', 'metrics.json')} of each seed",
                          tables=[per_class_table(agg["metrics"], f"Accuracy (%), mean +- std over seeds {seeds}.")]))
+    for d, m in ((agg.get("study") or {}).get("defenses") or {}).items():
+        pcs.append(Block(title=f"{d}: models/*/metrics.json of each seed",
+                         tables=[per_class_table(m, f"Accuracy (%), mean +- std over seeds {seeds}.")]))
     if agg.get("undefended"):
         pcs.append(Block(title="the undefended model of each seed (settings/undefended)",
                          tables=[per_class_table(agg["undefended"], f"Accuracy (%), mean +- std over seeds {seeds}.")]))

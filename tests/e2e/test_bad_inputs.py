@@ -166,6 +166,10 @@ CASES = [
     ("list-unknown", ["list", "nope"], ["nope"]),
     ("remove-class-missing-run", ["remove-class", "--run", "{tmp}/nothere", "--source", "0", "--target", "1"],
      ["nothere"]),
+    ("remove-class-seeds-duplicate", ["remove-class", "--run", "{tmp}/nothere", "--source", "0", "--target", "1",
+                                      "--seeds", "0,0"], ["--seeds", "seed 0 twice"]),
+    ("remove-class-seeds-missing-run", ["remove-class", "--run", "{tmp}/nothere", "--source", "0", "--target", "1",
+                                        "--seeds", "0,1"], ["nothere"]),
     ("unknown-command", ["nope"], ["nope"]),
 ]
 

@@ -263,3 +263,31 @@ def study_over_seeds(metrics: Mapping[int, Mapping[str, Mapping[str, Any]]],
     for e in by_claim.values():
         e["statistic"] = mean_std([e["statistics"][str(s)] for s in seeds if str(s) in e["statistics"]])
     return {"reference": reference, "setting": setting, "defenses": per, "claims": by_claim, "tests": tests}
+
+
+def removal_over_seeds(results: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:
+    """``remove-class --seeds``: per (model, attack) the mean/std over seeds of the share of S->T examples
+    still robust, and per attack :func:`paired_seed_gain` of the share without the target minus the share
+    without the control (both retrained with the same seed). ``results``: ``{seed: remove_class.json}``."""
+    seeds = list(results)
+    shares: dict[tuple[str, str], dict[int, float]] = {}
+    kind: dict[str, str] = {}
+    first = results[seeds[0]]
+    for s in seeds:
+        for r in results[s]["rows"]:
+            shares.setdefault((r["model"], r["attack"]), {})[s] = float(r["share"])
+            removed = r.get("removed")
+            kind[r["model"]] = ("original" if removed is None else
+                                "target" if removed == first["target"] else "control")
+    rows = [{"model": m, "attack": a, "kind": kind[m], **mean_std([v.get(s) for s in seeds])}
+            for (m, a), v in shares.items()]
+    tests = []
+    for a in dict.fromkeys(r["attack"] for r in rows):
+        tgt = next((m for (m, aa) in shares if aa == a and kind[m] == "target"), None)
+        ctl = next((m for (m, aa) in shares if aa == a and kind[m] == "control"), None)
+        if tgt is None or ctl is None or any(s not in shares[(tgt, a)] or s not in shares[(ctl, a)] for s in seeds):
+            continue
+        tests.append({"name": f"{tgt} - {ctl}: share of the S->T examples still robust, {a}", "what": f"removal.{a}",
+                      **paired_seed_gain([shares[(tgt, a)][s] for s in seeds], [shares[(ctl, a)][s] for s in seeds])})
+    return {"source": first["source"], "target": first["target"], "control": first["control"],
+            "n_examples": first.get("n_examples"), "rows": rows, "tests": tests}

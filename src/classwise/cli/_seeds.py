@@ -158,3 +158,43 @@ def run_study_seeds(a: Mapping[str, Any], seeds: list[int], *, study_report: Any
         console.print(f"claim {cid} ({e['title']}): " + ", ".join(f"seed {s}: {v}" for s, v in e["verdicts"].items()),
                       highlight=False, soft_wrap=True)
     console.print(f"  {'aggregate':<15} {path}", highlight=False, soft_wrap=True)
+
+
+def run_remove_class_seeds(a: dict[str, Any], seeds: list[int], *, print_rows: Any) -> None:
+    """``remove-class --seeds``: :func:`classwise.study.remove_class.remove_class` once per training seed into
+    OUT/seed-N (each a complete remove-class run directory), then the aggregate and the seed-level test of
+    the share still robust without the target minus without the control."""
+    from classwise import seedruns
+    from classwise.analysis.seeds import removal_over_seeds
+    from classwise.cli._progress import progress, training_callbacks
+    from classwise.runs import RunDir
+    from classwise.study.remove_class import remove_class
+
+    check_single_process()
+    out = Path(a["out"] or Path(a["run"]) / f"remove-{a['source']}-{a['target']}-seeds")
+    parent = RunDir(out)  # opened once the first seed's inputs are checked: a bad class leaves nothing behind
+    console.print(f"[bold]classwise remove-class[/]: {a['run']}, source {a['source']}, target {a['target']}, "
+                  f"training seeds {', '.join(map(str, seeds))} -> {out}/seed-N", highlight=False)
+    t0, results = time.perf_counter(), {}
+    for s in seeds:
+        with progress() as prog:
+            res = remove_class(a["run"], source=a["source"], target=a["target"], control=a["control"],
+                               out=out / seedruns.seed_folder(s), epochs=a["epochs"], attack=a["attack"],
+                               strong_attack=a["strong_attack"], device=a["device"], data_root=a["data_root"],
+                               seed=a["seed"], callbacks=training_callbacks(prog, "retraining"), train_seed=s)
+        parent.open()
+        console.print(f"[bold]seed {s}[/]", highlight=False)
+        print_rows(res)
+        results[s] = res.to_dict()
+    rem = removal_over_seeds(results)
+    agg = seedruns.build_aggregate("remove-class", out, seeds, tests=rem["tests"],
+                                   removal={k: v for k, v in rem.items() if k != "tests"})
+    path = seedruns.write_aggregate(out, agg)
+    parent.write_config({"command": "remove-class", "run": str(a["run"]), "source": a["source"],
+                         "target": a["target"], "control": a["control"] if a["control"] is not None else "auto",
+                         "epochs": a["epochs"] or "the run's", "attack_seed": a["seed"], "seeds": seeds})
+    parent.write_run_info(seed=None, device=str(a["device"]), extra={"seeds": seeds,
+                                                                     "seconds": round(time.perf_counter() - t0, 1)})
+    parent.finish()
+    print_aggregate(agg, title="remove-class")
+    console.print(f"  {'aggregate':<15} {path}", highlight=False, soft_wrap=True)

@@ -17,6 +17,7 @@ from classwise.analysis.seeds import (
     fmt_mean_std,
     mean_std,
     paired_seed_gain,
+    removal_over_seeds,
     seed_interval,
 )
 
@@ -130,3 +131,18 @@ def test_defense_over_seeds_chooses_on_mean_validation_and_pairs_within_seed():
     assert g["values"] == pytest.approx([0.10, 0.05, 0.20])
     assert g["p_value"] == pytest.approx(stats.ttest_rel([0.30, 0.25, 0.40], [0.20] * 3).pvalue)
     assert d["procedure"]["values"] == pytest.approx([0.10, 0.05, 0.20])
+
+
+def test_removal_over_seeds_pairs_target_and_control_within_seed():
+    def res(t_share, c_share):
+        rows = [{"model": "original", "removed": None, "attack": "PGD-20", "share": 0.0},
+                {"model": "without 1 (target)", "removed": 1, "attack": "PGD-20", "share": t_share},
+                {"model": "without 0 (control)", "removed": 0, "attack": "PGD-20", "share": c_share}]
+        return {"source": 8, "target": 1, "control": 0, "n_examples": 10, "rows": rows}
+
+    r = removal_over_seeds({0: res(0.6, 0.1), 1: res(0.5, 0.2), 2: res(0.7, 0.1)})
+    (t,) = r["tests"]
+    assert t["values"] == pytest.approx([0.5, 0.3, 0.6])
+    assert t["p_value"] == pytest.approx(stats.ttest_rel([0.6, 0.5, 0.7], [0.1, 0.2, 0.1]).pvalue)
+    kinds = {row["model"]: row["kind"] for row in r["rows"]}
+    assert kinds == {"original": "original", "without 1 (target)": "target", "without 0 (control)": "control"}

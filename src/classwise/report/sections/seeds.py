@@ -75,6 +75,10 @@ def seeds_sections(agg: Mapping[str, Any]) -> list[Section]:
         blocks.append(Block(title="Seed-level tests", tables=[t]))
     if agg.get("defense"):
         blocks.append(_defense_block(agg["defense"]))
+    if (agg.get("removal") or {}).get("rows"):
+        rows = [[cell(r["model"], "name"), cell(r["attack"]), ncell(fmt_mean_std(r))] for r in agg["removal"]["rows"]]
+        blocks.append(Block(title="Share of the source's examples attacked into the target that stay robust",
+                            tables=[Table(["model", "attack", "share (%), mean +- std over seeds"], rows)]))
     if (agg.get("study") or {}).get("claims"):
         blocks.append(_claims_block(agg["study"]["claims"]))
     out = [Section("seed-tests", "Seed-level tests", blocks=blocks)] if blocks else []

@@ -129,7 +129,7 @@ class RunDir:
         text = "# Resolved configuration of this run (written by classwise " + __version__ + ")\n"
         return atomic_write_text(self.file("config.toml"), text + tomli_w.dumps(toml_safe(config)))
 
-    def write_run_info(self, *, seed: int, device: str, extra: dict[str, Any] | None = None) -> Path:
+    def write_run_info(self, *, seed: int | None, device: str, extra: dict[str, Any] | None = None) -> Path:
         """run.json with everything about the run; its status stays ``running`` until :meth:`finish`."""
         self.open()
         info = {

@@ -118,6 +118,11 @@ CASES = [
     ("df-train-set-unknown-key", [*DFT, "--set", "nosuchkey=3"], ["nosuchkey"]),
     ("df-phase", [*DF, "--phase", "nope"], ["--phase"]),
     ("df-set-in-inference", [*DF, "--set", "epochs=1"], ["--phase train"]),
+    ("df-seeds-inference", [*DF, "--seeds", "0,1"], ["--seeds", "--phase train"]),
+    ("df-seeds-with-seed", [*DFT, "--seeds", "0,1", "--seed", "0"], ["--seed", "--seeds", "not both"]),
+    ("df-seeds-duplicate", [*DFT, "--seeds", "1,1"], ["--seeds", "seed 1 twice"]),
+    ("df-seeds-empty", [*DFT, "--seeds", ""], ["--seeds", "0,1,2"]),
+    ("df-seeds-set-seed", [*DFT, "--seeds", "0,1", "--set", "seed=3"], ["--set seed", "--seeds"]),
     ("df-attack", [*DF, "--attack", "nope"], ["unknown attack"]),
     ("df-val-fraction", [*DF, "--val-fraction", "1.5"], ["--val-fraction"]),
     # train
@@ -136,6 +141,12 @@ CASES = [
     ("tr-eval-every-zero", ["train", "--eval-every", "0"], ["--eval-every", ">= 1"]),
     ("tr-eval-limit-alone", ["train", "--eval-limit", "50"], ["--eval-limit", "--eval-every"]),
     ("tr-eval-limit-classes", ["train", "--eval-every", "2", "--eval-limit", "5"], ["--eval-limit", "10 classes"]),
+    ("tr-seeds-empty", ["train", "--seeds", ""], ["--seeds", "0,1,2"]),
+    ("tr-seeds-duplicate", ["train", "--seeds", "0,1,0"], ["--seeds", "seed 0 twice"]),
+    ("tr-seeds-text", ["train", "--seeds", "0,a"], ["--seeds", "integer"]),
+    ("tr-seeds-negative", ["train", "--seeds", "0,-1"], ["--seeds", ">= 0"]),
+    ("tr-seeds-with-seed", ["train", "--seeds", "0,1", "--seed", "3"], ["--seed", "--seeds", "not both"]),
+    ("tr-seeds-resume", ["train", "--seeds", "0,1", "--resume", "--out", "{tmp}"], ["--resume", "seed-N"]),
     # study
     ("st-scale", ["study", "--scale", "huge"], ["--scale", "huge", "smoke"]),
     ("st-checkpoint-form", ["study", "--checkpoint", "pgd-at"], ["DEFENSE=PATH"]),
@@ -145,6 +156,9 @@ CASES = [
     ("st-checkpoint-dataset", ["study", "--dataset", "mnist", "--checkpoint", "pgd-at={good}", "--force"],
      ["--dataset mnist", "digits"]),
     ("st-dataset", ["study", "--dataset", "nope"], ["unknown dataset"]),
+    ("st-seeds-with-seed", ["study", "--seeds", "0,1", "--seed", "1"], ["--seed", "--seeds", "not both"]),
+    ("st-seeds-duplicate", ["study", "--seeds", "2,2"], ["--seeds", "seed 2 twice"]),
+    ("st-seeds-checkpoint", ["study", "--seeds", "0,1", "--checkpoint", "pgd-at={good}"], ["--checkpoint", "--seeds"]),
     ("st-data-root", ["study", "--dataset", "mnist", "--data-root", "{tmp}/emptydir"], ["not found"]),
     ("st-device", ["study", "--device", "tpu"], ["tpu"]),
     # demo, report, compare, list, remove-class, top level
@@ -158,6 +172,10 @@ CASES = [
     ("list-unknown", ["list", "nope"], ["nope"]),
     ("remove-class-missing-run", ["remove-class", "--run", "{tmp}/nothere", "--source", "0", "--target", "1"],
      ["nothere"]),
+    ("remove-class-seeds-duplicate", ["remove-class", "--run", "{tmp}/nothere", "--source", "0", "--target", "1",
+                                      "--seeds", "0,0"], ["--seeds", "seed 0 twice"]),
+    ("remove-class-seeds-missing-run", ["remove-class", "--run", "{tmp}/nothere", "--source", "0", "--target", "1",
+                                        "--seeds", "0,1"], ["nothere"]),
     ("unknown-command", ["nope"], ["nope"]),
 ]
 

@@ -192,3 +192,22 @@ def test_evaluate_sanity_flags_fire_on_a_softmax_model(trained, tmp_path):
     ok = cli(tmp_path, "evaluate", "--checkpoint", str(trained / "pgd-at" / "checkpoints" / "best.safetensors"),
              "--limit", "100", "--out", "ev2")
     assert "warning:" not in ok.stderr and json.loads((tmp_path / "ev2" / "metrics.json").read_text())["checks"] == []
+
+
+def test_remove_class_seeds_retrains_per_seed_and_aggregates(trained, tmp_path):
+    run = trained / "pgd-at"
+    per = json.loads((run / "metrics.json").read_text())["attacks"]["PGD-5"]["per_class"]
+    src = max(per, key=lambda r: (r["dominant_target_share"] or 0) * (1 - (r["robust_acc"] or 1)))
+    cli(tmp_path, "remove-class", "--run", str(run), "--source", str(src["class"]), "--target",
+        str(src["dominant_target"]), "--epochs", "2", "--seeds", "0,1", "--out", "rcs")
+    agg = json.loads((tmp_path / "rcs" / "aggregate.json").read_text())
+    assert agg["seeds"] == [0, 1] and agg["command"] == "remove-class"
+    for s in (0, 1):  # each retraining used its seed
+        side = json.loads((tmp_path / "rcs" / f"seed-{s}" / f"without-{src['dominant_target']}" / "checkpoints"
+                           / "best.json").read_text())
+        assert side["recipe"]["seed"] == s
+    shares = [json.loads((tmp_path / "rcs" / f"seed-{s}" / "remove_class.json").read_text())["rows"] for s in (0, 1)]
+    t = agg["tests"][0]
+    tgt = [next(r["share"] for r in rows if "(target)" in r["model"]) for rows in shares]
+    ctl = [next(r["share"] for r in rows if "(control)" in r["model"]) for rows in shares]
+    assert t["values"] == pytest.approx([a - b for a, b in zip(tgt, ctl, strict=True)])

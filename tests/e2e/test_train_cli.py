@@ -162,3 +162,21 @@ def test_torchrun_sharded_evaluation_equals_one_process(tmp_path):
     assert a.attacks == b.attacks
     for k in a.attacks:
         np.testing.assert_array_equal(a.adv_pred[k], b.adv_pred[k])
+
+
+def test_train_seeds_writes_one_run_per_seed_and_the_aggregate(tmp_path):
+    p = cli(tmp_path, "train", *FAST, "--set", "eval_limit=60", "--epochs", "1", "--seeds", "3,5", "--out", "par")
+    par = tmp_path / "par"
+    assert "(n=2)" in p.stdout and "aggregate.json" in p.stdout
+    agg = json.loads((par / "aggregate.json").read_text())
+    assert agg["format"] == "classwise-seeds/1" and agg["seeds"] == [3, 5] and agg["metrics_missing"] == []
+    seeds_cfg = [(par / f"seed-{s}" / "config.toml").read_text() for s in (3, 5)]
+    assert "seed = 3" in seeds_cfg[0] and "seed = 5" in seeds_cfg[1]
+    per_seed = [json.loads((par / f"seed-{s}" / "metrics.json").read_text())["attacks"]["PGD-5"] for s in (3, 5)]
+    pc = agg["metrics"]["per_class"]["PGD-5"][0]
+    assert pc["n"] == 2 and pc["values"] == [r["per_class"][0]["robust_acc"] for r in per_seed]
+    info = json.loads((par / "run.json").read_text())
+    assert info["status"] == "complete" and info["seeds"] == [3, 5] and info["seed"] is None
+    # the two seeds trained differently (different initialization and data order)
+    h = [(par / f"seed-{s}" / "history.jsonl").read_text().splitlines()[0] for s in (3, 5)]
+    assert json.loads(h[0])["train_loss"] != json.loads(h[1])["train_loss"]

@@ -404,3 +404,48 @@ def located_root(name: str, split: str, root: Path | None) -> str:
 
     found = locate_dataset(name, split, root=root)
     return str(found.resolve()) if found is not None else "bundled"
+
+
+# --- seeds ------------------------------------------------------------------------------------------
+
+
+def parse_seeds(text: str | None, *, seed: int | None = None, seed_given: bool | None = None) -> list[int] | None:
+    """``--seeds 0,1,2`` as distinct non-negative integers (None when not given). ``seed_given``: whether
+    ``--seed`` was passed too (an error: one says the seed of a run, the other the seeds of a parent);
+    when None, ``seed is not None`` says it."""
+    if text is None:
+        return None
+    given = seed is not None if seed_given is None else seed_given
+    if given:
+        raise ClasswiseError("give either --seed N (one run) or --seeds N1,N2,... (one run per seed), not both")
+    items = [t.strip() for t in str(text).split(",")]
+    if not items or any(not t for t in items):
+        raise ClasswiseError(f"--seeds: give comma-separated seeds, e.g. --seeds 0,1,2; got {text!r}")
+    try:
+        seeds = [int(t) for t in items]
+    except ValueError:
+        raise ClasswiseError(f"--seeds: every seed must be an integer, e.g. --seeds 0,1,2; got {text!r}") from None
+    if any(s < 0 for s in seeds):
+        raise ClasswiseError(f"--seeds: seeds must be >= 0, got {text!r}")
+    dup = sorted({s for s in seeds if seeds.count(s) > 1})
+    if dup:
+        raise ClasswiseError(f"--seeds lists seed {dup[0]} twice; give each seed once (got {text!r})")
+    return seeds
+
+
+def option_given(param: str) -> bool:
+    """Whether the running command's option ``param`` (its parameter name) was typed on the command line
+    (or came from the environment), rather than left at its default. False outside a command."""
+    import importlib
+
+    try:  # the Click that Typer runs on (vendored by Typer >= 0.2x; see cli.app._click)
+        click = importlib.import_module("typer._click")
+    except ImportError:  # pragma: no cover - older Typer on the click package
+        click = importlib.import_module("click")
+    ctx = importlib.import_module(click.__name__ + ".globals").get_current_context(silent=True)
+    if ctx is None:
+        return False
+    src = ctx.get_parameter_source(param)
+    source = importlib.import_module(click.__name__ + ".core").ParameterSource
+    defaults = (source.DEFAULT, source.DEFAULT_MAP)
+    return src is not None and src not in defaults

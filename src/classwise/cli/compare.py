@@ -25,6 +25,8 @@ def compare(
 
     if len(runs) < 2:
         raise ClasswiseError("compare needs at least two run directories")
+    if _seed_parents(runs):
+        return _compare_seeds(runs, attack, out)
     loaded = [Outcomes.load(r / "outcomes.npz") for r in runs]
     for r in runs:
         warn_incomplete(r)
@@ -63,3 +65,27 @@ def _delta_table(base: Any, o: Any, attack: str | None, title: str) -> Any:
                   f"{100 * row['delta']:+.1f}", f"{row['p_value']:.3g}", "*" if row["significant"] else "",
                   style="bold" if row["class"] == -1 else None)
     return t
+
+
+def _seed_parents(runs: list[Path]) -> bool:
+    """True when every run is a --seeds parent (aggregate.json); a mix is an error."""
+    from classwise.seedruns import is_seed_parent
+
+    flags = [is_seed_parent(r) for r in runs]
+    if any(flags) and not all(flags):
+        which = ", ".join(str(r) for r, f in zip(runs, flags, strict=True) if f)
+        raise ClasswiseError(f"{which}: the parent of a --seeds run compares only with other --seeds parents "
+                             "(paired by seed); compare one seed's run directory PARENT/seed-N instead")
+    return all(flags)
+
+
+def _compare_seeds(runs: list[Path], attack: str | None, out: Path | None) -> None:
+    from classwise.report.build import build_compare_seeds_report
+    from classwise.runs import add_to_run
+
+    for r in runs:
+        warn_incomplete(r)
+    if out is None:
+        add_to_run(runs[0])
+    path = build_compare_seeds_report(runs, out or runs[0] / "compare.html", attack=attack)
+    console.print(f"report: {path} (seed-level comparison of the aggregates)", highlight=False, soft_wrap=True)

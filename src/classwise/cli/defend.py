@@ -61,6 +61,10 @@ def defend(
     out: Annotated[Path | None, typer.Option(help="Run directory (default: runs/defend-DATASET-TIMESTAMP).")] = None,
     device: C.Device = "auto",
     seed: Annotated[int, typer.Option(help="Seed of the attacks (and of training, with --phase train).")] = 0,
+    seeds: Annotated[str | None, typer.Option(help="train: run the sweep once per seed (e.g. 0,1,2) into "
+                                                   "OUT/seed-N, each against the recipe retrained undefended with "
+                                                   "that seed; OUT/aggregate.json has the seed-level t interval "
+                                                   "of the chosen setting's gain. Not with --seed.")] = None,
 ) -> None:
     """Defend the most vulnerable class c* and report the trade-off over a sweep, with intervals.
 
@@ -103,6 +107,7 @@ class DefendArgs:
     out: Path | None
     device: str
     seed: int
+    seeds: str | None = None
 
 
 def _float_list(text: str, what: str) -> list[float]:
@@ -205,6 +210,10 @@ def run_defend(a: DefendArgs) -> None:
     from classwise.models import load_checkpoint
     from classwise.runs import RunDir, default_run_dir
 
+    if a.seeds is not None:
+        from classwise.cli._defend_seeds import run_defend_seeds
+
+        return run_defend_seeds(a, check=_check, load_splits=_load_splits, config_of=_config)
     c = _check(a)
     net, meta = load_checkpoint(a.checkpoint, device=c.dev)
     val, test = _load_splits(a, c)

@@ -12,7 +12,7 @@ from classwise.errors import ClasswiseError
 
 
 def report(
-    run_dir: Annotated[Path, typer.Argument(help="A run directory (evaluate, train, demo or study).")],
+    run_dir: Annotated[Path, typer.Argument(help="A run directory (evaluate, train, demo, study, defend, or the parent of a --seeds run).")],
     out: Annotated[Path | None, typer.Option(help="HTML file (default: RUN_DIR/report.html).")] = None,
 ) -> None:
     """Write one self-contained report.html (figures embedded, no network) and the figures as PNGs."""
@@ -21,13 +21,17 @@ def report(
 
     if not run_dir.is_dir():
         raise ClasswiseError(f"run directory {run_dir} not found")
-    if not any((run_dir / f).is_file() for f in ("outcomes.npz", "study.json", "defend.json")):
+    if not any((run_dir / f).is_file() for f in ("outcomes.npz", "study.json", "defend.json", "aggregate.json")):
         raise ClasswiseError(f"no outcomes file at {run_dir / 'outcomes.npz'}; run `classwise evaluate ... "
                              "--out DIR` first")
     warn_incomplete(run_dir)
     add_to_run(run_dir)  # report.html and plots/ go into it: one writer at a time
     norms = _weight_norms(run_dir)
-    if (run_dir / "study.json").is_file():
+    if (run_dir / "aggregate.json").is_file():  # a --seeds parent: the aggregate over its seed-N runs
+        from classwise.report.build import build_seeds_report
+
+        path = build_seeds_report(run_dir, out=out)
+    elif (run_dir / "study.json").is_file():
         path = _rebuild_study_report(run_dir, out)
     elif (run_dir / "defend.json").is_file():  # classwise defend: the run page plus the trade-off section
         from classwise.report.html import build_defend_report

@@ -32,6 +32,10 @@ def study(
     data_root: C.DataRootShort = None,
     device: C.Device = "auto",
     seed: Annotated[int, typer.Option(help="Seed of training and attacks.")] = 0,
+    seeds: Annotated[str | None, typer.Option(help="Run the study once per seed (e.g. 0,1,2) into OUT/seed-N and "
+                                                   "write OUT/aggregate.json: per-class mean +- std per defense, each "
+                                                   "claim's verdict per seed, seed-level tests of TRADES and MART "
+                                                   "against PGD-AT. Not with --seed or --checkpoint.")] = None,
 ) -> None:
     """The paper's study in one command: PGD-AT, TRADES and MART models, FGSM/PGD/CW/Temperature-PGD,
     analyses E1-E5, and a verdict on each of the paper's claims 1-5, in report.html."""
@@ -40,8 +44,15 @@ def study(
     from classwise.study.paper import run_study
 
     ckpts = C.study_checkpoints(checkpoint)
+    seed_list = C.parse_seeds(seeds, seed_given=C.option_given("seed"))
     plan = C.check_study(dataset, scale, ckpts, data_root, force=force, seed=seed)
     C.check_device(device)
+    if seed_list is not None:
+        from classwise.cli._seeds import run_study_seeds
+
+        return run_study_seeds({"checkpoints": ckpts, "out": out, "dataset": plan.dataset, "scale": scale,
+                                "device": device, "data_root": data_root, "eval_limit": eval_limit}, seed_list,
+                               study_report=_study_report, resolved_attacks=_resolved_attacks)
     out = out or default_run_dir("study", plan.dataset)
     run = RunDir(out).open()
     console.print(f"[bold]classwise study[/]: {plan.dataset}, scale {scale} -> {out}")

@@ -43,6 +43,9 @@ def train(
     download: C.DownloadShort = False,
     device: C.Device = "auto",
     seed: Annotated[int | None, typer.Option(help="Seed of initialization, data order and attacks.")] = None,
+    seeds: Annotated[str | None, typer.Option(help="Train once per seed (e.g. 0,1,2) into OUT/seed-N, and write "
+                                                   "OUT/aggregate.json (mean +- std per class over seeds). "
+                                                   "Not with --seed or --resume.")] = None,
 ) -> None:
     """Train a model (adversarially) from a recipe; checkpoints every epoch, per-class validation curves.
 
@@ -75,6 +78,7 @@ class TrainArgs:
     download: bool
     device: str
     seed: int | None
+    seeds: str | None = None
 
 
 def _resolve(a: TrainArgs) -> tuple[Any, Path | None]:
@@ -120,6 +124,11 @@ def run_train(a: TrainArgs) -> None:
     from classwise.runs import RunDir, default_run_dir
     from classwise.training.fit import check_out, fit
 
+    seeds = C.parse_seeds(a.seeds, seed=a.seed)
+    if seeds is not None:
+        from classwise.cli._seeds import run_train_seeds
+
+        return run_train_seeds(a, seeds, resolve=_resolve, print_epoch=_print_epoch, evaluate_best=_evaluate_best)
     cfg, recipe_path = _resolve(a)
     _check_curves(cfg)
     dev = C.check_device(a.device)

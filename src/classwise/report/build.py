@@ -29,7 +29,7 @@ from classwise import __version__
 from classwise.errors import ClasswiseError
 from classwise.io import atomic_write_text
 from classwise.report.figures import Figures
-from classwise.report.page import Page, Table, render_page
+from classwise.report.page import Block, Page, Section, Table, render_page
 from classwise.report.rundir import describe, read_json, read_run
 from classwise.report.sections import SECTIONS
 from classwise.report.sections.claims import claims_table
@@ -222,3 +222,48 @@ def build_defend_report(run_dir: str | Path, *, out: str | Path | None = None) -
     page = build_page(context, plots)
     page.sections[0:0] = defend_sections(run.path, summary, seed, Figures(plots))
     return atomic_write_text(Path(out) if out is not None else run.path / "report.html", render_page(page))
+
+
+def build_seeds_report(parent: str | Path, *, out: str | Path | None = None) -> Path:
+    """``report.html`` for a ``--seeds`` parent run directory (:mod:`classwise.seedruns`): the seed-level
+    tests and the per-class mean +- std over seeds, from ``aggregate.json``; each seed's own run directory
+    has its own report (``classwise report PARENT/seed-N``)."""
+    from classwise.report.sections.seeds import NOTE, seeds_sections
+    from classwise.seedruns import read_aggregate
+
+    path = Path(parent)
+    try:
+        agg = read_aggregate(path)
+    except (OSError, ValueError) as e:
+        raise ClasswiseError(f"cannot read {path / 'aggregate.json'}: {e}") from None
+    cfg = (path / "config.toml").read_text() if (path / "config.toml").is_file() else ""
+    sections = seeds_sections(agg)
+    sections.append(Section("config", "Configuration", blocks=[Block(pre=cfg)]))
+    seeds = ", ".join(map(str, agg["seeds"]))
+    page = Page(title=f"classwise {agg['command']} over seeds {seeds}: {path.resolve().name}",
+                subtitle=f"{agg['n']} training seeds; one run directory per seed: "
+                         + ", ".join(agg["runs"].values()),
+                cards=[], summary_tables=[], claims=None, notes=[NOTE], sections=sections,
+                footer=_base_footer() + [("run", str(path.resolve()))], generated=_generated())
+    return atomic_write_text(Path(out) if out is not None else path / "report.html", render_page(page))
+
+
+def build_compare_seeds_report(parents: Sequence[str | Path], out_path: str | Path, *, attack: str | None = None) -> Path:
+    """``classwise compare PARENT PARENT...`` of ``--seeds`` parents: each one's per-class mean +- std and,
+    against the first, the seed-level paired test (paired by seed) of the overall and worst-class accuracy
+    under ``attack`` (default: the first aggregate's last setting, the worst case when there are several)."""
+    from classwise.report.sections.seeds import NOTE, compare_seeds_sections
+    from classwise.seedruns import read_aggregate
+
+    aggs = [read_aggregate(p) for p in parents]
+    if any(not a.get("metrics") for a in aggs):
+        raise ClasswiseError("compare of seeds parents needs test metrics in every aggregate.json "
+                             "(a train --seeds run with --no-eval has none)")
+    setting = attack or aggs[0]["metrics"]["settings"][-1]
+    labels = [Path(p).resolve().name for p in parents]
+    page = Page(title="Class-wise comparison over seeds: " + " vs ".join(labels),
+                subtitle=f"baseline: {labels[0]}; compared: {setting}", cards=[], summary_tables=[], claims=None,
+                notes=[NOTE], sections=compare_seeds_sections(labels, aggs, setting),
+                footer=_base_footer() + [(f"run {lab}", str(Path(p).resolve())) for lab, p in zip(labels, parents, strict=True)],
+                generated=_generated())
+    return atomic_write_text(out_path, render_page(page))

@@ -154,8 +154,10 @@ def remove_class(
     data_root: str | Path | None = None,
     seed: int = 0,
     callbacks: FitCallbacks | None = None,
+    train_seed: int | None = None,
 ) -> RemovalResult:
-    """Run E2b on a trained run; returns the shares of S->T examples still robust per model and attack."""
+    """Run E2b on a trained run; returns the shares of S->T examples still robust per model and attack.
+    ``train_seed``: retrain with this seed instead of the run's (``remove-class --seeds``)."""
     run = Path(run)
     dev = resolve_device(device)
     cfg = _run_config(run)
@@ -194,7 +196,8 @@ def remove_class(
     measure("original", original, None)
     for removed, tag in ((t, "target"), (c, "control")):
         sub = out / f"without-{removed}"
-        rcfg = dataclasses.replace(cfg, exclude_classes=[removed], epochs=epochs or cfg.epochs).validate()
+        rcfg = dataclasses.replace(cfg, exclude_classes=[removed], epochs=epochs or cfg.epochs,
+                                   seed=cfg.seed if train_seed is None else train_seed).validate()
         log.info("retraining without class %s (%s) into %s", names[removed], tag, sub)
         res = fit(rcfg, sub, device=dev, data_root=data_root, callbacks=callbacks)
         model, _ = load_checkpoint(res.best, device=dev)

@@ -120,9 +120,6 @@ def run_study_seeds(a: Mapping[str, Any], seeds: list[int], *, study_report: Any
     from classwise.runs import RunDir, default_run_dir
     from classwise.study.paper import DISPLAY, PAPER_METHODS, run_study
 
-    if a["checkpoints"]:
-        raise ClasswiseError("--checkpoint reuses one trained model, but --seeds retrains every defense once per "
-                             "seed; drop one of them")
     check_single_process()
     out = Path(a["out"] or default_run_dir("study", a["dataset"]))
     parent = RunDir(out).open()

@@ -11,6 +11,7 @@ import typer
 from classwise.cli import _common as C
 from classwise.cli._print import console, err_console
 from classwise.cli._progress import progress, training_callbacks
+from classwise.errors import ClasswiseError
 
 
 def study(
@@ -45,6 +46,9 @@ def study(
 
     ckpts = C.study_checkpoints(checkpoint)
     seed_list = C.parse_seeds(seeds, seed_given=C.option_given("seed"))
+    if seed_list is not None and ckpts:
+        raise ClasswiseError("--checkpoint reuses one trained model, but --seeds retrains every defense once per "
+                             "seed; drop one of them")
     plan = C.check_study(dataset, scale, ckpts, data_root, force=force, seed=seed)
     C.check_device(device)
     if seed_list is not None:

@@ -6,6 +6,10 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check
 PYTEST_ARGS ?=
+# pytest-xdist workers; each test file runs whole on one worker (--dist loadfile), so a file's
+# session fixtures are built once per worker. PYTEST_WORKERS=0 runs in one process.
+PYTEST_WORKERS ?= 2
+XDIST := $(if $(filter 0,$(PYTEST_WORKERS)),-p no:xdist,-n $(PYTEST_WORKERS) --dist loadfile)
 
 .PHONY: demo test test-fast lint typecheck install install-dev bench clean
 
@@ -31,10 +35,10 @@ demo: install
 	$(VENV)/bin/classwise demo $(DEMO_ARGS)
 
 test: install-dev
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest $(XDIST) $(PYTEST_ARGS)
 
 test-fast: install-dev
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(PY) -m pytest $(XDIST) -m "not slow" $(PYTEST_ARGS)
 
 # Speed and strength against torchattacks, ART and foolbox (numbers for humans, not a test).
 bench: install-dev

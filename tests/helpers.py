@@ -109,6 +109,31 @@ def tiny_cfg(**kw: Any):
     return apply_overrides(TrainConfig(), base, where="test").validate()
 
 
+def stop_at_epoch(epoch: int):
+    """Training callbacks that interrupt a run (KeyboardInterrupt) right after ``epoch``'s record, i.e. after
+    its checkpoint is written: for the interrupted + resumed == uninterrupted tests."""
+    from classwise.training.fit import FitCallbacks
+
+    def on_epoch(record: dict) -> None:
+        if record["epoch"] == epoch:
+            raise KeyboardInterrupt
+
+    return FitCallbacks(on_epoch=on_epoch)
+
+
+def import_factory(folder: Path, module: str, num_classes: int = 10) -> Any:
+    """``folder/module.py``'s ``factory(num_classes)``, imported the way ``--model-file`` is (the folder on
+    sys.path), with sys.path and sys.modules left as they were."""
+    import importlib
+
+    sys.path.insert(0, str(folder))
+    try:
+        return importlib.import_module(module).factory(num_classes)
+    finally:
+        sys.path.remove(str(folder))
+        sys.modules.pop(module, None)
+
+
 def examples(full: int) -> int:
     """A property test's Hypothesis example count: ``full`` under the "full" profile (``make test``), scaled
     by the loaded profile's ``max_examples`` / 100 otherwise (profile "fast", ``make test-fast``: a tenth).

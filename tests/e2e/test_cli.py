@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import pytest
 import torch
 
 import classwise
-from tests.helpers import ok, one_line_error, run_cli
+from tests.helpers import import_factory, ok, one_line_error, run_cli
 
 try:  # Python >= 3.11
     import tomllib
@@ -331,15 +330,7 @@ def test_evaluate_model_file(tmp_path):
     (tmp_path / "file.py").write_text(MODEL_FILE, encoding="utf-8")
     # weights built in-test: zero head weights and a bias that always votes class 3, so the
     # evaluation can only come out this way if these weights were really loaded
-    sys.path.insert(0, str(tmp_path))
-    try:
-        import importlib
-
-        mod = importlib.import_module("file")
-        net = mod.factory(10)
-    finally:
-        sys.path.remove(str(tmp_path))
-        sys.modules.pop("file", None)
+    net = import_factory(tmp_path, "file")
     sd = net.state_dict()
     sd["head.weight"].zero_()
     sd["head.bias"].zero_()

@@ -8,14 +8,14 @@ wrong, counted per class as ``nonfinite``, and raise the ``nonfinite_outputs`` f
 
 from __future__ import annotations
 
-import importlib
 import json
-import sys
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
+
+from tests.helpers import import_factory
 
 MODEL_FILE = '''\
 import torch
@@ -54,12 +54,7 @@ def model_dir(tmp_path_factory, test_set):
     threshold = float(x.flatten(1).mean(1).median())  # about half the test images give NaN
     d = tmp_path_factory.mktemp("halfnan")
     (d / "net.py").write_text(MODEL_FILE.replace("THRESHOLD", repr(threshold)), encoding="utf-8")
-    sys.path.insert(0, str(d))
-    try:
-        net = importlib.import_module("net").factory(10)
-    finally:
-        sys.path.remove(str(d))
-        sys.modules.pop("net", None)
+    net = import_factory(d, "net")
     sd = net.state_dict()
     sd["head.weight"].zero_()
     sd["head.bias"].zero_()

@@ -16,7 +16,7 @@ from classwise.training.augment import augment_batch
 from classwise.training.config import TrainConfig, recipe_names, resolve_config
 from classwise.training.fit import FitCallbacks, TrainingInterrupted, TrainingStopped, fit, lr_factor
 from classwise.training.methods import METHODS, MethodOutput
-from tests.helpers import tiny_cfg  # digits, small-cnn, a few seconds per run
+from tests.helpers import stop_at_epoch, tiny_cfg  # digits, small-cnn, a few seconds per run
 
 # --- config ---------------------------------------------------------------------------------------
 
@@ -131,20 +131,12 @@ def test_fit_refuses_to_overwrite_and_to_resume_nothing(tmp_path):
         fit(cfg, tmp_path / "run", device="cpu")
 
 
-def _stop_at(epoch: int):
-    def on_epoch(record):
-        if record["epoch"] == epoch:
-            raise KeyboardInterrupt
-
-    return FitCallbacks(on_epoch=on_epoch)
-
-
 def test_interrupt_then_resume_equals_uninterrupted(tmp_path):
     cfg = tiny_cfg(epochs=4, method="trades", augment="crop-flip")
     full = fit(cfg, tmp_path / "a", device="cpu")
     with pytest.raises(TrainingInterrupted, match="continue with --resume"):
         # the callback runs after epoch 2's checkpoint is written
-        fit(cfg, tmp_path / "b", device="cpu", callbacks=_stop_at(2))
+        fit(cfg, tmp_path / "b", device="cpu", callbacks=stop_at_epoch(2))
     assert (tmp_path / "b" / "checkpoints" / "interrupted.safetensors").is_file()
     resumed = fit(cfg, tmp_path / "b", resume=True, device="cpu")
     a, b = read_state_dict(full.last), read_state_dict(resumed.last)

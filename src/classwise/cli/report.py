@@ -65,6 +65,7 @@ def _rebuild_study_report(run_dir: Path, out: Path | None) -> Path:
 
     from classwise.outcomes import Outcomes
     from classwise.report.html import build_report
+    from classwise.report.rundir import read_history
     from classwise.study.paper import DISPLAY, PAPER_METHODS, analyse, train_vs_test
 
     outcomes = {DISPLAY[d]: Outcomes.load(run_dir / "models" / d / "outcomes.npz") for d in PAPER_METHODS}
@@ -75,7 +76,7 @@ def _rebuild_study_report(run_dir: Path, out: Path | None) -> Path:
     for d in PAPER_METHODS:
         h = run_dir / "models" / d / "history.jsonl"
         if h.is_file():
-            history[DISPLAY[d]] = [json.loads(x) for x in h.read_text().splitlines() if x.strip()]
+            history[DISPLAY[d]] = read_history(h)
     return build_report({"title": f"classwise study: {saved.get('dataset')} ({saved.get('scale')})",
                          "settings": outcomes, "claims": claims, "norms": norms, "history": history,
                          "notes": [f"warning: {w}" for w in saved.get("warnings") or []],

@@ -151,7 +151,7 @@ def _check_input_shape(sidecar: dict, info: dict, ds_name: str) -> None:
     want = (sidecar.get("in_channels"), sidecar.get("input_size"))
     have = (info["in_channels"], info["input_size"])
     if None not in (*want, *have) and want != have:
-        fix = (f"pass --image-size {want[1]}" if ds_name == "imagefolder" else
+        fix = (f"pass --image-size {want[1]}" if ds_name == "imagefolder" and want[0] == have[0] else
                "pass the checkpoint's own dataset (or none: it is read from the sidecar)")
         raise ClasswiseError(
             f"the checkpoint was trained on {sidecar.get('dataset')} images of {want[0]}x{want[1]}x{want[1]}, "

@@ -124,6 +124,7 @@ CASES = [
     ("tp-device", [*TP, "--device", "tpu"], ["tpu"]),
     ("tp-no-eps", ["tpgd", "--checkpoint", "{noeps}"], ["eps"]),
     ("tp-dataset", [*TP, "--dataset", "nope"], ["unknown dataset"]),
+    ("tp-image-size-not-folder", [*TP, "--image-size", "16"], ["--image-size", "only to --dataset imagefolder"]),
     # defend
     ("df-objective", [*DF, "--objective", "nope"], ["--objective"]),
     ("df-max-drop", [*DF, "--max-drop", "200"], ["--max-drop"]),

@@ -202,3 +202,23 @@ def test_mean_std_on_cifar_batches_equal_a_model_normalizing_itself(tmp_path, mo
     assert not np.array_equal(preds["flags"], preds["none"])  # the check above could fail
     metrics = json.loads((tmp_path / "own" / "metrics.json").read_text())
     assert metrics["clean"]["accuracy"] == pytest.approx(float(np.mean(preds["own"] == np.arange(40) % 10)))
+
+
+@pytest.mark.slow  # about 15 s on a shared core
+def test_tpgd_on_a_folder_resized_by_image_size(tmp_path, monkeypatch, capsys):
+    from classwise.cli.main import run_cli as run_in_process
+    from classwise.models import create_model, save_checkpoint
+
+    monkeypatch.chdir(tmp_path)
+    write_folder(tmp_path / "folder", per_class=2, size=(40, 30))
+    torch.manual_seed(0)
+    m = create_model("small-cnn", num_classes=10, in_channels=3, input_size=16)
+    ckpt = save_checkpoint(tmp_path / "m.safetensors", m, {"dataset": "imagefolder"})
+    argv = ["tpgd", "--checkpoint", str(ckpt), "--data-root", str(tmp_path / "folder"), "--eps", "4/255",
+            "--T", "0.5,1", "--steps", "2", "--n-boot", "100"]
+    assert run_in_process([*argv, "--out", str(tmp_path / "no")]) == 2  # 40x30 JPEGs: no size of their own
+    assert "all 40x30 (width x height), not square; pass --image-size N" in capsys.readouterr().err
+    assert not (tmp_path / "no").exists()
+    assert run_in_process([*argv, "--image-size", "16", "--out", str(tmp_path / "T")]) == 0
+    z, cfg = _read(tmp_path / "T")
+    assert cfg["image_size"] == 16 and z["index"].tolist() == list(range(20))

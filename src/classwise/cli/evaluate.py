@@ -238,7 +238,8 @@ def _run_checks(net: Any, data: Any, outcomes: Any, c: _Checked, seed: int, was_
 
 def _config(a: EvaluateArgs, c: _Checked, meta: dict, normalization: Any, data: Any) -> dict:
     return {"command": "evaluate", "checkpoint": str(a.checkpoint), "dataset": c.ds_name, "split": a.split,
-            "limit": a.limit, "subset": c.selection.record(data), "image_size": data.input_size, "model": a.model or meta.get("architecture"), "model_file": a.model_file,
+            "limit": a.limit, "model": a.model or meta.get("architecture"), "model_file": a.model_file,
+            "subset": c.selection.record(data), "image_size": data.input_size,
             "normalization": normalization, "batch_size": c.bs, "data_root": C.data_root_record(data),
             "precision": a.precision, "channels_last": a.channels_last, "cascade": a.cascade,
             "attacks": [C.resolved_attack(b) for b in c.bound], "seed": a.seed, "device": str(c.dev)}

@@ -90,6 +90,27 @@ CASES = [
     ("ev-data-root-missing", ["evaluate", "--checkpoint", "{bare}", "--dataset", "cifar10", "--model", "small-cnn",
                               "--data-root", "{tmp}/no/such", "--attack", "fgsm:eps=0.1"],
      ["cifar10 test split not found", "no/such", "test_batch"]),
+    # evaluate: image folders, image size, subsets and indices
+    ("ev-image-size-not-folder", [*EVA, "--image-size", "32"], ["--image-size", "only to --dataset imagefolder", "digits"]),
+    ("ev-image-size-zero", [*EVA, "--image-size", "0"], ["--image-size"]),
+    ("ev-folder-mixed-sizes", ["evaluate", "--checkpoint", "{bare}", "--dataset", "imagefolder", "--model", "small-cnn",
+                               "--data-root", "{mixed}", "--attack", "fgsm:eps=0.1"],
+     ["differ in size", "8x8", "9x9", "--image-size N"]),
+    ("ev-folder-sidecar-size", ["evaluate", "--checkpoint", "{rgb32}", "--dataset", "imagefolder", "--data-root",
+                                "{folder16}", "--attack", "fgsm:eps=0.1"], ["3x32x32", "3x16x16", "--image-size 32"]),
+    ("ev-folder-model-fails", ["evaluate", "--checkpoint", "{linear3}", "--dataset", "imagefolder", "--model-file",
+                               "{netpy}:factory", "--data-root", "{folder16}", "--attack", "fgsm:eps=0.1"],
+     ["the model fails on one 3x16x16 image of imagefolder", "--image-size"]),
+    ("ev-subset-unknown", [*EVA, "--limit", "5", "--subset", "random"], ["--subset", "random", "first, stratified"]),
+    ("ev-subset-without-limit", [*EVA, "--subset", "first"], ["--subset first", "--limit N"]),
+    ("ev-indices-with-limit", [*EVA, "--indices", "{idx_ok}", "--limit", "5"], ["--indices", "--limit"]),
+    ("ev-indices-with-subset", [*EVA, "--indices", "{idx_ok}", "--subset", "first"], ["--indices", "--subset"]),
+    ("ev-indices-missing", [*EVA, "--indices", "{tmp}/nope.txt"], ["indices file", "nope.txt", "not found"]),
+    ("ev-indices-range", [*EVA, "--indices", "{idx_range}"], ["out of range 0..449", "450"]),
+    ("ev-indices-duplicate", [*EVA, "--indices", "{idx_dup}"], ["duplicate indices: 3"]),
+    ("ev-indices-not-integer", [*EVA, "--indices", "{idx_float}"], ["not integers", "2.5"]),
+    ("ev-indices-npy-float", [*EVA, "--indices", "{idx_npy_float}"], ["float64", "1-D array of integers"]),
+    ("ev-indices-npy-pickle", [*EVA, "--indices", "{idx_npy_pickle}"], ["not a plain .npy array"]),
     # tpgd
     ("tp-T-text", ["tpgd", "--checkpoint", "{good}", "--T", "abc"], ["abc"]),
     ("tp-rule", [*TP, "--rule", "nope"], ["nope"]),
@@ -103,6 +124,7 @@ CASES = [
     ("tp-device", [*TP, "--device", "tpu"], ["tpu"]),
     ("tp-no-eps", ["tpgd", "--checkpoint", "{noeps}"], ["eps"]),
     ("tp-dataset", [*TP, "--dataset", "nope"], ["unknown dataset"]),
+    ("tp-image-size-not-folder", [*TP, "--image-size", "16"], ["--image-size", "only to --dataset imagefolder"]),
     # defend
     ("df-objective", [*DF, "--objective", "nope"], ["--objective"]),
     ("df-max-drop", [*DF, "--max-drop", "200"], ["--max-drop"]),
@@ -208,6 +230,32 @@ def files(tmp_path_factory) -> dict[str, Path]:
     out["corrupt"] = d / "corrupt.safetensors"
     (d / "net.py").write_text(MODEL_FILE)
     out["netpy"] = d / "net.py"
+    out |= _folder_files(d)
+    return out
+
+
+def _folder_files(d: Path) -> dict[str, Path]:
+    """Image folders (16x16, and mixed 8x8/9x9), 3-channel checkpoints that do not fit them, indices files."""
+    import numpy as np
+    from PIL import Image
+
+    from classwise.models import create_model, save_checkpoint
+
+    for root, sizes in (("folder16", [16] * 10), ("mixed", [8, 9])):
+        for c, s in enumerate(sizes):
+            (d / root / "test" / f"c{c}").mkdir(parents=True)
+            Image.new("RGB", (s, s), (20 * c, 0, 0)).save(d / root / "test" / f"c{c}" / "0.png")
+    out = {"folder16": d / "folder16", "mixed": d / "mixed"}
+    m = create_model("small-cnn", num_classes=10, in_channels=3, input_size=32)
+    out["rgb32"] = save_checkpoint(d / "rgb32.safetensors", m, {"dataset": "cifar10"})
+    torch.save(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 64, 10)).state_dict(), d / "linear3.pt")
+    out["linear3"] = d / "linear3.pt"
+    for name, text in (("idx_ok", "1 2"), ("idx_range", "0\n450\n"), ("idx_dup", "3,1,3"), ("idx_float", "1, 2.5")):
+        (d / f"{name}.txt").write_text(text)
+        out[name] = d / f"{name}.txt"
+    np.save(d / "idx_npy_float.npy", np.array([1.0, 2.0]))
+    np.save(d / "idx_npy_pickle.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    out |= {"idx_npy_float": d / "idx_npy_float.npy", "idx_npy_pickle": d / "idx_npy_pickle.npy"}
     return out
 
 

@@ -195,7 +195,13 @@ def check_outputs(model: Any, data: Any, dataset: str) -> None:
 
     x, _ = next(data.batches(1, device=next(iter(model.parameters())).device))
     with torch.no_grad():
-        k_model = int(model.eval()(x).shape[1])
+        try:
+            k_model = int(model.eval()(x).shape[1])
+        except RuntimeError as e:  # a shape mismatch deep in the network: say which images it was given
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise ClasswiseError(f"the model fails on one {'x'.join(map(str, x.shape[1:]))} image of {dataset}: "
+                                 f"{first}; check --dataset, --checkpoint and the image size (imagefolder: "
+                                 "--image-size)") from None
     if k_model != data.num_classes:
         raise ClasswiseError(f"the model has {k_model} outputs but {dataset} has {data.num_classes} classes; "
                              "check --dataset and --checkpoint")

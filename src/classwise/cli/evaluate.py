@@ -27,7 +27,16 @@ def evaluate(
                                                            "(a function or class returning an nn.Module).")] = None,
     eps: Annotated[str | None, typer.Option(help="Default eps for attack specs that give none (e.g. 8/255).")] = None,
     split: C.Split = "test",
-    limit: Annotated[int | None, typer.Option(min=1, help="Evaluate a class-stratified subset of N samples.")] = None,
+    limit: Annotated[int | None, typer.Option(min=1, help="Evaluate N images of the split, chosen by --subset.")] = None,
+    subset: Annotated[str | None, typer.Option(help="With --limit: stratified (default; N images keeping every "
+                                                    "class's share, seeded by --seed) or first (the first N in "
+                                                    "file order, RobustBench's protocol).")] = None,
+    indices: Annotated[Path | None, typer.Option(help="Evaluate exactly these images: a text file of integer "
+                                                      "indices into the split (one per line, or separated by "
+                                                      "spaces or commas) or a .npy array of integers.")] = None,
+    image_size: Annotated[int | None, typer.Option(min=1, help="imagefolder only: resize and centre-crop every "
+                                                               "image to NxN (default: the images' own size, "
+                                                               "when they all share one).")] = None,
     batch_size: Annotated[str, typer.Option(help="Images per batch, or auto (256 on CPU; on CUDA the largest "
                                                  "that fits, halved).")] = "256",
     data_root: C.DataRoot = None,
@@ -74,6 +83,9 @@ class EvaluateArgs:
     eps: str | None
     split: str
     limit: int | None
+    subset: str | None
+    indices: Path | None
+    image_size: int | None
     batch_size: str
     data_root: Path | None
     download: bool
@@ -100,11 +112,14 @@ class _Checked:
     own: str | None
     norm: C.Normalization | None
     bound: list
+    selection: Any  # classwise.data.selection.Selection
 
 
 def _check(a: EvaluateArgs) -> _Checked:
     """Every option is checked before anything is loaded."""
     from classwise.data import dataset_info
+    from classwise.data.folder import check_image_size_option
+    from classwise.data.selection import Selection
     from classwise.models import check_loadable
 
     C.check_model_args(a.model, a.model_file)
@@ -126,18 +141,21 @@ def _check(a: EvaluateArgs) -> _Checked:
                                            "or --eps to run the default FGSM and PGD-20")
     if sidecar and not own:
         _check_input_shape(sidecar, info, ds_name)
+    check_image_size_option(ds_name, a.image_size)
+    selection = Selection.from_options(limit=a.limit, subset=a.subset, indices=a.indices, seed=a.seed)
     C.check_data(ds_name, [a.split], a.data_root, a.download)
-    return _Checked(bs, dev, sidecar, ds_name, own, norm, bound)
+    return _Checked(bs, dev, sidecar, ds_name, own, norm, bound, selection)
 
 
 def _check_input_shape(sidecar: dict, info: dict, ds_name: str) -> None:
     want = (sidecar.get("in_channels"), sidecar.get("input_size"))
     have = (info["in_channels"], info["input_size"])
-    if None not in want and want != have:
+    if None not in (*want, *have) and want != have:
+        fix = (f"pass --image-size {want[1]}" if ds_name == "imagefolder" and want[0] == have[0] else
+               "pass the checkpoint's own dataset (or none: it is read from the sidecar)")
         raise ClasswiseError(
             f"the checkpoint was trained on {sidecar.get('dataset')} images of {want[0]}x{want[1]}x{want[1]}, "
-            f"but {ds_name} has {have[0]}x{have[1]}x{have[1]}; "
-            "pass the checkpoint's own dataset (or none: it is read from the sidecar)")
+            f"but {ds_name} has {have[0]}x{have[1]}x{have[1]}; {fix}")
 
 
 def _load_model(a: EvaluateArgs, c: _Checked, data: Any) -> tuple[Any, dict]:
@@ -167,9 +185,10 @@ def run_evaluate(a: EvaluateArgs) -> None:
     from classwise.runs import RunDir, default_run_dir
 
     c = _check(a)
-    data = load_dataset(c.ds_name, a.split, root=a.data_root, download=a.download)
-    if a.limit:
-        data = data.take(a.limit, seed=a.seed)
+    data = c.selection.apply(load_dataset(c.ds_name, a.split, root=a.data_root, download=a.download,
+                                          image_size=a.image_size))
+    if c.sidecar and not c.own:  # the images' actual size (an imagefolder's is known only now)
+        _check_input_shape(c.sidecar, {"in_channels": data.in_channels, "input_size": data.input_size}, c.ds_name)
     net, meta = _load_model(a, c, data)
     was_training = net.training
     if c.sidecar and not c.own and c.sidecar.get("dataset") and c.sidecar["dataset"] != c.ds_name:
@@ -220,6 +239,7 @@ def _run_checks(net: Any, data: Any, outcomes: Any, c: _Checked, seed: int, was_
 def _config(a: EvaluateArgs, c: _Checked, meta: dict, normalization: Any, data: Any) -> dict:
     return {"command": "evaluate", "checkpoint": str(a.checkpoint), "dataset": c.ds_name, "split": a.split,
             "limit": a.limit, "model": a.model or meta.get("architecture"), "model_file": a.model_file,
+            "subset": c.selection.record(data), "image_size": data.input_size,
             "normalization": normalization, "batch_size": c.bs, "data_root": C.data_root_record(data),
             "precision": a.precision, "channels_last": a.channels_last, "cascade": a.cascade,
             "attacks": [C.resolved_attack(b) for b in c.bound], "seed": a.seed, "device": str(c.dev)}

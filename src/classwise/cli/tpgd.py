@@ -32,6 +32,9 @@ def tpgd_cmd(
     norm: Annotated[str | None, typer.Option(help="linf or l2 (default: the checkpoint's).")] = None,
     split: C.Split = "test",
     limit: Annotated[int | None, typer.Option(min=1, help="Use a class-stratified subset of N samples.")] = None,
+    image_size: Annotated[int | None, typer.Option(min=1, help="imagefolder only: resize and centre-crop every "
+                                                               "image to NxN (default: the images' own size, "
+                                                               "when they all share one).")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per batch.")] = 256,
     bottom_k: Annotated[int | None, typer.Option(min=1, help="Number of vulnerable classes (least robust under "
                                                              "PGD; default K // 5, at least 1).")] = None,
@@ -66,6 +69,7 @@ class TpgdArgs:
     norm: str | None
     split: str
     limit: int | None
+    image_size: int | None
     batch_size: int
     bottom_k: int | None
     n_boot: int
@@ -91,6 +95,7 @@ class _Sweep:
 
 def _check(a: TpgdArgs) -> _Sweep:
     from classwise.core import Norm, parse_number
+    from classwise.data.folder import check_image_size_option
     from classwise.study.tpgd import parse_rule, parse_temperatures
 
     temps = parse_temperatures(a.temperatures)
@@ -113,6 +118,7 @@ def _check(a: TpgdArgs) -> _Sweep:
     alpha_v = parse_number(a.alpha, name="--alpha") if a.alpha is not None else None
     if alpha_v is not None and not alpha_v > 0:
         raise ClasswiseError(f"--alpha must be > 0, got {a.alpha}")
+    check_image_size_option(ds_name, a.image_size)
     C.check_data(ds_name, [a.split], a.data_root, a.download)
     return _Sweep(temps, rules, dev, ds_name, eps_v, norm_v, alpha_v)
 
@@ -125,7 +131,7 @@ def run_tpgd(a: TpgdArgs) -> None:
 
     s = _check(a)
     net, meta = load_checkpoint(a.checkpoint, device=s.dev)
-    data = load_dataset(s.ds_name, a.split, root=a.data_root, download=a.download)
+    data = load_dataset(s.ds_name, a.split, root=a.data_root, download=a.download, image_size=a.image_size)
     if a.limit:
         data = data.take(a.limit, seed=a.seed)
     C.check_outputs(net, data, s.ds_name)
@@ -163,7 +169,7 @@ def _write(run: Any, a: TpgdArgs, s: _Sweep, outcomes: Any, info: dict, meta: di
     written = write_evaluation(run, outcomes)
     tpgd_json = atomic_write_json(run.file("metrics/tpgd.json"), res)
     run.write_config({"command": "tpgd", "checkpoint": str(a.checkpoint), "dataset": s.ds_name, "split": a.split,
-                      "limit": a.limit, "model": meta.get("architecture"), "method": meta.get("method"),
+                      "limit": a.limit, "image_size": data.input_size, "model": meta.get("architecture"), "method": meta.get("method"),
                       "temperatures": [float(t) for t in s.temps], "rules": [r.to_dict() for r in s.rules],
                       "eps": s.eps, "norm": s.norm, "steps": a.steps, "restarts": a.restarts, "alpha": alpha_used,
                       "alpha_rule": "given" if s.alpha is not None else DEFAULT_STEP_RULE,

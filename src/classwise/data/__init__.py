@@ -5,10 +5,11 @@ from classwise.data.datasets import (
     DATASETS,
     DatasetSpec,
     dataset_info,
-    default_data_root,
     load_dataset,
     locate_dataset,
 )
+from classwise.data.places import default_data_root
+from classwise.data.selection import select_subset
 
 __all__ = ["DATASETS", "DatasetSpec", "ImageData", "dataset_info", "default_data_root", "load_dataset", "locate_dataset",
-           "to_float"]
+           "select_subset", "to_float"]

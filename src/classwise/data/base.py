@@ -8,11 +8,14 @@ Large sets (ImageFolder) stream through a DataLoader.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Subset
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -117,6 +120,10 @@ class ImageData:
         # sklearn needs >= 2 per class and both the kept and the dropped part to hold every class
         ok = int(counts[counts > 0].min()) >= 2 and min(limit, len(self) - limit) >= present
         strat = self.labels.numpy() if ok else None
+        if not ok:
+            logger.warning("%s %s: a stratified subset of %d needs >= 2 images per class and at least %d images "
+                           "kept and left out; drawing %d at random (seed %d) instead", self.name, self.split, limit,
+                           present, limit, seed)
         idx, _ = train_test_split(torch.arange(len(self)).numpy(), train_size=limit, random_state=seed,
                                   stratify=strat)
         return self.subset(torch.as_tensor(sorted(idx.tolist())))

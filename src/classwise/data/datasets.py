@@ -24,14 +24,16 @@ import numpy as np
 import torch
 
 from classwise.data.base import ImageData, to_float
+from classwise.data.folder import load_imagefolder, place_imagefolder
 from classwise.data.formats import load_array_pickle, read_idx
+from classwise.data.places import Place, Placer, find
+from classwise.data.places import base as _base
 from classwise.errors import ClasswiseError
 from classwise.registry import Registry
 
 logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "test")
-DEFAULT_IMAGE_SIZE = 224  # imagefolder
 
 DIGIT_NAMES = [str(i) for i in range(10)]
 FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
@@ -47,20 +49,6 @@ DIGITS_TEST_SIZE = 0.25
 DIGITS_SEED = 0
 
 Loader = Callable[[str, "Path | None", bool, "int | None"], ImageData]
-
-
-@dataclass(frozen=True)
-class _Place:
-    """Where a split may lie: the folders tried in order, the test that a folder holds it, the hint
-    naming the files looked for and the fix, and how to download it (None: it cannot be)."""
-
-    dirs: Sequence[Path]
-    has_split: Callable[[Path], bool]
-    fix: str
-    fetch: Callable[[], object] | None = None
-
-
-Placer = Callable[[str, "Path | None"], _Place]
 
 
 Stats = tuple[tuple[float, ...], tuple[float, ...]]  # per-channel (mean, std) of images in [0, 1]
@@ -120,14 +108,6 @@ class DatasetSpec:
 DATASETS: Registry[DatasetSpec] = Registry("dataset")
 
 
-def default_data_root() -> Path:
-    """``$CLASSWISE_DATA`` if set, else ``~/.cache/classwise/data``."""
-    env = os.environ.get("CLASSWISE_DATA")
-    if env:
-        return Path(env).expanduser()
-    return Path.home() / ".cache" / "classwise" / "data"
-
-
 def _canonical(name: str) -> str:
     return str(name).strip().lower().replace("_", "-")
 
@@ -153,7 +133,7 @@ def stats_spec(name: str | None) -> DatasetSpec | None:
 
 def dataset_info(name: str) -> dict[str, Any]:
     """What is known about a dataset without its data. For ``imagefolder`` the classes are unknown
-    (``num_classes`` and ``class_names`` are None) and ``input_size`` is the default image size."""
+    (``num_classes`` and ``class_names`` are None) and so is ``input_size`` (the images' own, or --image-size)."""
     return DATASETS.get(_canonical(name)).info()
 
 
@@ -168,7 +148,8 @@ def load_dataset(
     """Load ``split`` ("train" or "test") of a registered dataset as an :class:`ImageData`.
 
     ``root`` defaults to :func:`default_data_root`. ``image_size`` resizes tensor-resident sets
-    (bilinear, antialiased; uint8 stays uint8) and sets the crop of ``imagefolder`` (default 224).
+    (bilinear, antialiased; uint8 stays uint8); for ``imagefolder`` it is the side of the square images
+    (default: the images' own size when they all share one; see :func:`classwise.data.folder.load_imagefolder`).
     """
     spec = DATASETS.get(_canonical(name))
     if split not in SPLITS:
@@ -196,7 +177,7 @@ def locate_dataset(name: str, split: str = "test", *, root: str | os.PathLike | 
         raise ClasswiseError(f"unknown split {split!r}; choose one of: {', '.join(SPLITS)}")
     if spec.place is None:
         return None
-    return _find(spec.name, split, spec.place(split, Path(root).expanduser() if root is not None else None))
+    return find(spec.name, split, spec.place(split, Path(root).expanduser() if root is not None else None))
 
 
 def _resize(images: torch.Tensor, size: int) -> torch.Tensor:
@@ -210,41 +191,7 @@ def _resize(images: torch.Tensor, size: int) -> torch.Tensor:
     return torch.cat(out) if out else images.new_empty((0, images.shape[1], size, size))
 
 
-# --- locating files -------------------------------------------------------------------------------
-
-def _base(root: Path | None) -> Path:
-    return root if root is not None else default_data_root()
-
-
-def _dedupe(paths: Sequence[Path]) -> list[Path]:
-    seen: set[str] = set()
-    out = []
-    for p in paths:
-        if str(p) not in seen:
-            seen.add(str(p))
-            out.append(p)
-    return out
-
-
-def _find(name: str, split: str, place: _Place, download: bool = False) -> Path:
-    """The first of ``place.dirs`` holding the split; with ``download``, fetch it first if none does."""
-    dirs = _dedupe(place.dirs)
-    found = next((d for d in dirs if place.has_split(d)), None)
-    if found is None and download and place.fetch is not None:
-        logger.info("downloading %s %s split", name, split)
-        try:
-            place.fetch()
-        except ClasswiseError:
-            raise
-        except Exception as e:  # network errors, md5 mismatch, disk full ...
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise ClasswiseError(f"downloading {name} failed: {msg}; check the network, or place the "
-                                 f"files yourself and pass --data-root DIR") from None
-        found = next((d for d in dirs if place.has_split(d)), None)
-    if found is None:
-        raise ClasswiseError(f"{name} {split} split not found: looked in {', '.join(map(str, dirs))}; {place.fix}")
-    return found
-
+# --- checks -------------------------------------------------------------------------------------
 
 def _check_labels(labels: np.ndarray, n: int, num_classes: int, source: str) -> np.ndarray:
     if labels.ndim != 1 or len(labels) != n:
@@ -304,7 +251,7 @@ def _idx_file(d: Path, stem: str) -> Path | None:
 
 
 def _idx_place(name: str, tv_class: str) -> Placer:
-    def place(split: str, root: Path | None) -> _Place:
+    def place(split: str, root: Path | None) -> Place:
         import torchvision.datasets as tvd
 
         base = _base(root)
@@ -315,7 +262,7 @@ def _idx_place(name: str, tv_class: str) -> Placer:
         def fetch() -> None:
             getattr(tvd, tv_class)(str(base), train=split == "train", download=True)
 
-        return _Place(dirs, lambda d: all(_idx_file(d, s) for s in stems),
+        return Place(dirs, lambda d: all(_idx_file(d, s) for s in stems),
                       f"looked for {stems[0]}[.gz] and {stems[1]}[.gz]; pass --data-root DIR holding these IDX "
                       "files, or --download", fetch)
 
@@ -326,7 +273,7 @@ def _idx_loader(name: str, tv_class: str, class_names: list[str]) -> Loader:
     placer = _idx_place(name, tv_class)
 
     def load(split: str, root: Path | None, download: bool, image_size: int | None) -> ImageData:
-        d = _find(name, split, placer(split, root), download)
+        d = find(name, split, placer(split, root), download)
         img_path, lbl_path = (_idx_file(d, s) for s in _IDX_STEMS[split])
         assert img_path is not None and lbl_path is not None
         images = read_idx(img_path)
@@ -343,14 +290,14 @@ def _idx_loader(name: str, tv_class: str, class_names: list[str]) -> Loader:
 # --- CIFAR-10 / CIFAR-100 (python pickle batches) -------------------------------------------------
 
 def _cifar_place(name: str, tv_class: str) -> Placer:
-    def place(split: str, root: Path | None) -> _Place:
+    def place(split: str, root: Path | None) -> Place:
         import torchvision.datasets as tvd
 
         cls = getattr(tvd, tv_class)
         files = [f for f, _ in (cls.train_list if split == "train" else cls.test_list)]
         meta_file = cls.meta["filename"]
         base = _base(root)
-        return _Place([base / cls.base_folder, base], lambda d: all((d / f).is_file() for f in [*files, meta_file]),
+        return Place([base / cls.base_folder, base], lambda d: all((d / f).is_file() for f in [*files, meta_file]),
                       f"looked for {', '.join(files)} and {meta_file} (the python version); pass --data-root DIR "
                       f"holding {cls.base_folder}/, or --download",
                       lambda: cls(str(base), train=split == "train", download=True))
@@ -367,7 +314,7 @@ def _cifar_loader(name: str, tv_class: str, num_classes: int) -> Loader:
         cls = getattr(tvd, tv_class)
         files = [f for f, _ in (cls.train_list if split == "train" else cls.test_list)]
         meta_file, names_key = cls.meta["filename"], cls.meta["key"]
-        d = _find(name, split, placer(split, root), download)
+        d = find(name, split, placer(split, root), download)
         chunks, labels = [], []
         for f in files:
             path = d / f
@@ -399,12 +346,12 @@ def _cifar_loader(name: str, tv_class: str, num_classes: int) -> Loader:
 
 # --- SVHN (.mat) ----------------------------------------------------------------------------------
 
-def _svhn_place(split: str, root: Path | None) -> _Place:
+def _svhn_place(split: str, root: Path | None) -> Place:
     import torchvision.datasets as tvd
 
     fname = tvd.SVHN.split_list[split][1]
     base = _base(root)
-    return _Place([base, base / "svhn", base / "SVHN"], lambda d: (d / fname).is_file(),
+    return Place([base, base / "svhn", base / "SVHN"], lambda d: (d / fname).is_file(),
                   f"looked for {fname}; pass --data-root DIR holding it, or --download",
                   lambda: tvd.SVHN(str(base), split=split, download=True))
 
@@ -417,7 +364,7 @@ def _load_svhn(split: str, root: Path | None, download: bool, image_size: int | 
             return os.path.isfile(os.path.join(self.root, self.filename))
 
     fname = tvd.SVHN.split_list[split][1]
-    d = _find("svhn", split, _svhn_place(split, root), download)
+    d = find("svhn", split, _svhn_place(split, root), download)
     try:
         ds = _SVHN(str(d), split=split)
     except Exception as e:  # scipy's MatReadError, ValueError, KeyError 'X' ...
@@ -432,12 +379,12 @@ def _load_svhn(split: str, root: Path | None, download: bool, image_size: int | 
 _STL_FILES = {"train": ("train_X.bin", "train_y.bin"), "test": ("test_X.bin", "test_y.bin")}
 
 
-def _stl10_place(split: str, root: Path | None) -> _Place:
+def _stl10_place(split: str, root: Path | None) -> Place:
     import torchvision.datasets as tvd
 
     base = _base(root)
     files = _STL_FILES[split]
-    return _Place([base / tvd.STL10.base_folder, base], lambda d: all((d / f).is_file() for f in files),
+    return Place([base / tvd.STL10.base_folder, base], lambda d: all((d / f).is_file() for f in files),
                   f"looked for {', '.join(files)}; pass --data-root DIR holding {tvd.STL10.base_folder}/, "
                   "or --download", lambda: tvd.STL10(str(base), split=split, download=True))
 
@@ -446,7 +393,7 @@ def _load_stl10(split: str, root: Path | None, download: bool, image_size: int |
     import torchvision.datasets as tvd
 
     files = _STL_FILES[split]
-    d = _find("stl10", split, _stl10_place(split, root), download)
+    d = find("stl10", split, _stl10_place(split, root), download)
 
     class _STL10(tvd.STL10):
         base_folder = d.name  # so root/base_folder is the folder found, whatever its name
@@ -462,68 +409,6 @@ def _load_stl10(split: str, root: Path | None, download: bool, image_size: int |
     labels = _check_labels(np.asarray(ds.labels), len(images), 10, str(d / files[1]))
     names = [c.strip() for c in getattr(ds, "classes", []) if c.strip()]
     return _tensor_data("stl10", split, names if len(names) == 10 else STL10_CLASSES, images, labels, root=str(d))
-
-
-# --- ImageFolder (ImageNet subsets) ---------------------------------------------------------------
-
-_FOLDER_SPLITS = {"train": ("train",), "test": ("val", "test")}
-
-
-def _folder_base(root: Path | None) -> Path:
-    return root if root is not None else default_data_root() / "imagefolder"
-
-
-def _folder_place(split: str, root: Path | None) -> _Place:
-    names = _FOLDER_SPLITS[split]
-    return _Place([_folder_base(root) / s for s in names], Path.is_dir,
-                  f"looked for the folder{'s' if len(names) > 1 else ''} {' or '.join(names)}/; pass --data-root "
-                  "DIR holding train/<class>/*.jpg and val/<class>/*.jpg")
-
-
-def _load_imagefolder(split: str, root: Path | None, download: bool, image_size: int | None) -> ImageData:
-    from torchvision import transforms as T
-    from torchvision.datasets import ImageFolder
-    from torchvision.datasets.folder import find_classes
-
-    base = _folder_base(root)
-    d = _find("imagefolder", split, _folder_place(split, root), download)
-
-    def classes(p: Path) -> list[str]:
-        try:
-            return find_classes(str(p))[0]
-        except (FileNotFoundError, OSError):
-            raise ClasswiseError(f"imagefolder: no class folders in {p}; expected {p}/<class>/*.jpg") from None
-
-    names = classes(d)
-    other_split = "test" if split == "train" else "train"
-    other = next((p for p in (base / s for s in _FOLDER_SPLITS[other_split]) if p.is_dir()), None)
-    if other is not None:
-        other_names = classes(other)
-        if other_names != names:
-            only_here = sorted(set(names) - set(other_names))
-            only_there = sorted(set(other_names) - set(names))
-            raise ClasswiseError(
-                f"imagefolder class folders differ between {d} and {other}: only in {d.name}: "
-                f"{_few(only_here)}; only in {other.name}: {_few(only_there)}; both splits need the same classes"
-            )
-    size = image_size or DEFAULT_IMAGE_SIZE
-    tf = T.Compose([T.Resize(int(size * 256 / 224)), T.CenterCrop(size), T.ToTensor()])
-    ds = ImageFolder(str(d), transform=tf, allow_empty=True)
-    if len(ds) == 0:
-        raise ClasswiseError(f"imagefolder: no images found under {d}/<class>/ "
-                             f"(extensions: {', '.join(ds.extensions or ())})")
-    counts = np.bincount(np.asarray(ds.targets), minlength=len(ds.classes))
-    if (counts == 0).any():
-        logger.warning("imagefolder %s: %d class folder(s) hold no images: %s", d, int((counts == 0).sum()),
-                       _few([c for c, n in zip(ds.classes, counts, strict=True) if n == 0]))
-    return ImageData("imagefolder", split, list(ds.classes), torch.as_tensor(ds.targets, dtype=torch.long),
-                     dataset=ds, meta={"root": str(d), "image_size": size})
-
-
-def _few(names: Sequence[str], k: int = 5) -> str:
-    if not names:
-        return "(none)"
-    return ", ".join(names[:k]) + (f" and {len(names) - k} more" if len(names) > k else "")
 
 
 # --- registry -------------------------------------------------------------------------------------
@@ -557,6 +442,6 @@ _register(DatasetSpec("svhn", _load_svhn, 10, tuple(DIGIT_NAMES), 3, 32, 8 / 255
 _register(DatasetSpec("stl10", _load_stl10, 10, tuple(STL10_CLASSES), 3, 96, 8 / 255,
                       help="STL-10 labelled splits, 96x96 colour (binary files)", place=_stl10_place,
                       mean=(0.4467, 0.4398, 0.4066), std=(0.2603, 0.2566, 0.2713)))
-_register(DatasetSpec("imagefolder", _load_imagefolder, None, None, 3, DEFAULT_IMAGE_SIZE, 4 / 255, streaming=True,
-                      help="ImageNet-style folders root/train/<class>/*.jpg and root/val/<class>/*.jpg",
-                      place=_folder_place, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)))
+_register(DatasetSpec("imagefolder", load_imagefolder, None, None, 3, None, 4 / 255, streaming=True,
+                      help="folders root/train/<class>/*.jpg and root/test/<class>/*.jpg (or val/); see docs/data.md",
+                      place=place_imagefolder, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)))

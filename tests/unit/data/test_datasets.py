@@ -310,7 +310,9 @@ def test_imagefolder_round_trip(tmp_path, val_name):
         for j, (cls, i) in enumerate((c, i) for c in data.class_names for i in range(2)):
             want = torch.tensor(colours[(folder, cls, i)], dtype=torch.float32).div(255).view(3, 1, 1)
             assert torch.allclose(x[j], want.expand(3, 12, 12), atol=1e-6), (split, cls, i)
-    assert load_dataset("imagefolder", "test", root=tmp_path).image_shape == (3, 224, 224)
+    with pytest.raises(ClasswiseError, match=r"differ in size \(width x height\): 23x17 \(ant/0.png\), "
+                                             r"24x17 \(ant/1.png\); pass --image-size N"):
+        load_dataset("imagefolder", "test", root=tmp_path)  # no default size for images of mixed sizes
 
 
 def test_imagefolder_errors(tmp_path):

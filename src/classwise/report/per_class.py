@@ -169,7 +169,8 @@ def render(outcomes: Outcomes, fmt: str, settings: Sequence[str] | None = None) 
         return to_csv(per_class_table(outcomes, settings))
     wide = None if settings is None else [CLEAN, *[s for s in settings if s != CLEAN]]
     header, rows = wide_table(per_class_table(outcomes, wide), intervals=settings is not None)
-    caption = (f"Per-class accuracy (%) on {outcomes.dataset or 'the data'} {outcomes.split}, n={len(outcomes)}"
+    where = f"{outcomes.dataset} {outcomes.split}" if outcomes.dataset else f"the {outcomes.split} split"
+    caption = (f"Per-class accuracy (%) on {where}, n={len(outcomes)}"
                + (f"; Wilson {int(CONFIDENCE * 100)}% intervals" if settings is not None else ""))
     if fmt == "markdown":
         return to_markdown(header, rows)

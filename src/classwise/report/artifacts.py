@@ -27,12 +27,12 @@ def primary_attack(outcomes: Outcomes) -> str | None:
 
 
 #: what the file list says when outcomes.parquet cannot be written
-NO_PARQUET = "not written: pyarrow is not installed (pip install 'classwise[parquet]')"
+NO_PARQUET = "not written: pyarrow is not installed (pip install pyarrow)"  # no [...]: rich markup
 
 
 def write_evaluation(run: RunDir, outcomes: Outcomes, *, attack: str | None = None) -> dict[str, Any]:
     """Write ``metrics.json``, ``outcomes.npz``, ``per_class.csv``, ``outcomes.parquet`` and two PNGs;
-    returns the metrics and the files (name -> path; ``outcomes_parquet`` -> :data:`NO_PARQUET`, a string,
+    returns the metrics and the files (name -> path; ``parquet`` -> :data:`NO_PARQUET`, a string,
     when pyarrow is missing: the commands print it in their file list).
 
     ``per_class.csv``: :func:`classwise.report.per_class.per_class_table`; ``outcomes.parquet``:
@@ -44,7 +44,7 @@ def write_evaluation(run: RunDir, outcomes: Outcomes, *, attack: str | None = No
     outcomes.save(run.file("outcomes.npz"))
     files: dict[str, Path | str] = {"metrics": run.path / "metrics.json", "outcomes": run.path / "outcomes.npz"}
     files["per_class"] = atomic_write_text(run.file("per_class.csv"), to_csv(per_class_table(outcomes)))
-    files["outcomes_parquet"] = write_parquet(outcomes, run.file("outcomes.parquet")) or NO_PARQUET
+    files["parquet"] = write_parquet(outcomes, run.file("outcomes.parquet")) or NO_PARQUET
     attack = attack or primary_attack(outcomes)
     if attack is not None:
         df = outcomes.class_table()
@@ -76,11 +76,10 @@ def outcomes_frame(outcomes: Outcomes) -> dict[str, np.ndarray]:
 def write_parquet(outcomes: Outcomes, path: Path) -> Path | None:
     """``outcomes.parquet`` (:func:`outcomes_frame`; the outcomes' meta as JSON under the schema key
     ``classwise``), atomically; None, writing nothing, when pyarrow is not installed."""
-    try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-    except ImportError:
+    arrow = _pyarrow()
+    if arrow is None:
         return None
+    pa, pq = arrow
     cols = outcomes_frame(outcomes)
     arrays = {k: (pa.array(v.tolist(), pa.string()).dictionary_encode() if k == "name" else pa.array(v))
               for k, v in cols.items()}
@@ -89,3 +88,13 @@ def write_parquet(outcomes: Outcomes, path: Path) -> Path | None:
             "format": "classwise-outcomes/1"}
     table = pa.table(arrays).replace_schema_metadata({"classwise": json.dumps(meta)})
     return atomic_write(path, lambda tmp: pq.write_table(table, tmp))
+
+
+def _pyarrow() -> tuple[Any, Any] | None:
+    """(pyarrow, pyarrow.parquet), or None when pyarrow is not installed (the optional `parquet` extra)."""
+    try:
+        import pyarrow
+        import pyarrow.parquet
+    except ImportError:
+        return None
+    return pyarrow, pyarrow.parquet

@@ -73,3 +73,15 @@ def test_no_weights_is_one_line_error(model_file, tmp_path, capsys, monkeypatch,
     assert run_cli(["evaluate", "--attack", "fgsm:eps=0.05", *args]) == 2
     assert match in _err(capsys)
     assert not (tmp_path / "runs").exists()  # nothing left behind
+
+
+def test_without_pyarrow_the_printed_file_list_says_so(model_file, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("classwise.report.artifacts._pyarrow", lambda: None)  # (sklearn reads sys.modules' pyarrow)
+    out = tmp_path / "EV"
+    assert run_cli(["evaluate", "--model-file", model_file, "--dataset", "digits", "--attack", "fgsm:eps=0.05",
+                    "--no-checks", "--device", "cpu", "--out", str(out)]) == 0
+    text = "".join(capsys.readouterr().out.split())  # the console folds long lines, even inside words
+    assert "parquetnotwritten:pyarrowisnotinstalled(pipinstallpyarrow)" in text
+    assert "per_class/" in text and "per_class.csv" in text
+    assert not (out / "outcomes.parquet").exists() and (out / "per_class.csv").is_file()

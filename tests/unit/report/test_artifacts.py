@@ -55,10 +55,10 @@ def test_per_class_csv_is_the_tidy_table(tmp_path, outcomes):
     assert not [p for p in run.path.iterdir() if TEMP_RE.match(p.name)]
 
 
-def test_outcomes_parquet_equals_outcomes_npz(tmp_path, outcomes):
+def test_parquet_equals_outcomes_npz(tmp_path, outcomes):
     pq = pytest.importorskip("pyarrow.parquet")
     run, res = _write(tmp_path, outcomes)
-    assert res["files"]["outcomes_parquet"] == run.path / "outcomes.parquet"
+    assert res["files"]["parquet"] == run.path / "outcomes.parquet"
     table = pq.read_table(run.path / "outcomes.parquet")
     df = table.to_pandas()
     npz = Outcomes.load(run.path / "outcomes.npz")
@@ -85,6 +85,6 @@ def test_without_pyarrow_no_parquet_and_the_file_list_says_so(tmp_path, outcomes
     monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
     run, res = _write(tmp_path, outcomes)
     assert not (run.path / "outcomes.parquet").exists()
-    assert res["files"]["outcomes_parquet"] == NO_PARQUET
-    assert "pyarrow is not installed" in NO_PARQUET and "classwise[parquet]" in NO_PARQUET
+    assert res["files"]["parquet"] == NO_PARQUET
+    assert NO_PARQUET == "not written: pyarrow is not installed (pip install pyarrow)"
     assert (run.path / "per_class.csv").is_file() and (run.path / "outcomes.npz").is_file()

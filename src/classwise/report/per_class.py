@@ -7,7 +7,8 @@ One row per (setting, class). The settings are ``clean`` first, then the run's a
 (:func:`classwise.analysis.class_report`, the project's interval for a per-class rate). The ``clean`` row
 is the attack of budget 0: ``eps`` 0, no ``norm``, ``robust_acc`` = ``clean_acc`` with the clean interval.
 ``eps``/``norm`` come from the stored attack spec (norm ``linf`` when the spec gives none, the attacks'
-default); the worst case gets them when all its attacks share them, else they are empty.
+default; both empty when the spec holds no single number for eps); the worst case gets them when all its
+attacks share them, else they are empty.
 """
 
 from __future__ import annotations
@@ -63,7 +64,10 @@ def _threat(outcomes: Outcomes, setting: str) -> tuple[float, str]:
     params = (outcomes.specs.get(setting) or {}).get("params") or {}
     if "eps" not in params:
         return math.nan, ""
-    return _eps(params["eps"]), _norm(params.get("norm", "linf"))
+    try:
+        return _eps(params["eps"]), _norm(params.get("norm", "linf"))
+    except ClasswiseError:  # not one number (a per-sample eps, another tool's spec): no single budget
+        return math.nan, ""
 
 
 def per_class_table(outcomes: Outcomes, settings: Sequence[str] | None = None, *,

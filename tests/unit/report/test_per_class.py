@@ -66,6 +66,9 @@ def test_eps_and_norm_come_from_the_specs(outcomes):
     outcomes.specs["CW-20"]["params"]["eps"] = 0.3  # two budgets: the worst case has none of its own
     t = per_class_table(outcomes).drop_duplicates("attack").set_index("attack")
     assert math.isnan(t.loc["worst-case", "eps"]) and t.loc["worst-case", "norm"] == ""
+    outcomes.specs["CW-20"]["params"]["eps"] = [0.1, 0.2]  # no single budget: empty, never a failed write
+    t = per_class_table(outcomes).drop_duplicates("attack").set_index("attack")
+    assert math.isnan(t.loc["CW-20", "eps"]) and t.loc["CW-20", "norm"] == ""
 
 
 def test_csv_round_trips_and_unknown_settings_are_refused(outcomes):

@@ -7,6 +7,8 @@ Layout::
       run.json        classwise/torch versions, seed, device, command line, start and end time
       metrics.json    overall and per-class numbers (schema: docs/metrics.md)
       outcomes.npz    per-sample outcomes (classwise.evaluation.Outcomes)
+      per_class.csv   the tidy per-class table with Wilson intervals; outcomes.parquet: the outcomes, one
+                      row per sample (with pyarrow); docs/metrics.md
       plots/*.png     figures
       checkpoints/    model weights (safetensors) with JSON sidecars, when the run trained one
       .lock           while a process writes it (classwise.runlock)

@@ -24,11 +24,25 @@ def _modules() -> dict[str, Path]:
     return out
 
 
+def _typing_only(tree: ast.AST) -> set[int]:
+    """ids of the import nodes under ``if TYPE_CHECKING:`` (they never run, so they make no cycle)."""
+    out: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and ast.unparse(node.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING"):
+            out |= {id(n) for stmt in node.body for n in ast.walk(stmt)}
+    return out
+
+
 def _imports(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
-    """The classwise modules ``name`` imports anywhere in its body (inside functions too)."""
+    """The classwise modules ``name`` imports anywhere in its body (inside functions too; not the imports
+    under ``if TYPE_CHECKING:``, which only type checkers read)."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    tree = ast.parse(path.read_text())
+    skip = _typing_only(tree)
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
         if isinstance(node, ast.Import):
             targets = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom):

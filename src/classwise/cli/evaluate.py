@@ -16,8 +16,10 @@ from classwise.errors import ClasswiseError
 
 
 def evaluate(
-    checkpoint: Annotated[Path, typer.Option(help="Weights: .safetensors (with its .json sidecar, then nothing "
-                                                  "else is needed), .pt/.pth state dict, or a run directory.")],
+    checkpoint: Annotated[Path | None, typer.Option(help="Weights: .safetensors (with its .json sidecar, then "
+                                                         "nothing else is needed), .pt/.pth state dict, or a run "
+                                                         "directory. Optional with --model-file: then the "
+                                                         "factory's own weights are evaluated.")] = None,
     attack: Annotated[list[str] | None, typer.Option(
         "--attack", "-a", help="Attack spec, repeatable: NAME[:key=value,...], e.g. pgd:eps=8/255,steps=20,alpha=2/255 "
                                "or tpgd:eps=0.3,steps=40,T=0.5. See `classwise list attacks`.")] = None,
@@ -75,7 +77,7 @@ def evaluate(
 class EvaluateArgs:
     """evaluate's options, as typed."""
 
-    checkpoint: Path
+    checkpoint: Path | None
     attack: list[str] | None
     dataset: str | None
     model: str | None
@@ -127,10 +129,13 @@ def _check(a: EvaluateArgs) -> _Checked:
     C.check_precision(a.precision)
     bs = C.parse_batch_size(a.batch_size)
     dev = C.check_device(a.device)
-    sidecar = C.check_checkpoint(a.checkpoint)
-    if not (a.model or a.model_file):  # before any data: a sidecar naming a model file says which flag to type
+    if a.checkpoint is None:  # a --model-file factory may return a trained model: its own weights
+        _check_no_checkpoint(a)
+    sidecar = C.check_checkpoint(a.checkpoint) if a.checkpoint else None
+    if a.checkpoint and not (a.model or a.model_file):  # before any data: a sidecar naming a model file says which flag to type
         check_loadable(a.checkpoint, model_file_option=True)
-    ds_name = C.checkpoint_dataset(a.dataset, sidecar, a.checkpoint, " (see `classwise list datasets`)")
+    ds_name = C.checkpoint_dataset(a.dataset, sidecar, a.checkpoint or Path(str(a.model_file)),
+                                   " (see `classwise list datasets`)")
     info = dataset_info(ds_name)
     own = "model" if a.model else ("model-file" if a.model_file else None)
     norm = C.resolve_normalization(mean=a.mean, std=a.std, normalize=a.normalize, own_model=own, dataset=ds_name,
@@ -145,6 +150,15 @@ def _check(a: EvaluateArgs) -> _Checked:
     selection = Selection.from_options(limit=a.limit, subset=a.subset, indices=a.indices, seed=a.seed)
     C.check_data(ds_name, [a.split], a.data_root, a.download)
     return _Checked(bs, dev, sidecar, ds_name, own, norm, bound, selection)
+
+
+def _check_no_checkpoint(a: EvaluateArgs) -> None:
+    if not a.model_file:
+        raise ClasswiseError("no --checkpoint given; pass --checkpoint PATH (or --model-file FILE.py:factory "
+                             "whose factory returns a trained model)")
+    if not a.dataset:
+        raise ClasswiseError("--model-file without --checkpoint: pass --dataset NAME, the data the model file's "
+                             "model classifies (see `classwise list datasets`)")
 
 
 def _check_input_shape(sidecar: dict, info: dict, ds_name: str) -> None:
@@ -163,6 +177,7 @@ def _load_model(a: EvaluateArgs, c: _Checked, data: Any) -> tuple[Any, dict]:
     from classwise.models import NormalizedModel, create_model, load_checkpoint, load_model_file
 
     if not c.own:
+        assert a.checkpoint is not None  # _check: without one, --model-file is required
         return load_checkpoint(a.checkpoint, device=c.dev, model_file_option=True)
     norm = c.norm
     assert norm is not None  # resolve_normalization always chooses one for a model built here
@@ -175,6 +190,10 @@ def _load_model(a: EvaluateArgs, c: _Checked, data: Any) -> tuple[Any, dict]:
                               input_size=data.input_size)
         if norm.applied:
             net = NormalizedModel(net, norm.mean, norm.std, data.in_channels, {"model_file": a.model_file})
+    if a.checkpoint is None:
+        err_console.print(f"note: no --checkpoint: evaluating the weights {a.model_file} returns",
+                          markup=False, highlight=False, soft_wrap=True)
+        return net.to(c.dev).eval(), {}
     return load_checkpoint(a.checkpoint, device=c.dev, model=net)
 
 
@@ -237,7 +256,9 @@ def _run_checks(net: Any, data: Any, outcomes: Any, c: _Checked, seed: int, was_
 
 
 def _config(a: EvaluateArgs, c: _Checked, meta: dict, normalization: Any, data: Any) -> dict:
-    return {"command": "evaluate", "checkpoint": str(a.checkpoint), "dataset": c.ds_name, "split": a.split,
+    return {"command": "evaluate", "checkpoint": str(a.checkpoint) if a.checkpoint else None,
+            "weights": "checkpoint" if a.checkpoint else "the model file's own (no --checkpoint)",
+            "dataset": c.ds_name, "split": a.split,
             "limit": a.limit, "model": a.model or meta.get("architecture"), "model_file": a.model_file,
             "subset": c.selection.record(data), "image_size": data.input_size,
             "normalization": normalization, "batch_size": c.bs, "data_root": C.data_root_record(data),

@@ -62,6 +62,8 @@ CASES = [
     ("ev-eps-grid-empty", [*EV, "--eps", "0.1,,0.2"], ["empty entry"]),
     ("ev-eps-grid-range", [*EV, "--eps", "0.1,2"], ["linf eps must lie in"]),
     ("ev-eps-grid-dup-label", [*EV, "--eps", "0.1,0.2", "-a", "pgd", "-a", "pgd:steps=20"], ["share the name"]),
+    ("ev-min-norm-unknown", [*EV, "--min-norm", "pgd"], ["--min-norm", "fab"]),
+    ("ev-min-norm-param", [*EV, "--min-norm", "fab:eps=0.1"], ["--min-norm fab", "'eps'", "steps"]),
     ("ev-ta-unknown", [*EV, "--attack", "ta:name=NoSuchAttack,eps=0.1"], ["torchattacks"]),
     ("ev-ta-missing", [*EV, "--attack", "ta:name=FAB,eps=0.1"], ["needs torchattacks", "pip install"]),
     # evaluate: dataset, checkpoint, model

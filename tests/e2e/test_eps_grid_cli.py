@@ -26,7 +26,8 @@ def test_eps_grid_writes_curve_and_smallest_eps_from_the_outcomes(at_checkpoint,
 
     grid = [0.05, 0.1, 0.2]
     ok(run_cli(["evaluate", "--checkpoint", at_checkpoint, "--eps", "0.2,0.05,0.1", "-a", "pgd:steps=5",
-                "-a", "fgsm:label=fast", "--limit", "200", "--no-checks", "--out", "OUT"], tmp_path))
+                "-a", "fgsm:label=fast", "--limit", "200", "--min-norm", "fab:steps=3", "--no-checks", "--out", "OUT"],
+               tmp_path))
     out = tmp_path / "OUT"
     o = Outcomes.load(out / "outcomes.npz")
     labels = [f"{a} {budget_text('linf', e)}" for e in grid for a in ("PGD-5", "fast")]
@@ -56,6 +57,18 @@ def test_eps_grid_writes_curve_and_smallest_eps_from_the_outcomes(at_checkpoint,
     for j, v in enumerate(med):
         want = np.quantile(e["PGD-5"][o.labels == j], 0.5, method="inverted_cdf")
         assert (v is None and np.isinf(want)) or v == want
+
+    # --min-norm fab: per-sample norms, 0 exactly at the clean mistakes, per-class quartiles from them
+    with np.load(out / "min_norm.npz", allow_pickle=False) as z:
+        norms = z["min_norm"]
+    assert np.array_equal(norms == 0, ~clean_ok) and np.isfinite(norms[clean_ok]).mean() > 0.5
+    mn = json.loads((out / "metrics.json").read_text())["min_norm"]
+    assert mn["label"] == "FAB-3 linf" and (out / "plots" / "min_norm.png").exists()
+    for r in mn["per_class"]:
+        v = norms[o.labels == r["class"]]
+        want = np.quantile(v, [0.25, 0.5, 0.75], method="inverted_cdf")
+        for key, w in zip(("q25", "median", "q75"), want, strict=True):
+            assert (r[key] is None and np.isinf(w)) or r[key] == pytest.approx(w)
 
 
 @pytest.mark.parametrize("attacks", [["pgd:eps=0.1", "pgd:eps=0.1,steps=20"], ["pgd:eps=0.1,label=a", "fgsm:label=a"]])

@@ -52,6 +52,10 @@ def evaluate(
     cascade: Annotated[bool, typer.Option(help="Run the attacks in order on the samples still robust "
                                                "(AutoAttack-style worst case; attack i's column is then the "
                                                "worst case over attacks 1..i).")] = False,
+    min_norm: Annotated[str | None, typer.Option(help="Also run a minimum-norm attack, fab[:norm=l2,steps=N,"
+                                                     "n_restarts=R] (torchattacks' FAB), and write each sample's "
+                                                     "minimal perturbation norm and its per-class quartiles "
+                                                     "(min_norm.csv, min_norm.npz, plots/min_norm.png).")] = None,
     checks: Annotated[bool, typer.Option("--checks/--no-checks", help="After the evaluation, run sanity checks "
                                          "for gradient masking and evaluation bugs on <= 200 samples "
                                          "(see docs/checks.md); fired flags go to stderr and metrics.json.")] = True,
@@ -89,6 +93,7 @@ class EvaluateArgs:
     precision: str
     channels_last: bool
     cascade: bool
+    min_norm: str | None
     checks: bool
 
 
@@ -104,6 +109,7 @@ class _Checked:
     norm: C.Normalization | None
     bound: list
     grid: list | None = None  # the GridColumn of each attack, with an --eps grid
+    min_norm: Any = None  # classwise.evaluation.min_norm.MinNormSpec, with --min-norm
 
 
 def _check(a: EvaluateArgs) -> _Checked:
@@ -135,7 +141,10 @@ def _check(a: EvaluateArgs) -> _Checked:
     if sidecar and not own:
         _check_input_shape(sidecar, info, ds_name)
     C.check_data(ds_name, [a.split], a.data_root, a.download)
-    return _Checked(bs, dev, sidecar, ds_name, own, norm, bound, grid_columns(bound) if eps_grid else None)
+    from classwise.evaluation.min_norm import parse_min_norm
+
+    return _Checked(bs, dev, sidecar, ds_name, own, norm, bound, grid_columns(bound) if eps_grid else None,
+                    parse_min_norm(a.min_norm))
 
 
 def _check_input_shape(sidecar: dict, info: dict, ds_name: str) -> None:
@@ -211,6 +220,8 @@ def run_evaluate(a: EvaluateArgs) -> None:
         res["metrics"]["eps_grid"] = write_eps_grid(run, outcomes, c.grid)
         res["files"].update({k: run.path / v for k, v in res["metrics"]["eps_grid"]["files"].items()})
         run.write_metrics(res["metrics"])
+    if c.min_norm:
+        _write_min_norm(run, net, data, outcomes, c, a.seed, res)
     if a.checks:
         res["metrics"]["checks"] = _run_checks(net, data, outcomes, c, a.seed, was_training)
         run.write_metrics(res["metrics"])
@@ -227,6 +238,16 @@ def _eps_grid_outcomes(c: _Checked, run_attacks: Any) -> Any:
 
     values = sorted({col.eps for col in c.grid or []})
     return evaluate_grid(EpsGrid(values, c.bound, list(c.grid or [])), run_attacks)
+
+
+def _write_min_norm(run: Any, net: Any, data: Any, outcomes: Any, c: _Checked, seed: int, res: dict) -> None:
+    from classwise.evaluation.min_norm import min_norms
+    from classwise.report.eps_figures import write_min_norm
+
+    norms = min_norms(net, data, outcomes.clean_pred, c.min_norm, batch_size=c.bs or 256, device=c.dev, seed=seed)
+    res["metrics"]["min_norm"] = write_min_norm(run, outcomes, norms, c.min_norm.to_json())
+    res["files"].update({k: run.path / v for k, v in res["metrics"]["min_norm"]["files"].items()})
+    run.write_metrics(res["metrics"])
 
 
 def _run_checks(net: Any, data: Any, outcomes: Any, c: _Checked, seed: int, was_training: bool) -> list:

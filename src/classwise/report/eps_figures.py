@@ -1,5 +1,7 @@
 """The eps grid's artifacts: ``eps_curve.csv``, ``eps_min.npz``, ``plots/eps_curve.png`` and the
-metrics.json record (figures here; the numbers come from :mod:`classwise.analysis.eps_curve`)."""
+metrics.json record; and those of the minimal perturbations (``--min-norm fab``): ``min_norm.csv``,
+``min_norm.npz``, ``plots/min_norm.png`` (figures here; the numbers come from
+:mod:`classwise.analysis.eps_curve`)."""
 
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.figure import Figure
 
-__all__ = ["plot_eps_curve", "write_eps_grid"]
+__all__ = ["plot_eps_curve", "plot_min_norm", "write_eps_grid", "write_min_norm"]
 
 
 def plot_eps_curve(curve: pd.DataFrame, *, max_classes: int = 20) -> Figure:
@@ -73,4 +75,45 @@ def write_eps_grid(run: RunDir, outcomes: Outcomes, columns: Sequence[GridColumn
             "eps_min": eps_min_summary(outcomes, eps_min),
             "eps_min_rule": "smallest eps of the grid at which the attack's column misclassifies the sample; "
                             "0: a clean mistake; null (inf in eps_min.npz): robust at every eps of the grid",
+            "files": {k: v.relative_to(run.path).as_posix() for k, v in files.items()}}
+
+
+def plot_min_norm(norms: np.ndarray, labels: np.ndarray, class_names: Sequence[str], *, title: str) -> Figure:
+    """A box plot per class of the minimal perturbation norms (broken samples, clean mistakes aside); the
+    count of samples never broken is written under each box."""
+    plt = _plt()
+    k = len(class_names)
+    fig, ax = plt.subplots(figsize=(min(18.0, max(6.5, 0.5 * k + 2.5)), 4.2))
+    data, never = [], []
+    for j in range(k):
+        v = norms[labels == j]
+        data.append(v[np.isfinite(v) & (v > 0)])
+        never.append(int(np.isinf(v).sum()))
+    ax.boxplot([d if len(d) else [np.nan] for d in data], showfliers=True)
+    ax.set_xticks(range(1, k + 1), [f"{n}\n(>{c})" if c else str(n) for n, c in zip(class_names, never, strict=True)],
+                  fontsize=8)
+    ax.set_ylabel("minimal perturbation norm")
+    ax.set_title(title + " (>n: n samples not broken)")
+    ax.grid(axis="y", alpha=0.3)
+    return fig
+
+
+def write_min_norm(run: RunDir, outcomes: Outcomes, norms: np.ndarray, spec: dict[str, Any]) -> dict[str, Any]:
+    """Write ``min_norm.csv`` (per class quartiles), ``min_norm.npz`` (per sample) and
+    ``plots/min_norm.png``; returns the record metrics.json keeps under ``min_norm``."""
+    import pandas as pd
+
+    label = str(spec["label"])
+    recs = eps_min_summary(outcomes, {label: norms})[label]
+    table = pd.DataFrame([{"attack": label, "norm": spec["norm"], **r} for r in recs])
+    files: dict[str, Path] = {"min_norm": atomic_write_text(run.file("min_norm.csv"), table.to_csv(index=False))}
+    buf = io.BytesIO()
+    np.savez_compressed(buf, index=np.asarray(outcomes.index), labels=outcomes.labels, min_norm=norms)
+    files["min_norm_npz"] = atomic_write_bytes(run.file("min_norm.npz"), buf.getvalue())
+    fig = plot_min_norm(norms, outcomes.labels, outcomes.class_names, title=f"Minimal {spec['norm']} perturbation "
+                        f"per class ({label})")
+    files["min_norm_plot"] = save_figure(fig, run.plots / "min_norm.png")
+    return {**spec, "per_class": recs,
+            "rule": "norm of the perturbation the attack found (an upper bound on the minimal one); 0: a clean "
+                    "mistake; null (inf in min_norm.npz): not broken",
             "files": {k: v.relative_to(run.path).as_posix() for k, v in files.items()}}

@@ -367,7 +367,7 @@ def test_evaluate_named_model_with_bare_state_dict(tmp_path, ckpts):
 @pytest.mark.parametrize("what, names", [
     ("datasets", ["digits", "mnist", "fashion-mnist", "cifar10", "cifar100", "svhn", "stl10", "imagefolder"]),
     ("models", ["small-cnn", "preact-resnet18", "wrn-34-10", "resnet18"]),
-    ("attacks", ["fgsm", "pgd", "tpgd", "cw"]),
+    ("attacks", ["fgsm", "pgd", "tpgd", "cw", "cw-linf"]),
 ])
 def test_list(tmp_path, what, names):
     proc = ok(cli(["list", what], tmp_path))
@@ -376,6 +376,7 @@ def test_list(tmp_path, what, names):
         assert n in first_cells, (n, proc.stdout)
     if what == "attacks":
         assert "steps=20" in proc.stdout and "T=0.5" in proc.stdout
+        assert "alias of cw" in proc.stdout and "NOT Carlini-Wagner" in proc.stdout
 
 
 def test_version(tmp_path):

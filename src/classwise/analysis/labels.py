@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-__all__ = ["CLEAN", "WORST_CASE", "headline_attack"]
+__all__ = ["CLEAN", "WORST_CASE", "budget_text", "eps_text", "headline_attack"]
 
 CLEAN = "clean"
 WORST_CASE = "worst-case"
@@ -23,3 +23,21 @@ def headline_attack(attacks: Sequence[str], want: str | None = None) -> str | No
     if not attacks:
         return None
     return WORST_CASE if len(attacks) > 1 else attacks[0]
+
+
+def eps_text(eps: float) -> str:
+    """A budget as labels write it: short decimals as written (``0.3``, ``0.5``, ``1``), multiples of
+    1/255 as ``8/255``, anything else to 4 significant digits."""
+    short = f"{eps:g}"
+    if len(short) <= 5:
+        return short
+    k = eps * 255
+    if abs(k - round(k)) < 1e-6 * max(1.0, abs(k)):
+        return f"{round(k)}/255"
+    return f"{eps:.4g}"
+
+
+def budget_text(norm: str, eps: float) -> str:
+    """``linf 8/255``, ``l2 0.5``: the suffix an attack's label carries when the attacks of a run differ
+    in budget (:func:`classwise.attacks.label_run`)."""
+    return f"{norm} {eps_text(eps)}"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -98,10 +98,15 @@ def _autoattack_label(p: Mapping[str, Any]) -> str:
 register_attack("fgsm", fgsm, help="Fast Gradient Sign Method: one step of size eps", label=lambda p: "FGSM", tier=0)
 register_attack("pgd", pgd, help="Projected Gradient Descent (linf/l2), random start, restarts, targeted",
                 label=_stepped("PGD"), tier=1, fused_loss="ce")
-register_attack("tpgd", tpgd, help="Temperature-PGD (Tian et al. 2021): PGD on CE(softmax(z/T))",
+register_attack("tpgd", tpgd, help="Temperature-PGD (Tian et al. 2021): PGD on CE(softmax(z/T)); not torchattacks' "
+                "TPGD (TRADES' PGD on the KL loss)",
                 label=_tpgd_label, tier=1, fused_loss="ce")
-register_attack("cw", cw, help="CW-k: PGD on the Carlini-Wagner margin loss", label=_stepped("CW"), tier=1,
-                fused_loss="cw")
+_cw_label = _stepped("CW")
+register_attack("cw", cw, help="CW-k (alias cw-linf): PGD on the Carlini-Wagner margin loss, linf by default, "
+                "as in Madry et al.; NOT Carlini-Wagner's L2 attack (torchattacks' CW: ta:name=CW)",
+                label=_cw_label, tier=1, fused_loss="cw")
+register_attack("cw-linf", cw, help="alias of cw: linf PGD on the Carlini-Wagner margin loss (norm fixed to linf)",
+                label=_cw_label, tier=1, fused_loss="cw")
 register_attack("apgd-ce", apgd_ce, help="Auto-PGD (Croce & Hein 2020) on cross-entropy, adaptive step, momentum",
                 label=_apgd_label("APGD-CE"), tier=2)
 register_attack("apgd-dlr", apgd_dlr, help="Auto-PGD on the Difference of Logits Ratio loss",
@@ -226,6 +231,7 @@ def build_attack(spec: AttackSpec | str, *, defaults: dict[str, Any] | None = No
     """
     if isinstance(spec, str):
         spec = AttackSpec.parse(spec)
+    spec = _own_label(spec)
     fn = ATTACKS.get(spec.name)
     accepted = attack_params(spec.name)
     merged = {k: v for k, v in (defaults or {}).items() if k in accepted}
@@ -244,6 +250,9 @@ def build_attack(spec: AttackSpec | str, *, defaults: dict[str, Any] | None = No
         )
     kwargs = {k: _convert(spec.name, k, v, accepted[k]) for k, v in merged.items()}
     kwargs.update(extra)
+    if spec.name in _LINF_ONLY and kwargs.get("norm", Norm.LINF) is not Norm.LINF:
+        raise ClasswiseError(f"attack {spec.name!r} is linf only; for another norm write "
+                             f"{_LINF_ONLY[spec.name]}:norm={kwargs['norm'].value}")
     if "eps" in kwargs:  # the one eps rule (classwise.core.check_eps), at build time
         check_eps(kwargs["eps"], kwargs.get("norm", Norm.LINF), name=f"attack {spec.name!r}: eps")
     if "steps" in accepted and "steps" not in kwargs and accepted["steps"] is not inspect.Parameter.empty:
@@ -259,6 +268,61 @@ def build_attack(spec: AttackSpec | str, *, defaults: dict[str, Any] | None = No
     return BoundAttack(full, fn, kwargs)
 
 
+_LINF_ONLY = {"cw-linf": "cw"}  # alias -> the attack that takes other norms
+
+
+def _own_label(spec: AttackSpec) -> AttackSpec:
+    """``label=NAME`` in a spec (``pgd:eps=0.3,label=strong``) names the attack's column."""
+    if "label" not in spec.params:
+        return spec
+    params = dict(spec.params)
+    label = str(params.pop("label")).strip()
+    if not label:
+        raise ClasswiseError(f"attack {spec.name!r}: label= is empty; write e.g. {spec.name}:label=strong")
+    return AttackSpec(spec.name, params, label)
+
+
+def _budget(attack: BoundAttack) -> tuple[str, float] | None:
+    """(norm, eps) of an attack with a perturbation budget, None for one without (``ta`` without eps)."""
+    if "eps" not in attack.kwargs:
+        return None
+    return attack.norm.value, attack.eps
+
+
+def label_run(bound: Sequence[BoundAttack]) -> list[BoundAttack]:
+    """The run's attacks, labelled so that their columns can be told apart: when the attacks of one run
+    differ in eps or norm, each one without a label of its own carries its budget, ``PGD-20 linf 8/255``
+    (:func:`classwise.analysis.labels.budget_text`); when they all share one budget, labels stay as the
+    registry names them (``PGD-20``). An attack with a label (``label=``, or one set by code) keeps it."""
+    from classwise.analysis.labels import budget_text  # lazily: the analysis package loads pandas and scipy
+
+    budgets = {b for b in map(_budget, bound) if b is not None}
+    if len(budgets) <= 1:
+        return list(bound)
+    out = []
+    for a in bound:
+        budget = _budget(a)
+        if a.spec.label or budget is None:
+            out.append(a)
+            continue
+        spec = AttackSpec(a.spec.name, dict(a.spec.params), f"{a.spec.display} {budget_text(*budget)}")
+        out.append(BoundAttack(spec, a.fn, a.kwargs))
+    return out
+
+
+def bind_run(attacks: Sequence[BoundAttack | AttackSpec | str], *,
+             defaults: dict[str, Any] | None = None) -> list[BoundAttack]:
+    """Every attack of one run bound (:func:`build_attack`) and labelled (:func:`label_run`); two attacks
+    with one label are a one-line error (their columns would collide)."""
+    bound = label_run([a if isinstance(a, BoundAttack) else build_attack(a, defaults=defaults) for a in attacks])
+    labels = [a.label for a in bound]
+    dupes = [lab for i, lab in enumerate(labels) if lab in labels[:i]]
+    if dupes:
+        raise ClasswiseError(f"two attacks share the name {dupes[0]!r}; give one a label "
+                             "(add label=NAME to its spec, e.g. pgd:eps=0.3,label=strong)")
+    return bound
+
+
 def fusion_plan(attack: BoundAttack) -> PGDPlan | None:
     """The :class:`~classwise.attacks.pgd.PGDPlan` of a bound attack that a fused loop can run, else None
     (the attack's registry entry is not :attr:`AttackInfo.fusable`, or this call cannot be fused)."""
@@ -270,8 +334,8 @@ def fusion_plan(attack: BoundAttack) -> PGDPlan | None:
 
 __all__ = [
     "predictions",
-    "ATTACKS", "AttackInfo", "AttackSpec", "BoundAttack", "attack_info", "attack_params", "build_attack",
-    "fusion_plan", "register_attack",
+    "ATTACKS", "AttackInfo", "AttackSpec", "BoundAttack", "attack_info", "attack_params", "bind_run",
+    "build_attack", "fusion_plan", "label_run", "register_attack",
     "fgsm", "pgd", "tpgd", "cw", "iterative_attack", "tpgd_conf", "tpgd_class", "conf_temperature",
     "project", "ascent_step", "random_init",
     "make_loss", "cross_entropy", "temperature_cross_entropy", "cw_loss", "dlr_loss", "margin",

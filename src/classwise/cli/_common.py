@@ -218,19 +218,26 @@ def default_attacks(*names: str) -> list[Any]:
 
 
 def build_attacks(texts: Sequence[str] | None, *, default_eps: Any, default_specs: Sequence[Any],
-                  no_attack_hint: str) -> list:
-    """Parse and bind every attack spec (``default_specs`` when none is given) and check that what they
-    need is installed: all before any data or model is loaded."""
-    from classwise.attacks import build_attack
+                  no_attack_hint: str, eps_grid: Sequence[float] | None = None) -> list:
+    """Parse and bind every attack spec (``default_specs`` when none is given), labelled and with
+    duplicate labels refused (:func:`classwise.attacks.bind_run`), each at every eps of ``eps_grid`` when
+    one is given (:func:`classwise.evaluation.eps_grid.expand_grid`), and check that what they need is
+    installed: all before any data or model is loaded."""
+    from classwise.attacks import bind_run
     from classwise.core import AttackSpec
 
     specs = [AttackSpec.parse(s) for s in (texts or [])]
     if not specs:
-        if default_eps is None:
+        if default_eps is None and not eps_grid:
             raise ClasswiseError(no_attack_hint)
         specs = list(default_specs)
     defaults = {"eps": default_eps} if default_eps is not None else None
-    bound = [build_attack(s, defaults=defaults) for s in specs]
+    if eps_grid:
+        from classwise.evaluation.eps_grid import expand_grid
+
+        bound = expand_grid(specs, eps_grid).attacks
+    else:
+        bound = bind_run(specs, defaults=defaults)
     for a in bound:
         check_attack_dependencies(a)
     return bound

@@ -27,7 +27,10 @@ def evaluate(
     model: Annotated[str | None, typer.Option(help="Architecture name, for checkpoints without a sidecar.")] = None,
     model_file: Annotated[str | None, typer.Option(help="Your own model: path/to/file.py:factory "
                                                            "(a function or class returning an nn.Module).")] = None,
-    eps: Annotated[str | None, typer.Option(help="Default eps for attack specs that give none (e.g. 8/255).")] = None,
+    eps: Annotated[str | None, typer.Option(help="Default eps for attack specs that give none (e.g. 8/255); a comma "
+                                                "list (1/255,2/255,4/255,8/255) runs every attack at every eps and "
+                                                "writes eps_curve.csv, eps_min.npz, plots/eps_curve.png (specs then "
+                                                "give no eps; see docs/metrics.md).")] = None,
     split: C.Split = "test",
     limit: Annotated[int | None, typer.Option(min=1, help="Evaluate N images of the split, chosen by --subset.")] = None,
     subset: Annotated[str | None, typer.Option(help="With --limit: stratified (default; N images keeping every "
@@ -60,6 +63,10 @@ def evaluate(
     cascade: Annotated[bool, typer.Option(help="Run the attacks in order on the samples still robust "
                                                "(AutoAttack-style worst case; attack i's column is then the "
                                                "worst case over attacks 1..i).")] = False,
+    min_norm: Annotated[str | None, typer.Option(help="Also run a minimum-norm attack, fab[:norm=l2,steps=N,"
+                                                     "n_restarts=R] (torchattacks' FAB), and write each sample's "
+                                                     "minimal perturbation norm and its per-class quartiles "
+                                                     "(min_norm.csv, min_norm.npz, plots/min_norm.png).")] = None,
     checks: Annotated[bool, typer.Option("--checks/--no-checks", help="After the evaluation, run sanity checks "
                                          "for gradient masking and evaluation bugs on <= 200 samples "
                                          "(see docs/checks.md); fired flags go to stderr and metrics.json.")] = True,
@@ -100,6 +107,7 @@ class EvaluateArgs:
     precision: str
     channels_last: bool
     cascade: bool
+    min_norm: str | None
     checks: bool
 
 
@@ -115,6 +123,8 @@ class _Checked:
     norm: C.Normalization | None
     bound: list
     selection: Any  # classwise.data.selection.Selection
+    grid: list | None = None  # the GridColumn of each attack, with an --eps grid
+    min_norm: Any = None  # classwise.evaluation.min_norm.MinNormSpec, with --min-norm
 
 
 def _check(a: EvaluateArgs) -> _Checked:
@@ -140,7 +150,11 @@ def _check(a: EvaluateArgs) -> _Checked:
     own = "model" if a.model else ("model-file" if a.model_file else None)
     norm = C.resolve_normalization(mean=a.mean, std=a.std, normalize=a.normalize, own_model=own, dataset=ds_name,
                                    in_channels=info["in_channels"], sidecar=sidecar)
-    bound = C.build_attacks(a.attack, default_eps=a.eps or C.sidecar_eps(sidecar),
+    from classwise.evaluation.eps_grid import grid_columns, parse_eps_grid
+
+    eps_grid = parse_eps_grid(a.eps)
+    bound = C.build_attacks(a.attack, default_eps=None if eps_grid else (a.eps or C.sidecar_eps(sidecar)),
+                            eps_grid=eps_grid,
                             default_specs=C.default_attacks("fgsm", "pgd"),
                             no_attack_hint="no attack given; pass --attack SPEC (e.g. --attack pgd:eps=8/255,steps=20) "
                                            "or --eps to run the default FGSM and PGD-20")
@@ -149,7 +163,10 @@ def _check(a: EvaluateArgs) -> _Checked:
     check_image_size_option(ds_name, a.image_size)
     selection = Selection.from_options(limit=a.limit, subset=a.subset, indices=a.indices, seed=a.seed)
     C.check_data(ds_name, [a.split], a.data_root, a.download)
-    return _Checked(bs, dev, sidecar, ds_name, own, norm, bound, selection)
+    from classwise.evaluation.min_norm import parse_min_norm
+
+    return _Checked(bs, dev, sidecar, ds_name, own, norm, bound, selection,
+                    grid_columns(bound) if eps_grid else None, parse_min_norm(a.min_norm))
 
 
 def _check_no_checkpoint(a: EvaluateArgs) -> None:
@@ -225,13 +242,24 @@ def run_evaluate(a: EvaluateArgs) -> None:
     console.print(f"[bold]classwise evaluate[/]: {len(data)} {c.ds_name} {a.split} images, "
                   f"{len(c.bound)} attack(s), device {c.dev}, normalization {_fmt_norm(normalization)}", highlight=False)
     t0 = time.perf_counter()
-    outcomes = evaluate_with_progress(net, data, c.bound, batch_size=bs, device=c.dev, seed=a.seed,
+    def run_attacks(attacks: list) -> Any:
+        return evaluate_with_progress(net, data, attacks, batch_size=bs, device=c.dev, seed=a.seed,
                                       precision=a.precision, channels_last=a.channels_last, cascade=a.cascade)
+
+    outcomes = _eps_grid_outcomes(c, run_attacks) if c.grid else run_attacks(c.bound)
     elapsed = time.perf_counter() - t0
     dist.shutdown()
     if run is None:
         return  # under torchrun every process holds the gathered outcomes; rank 0 writes them
     res = write_evaluation(run, outcomes)
+    if c.grid:
+        from classwise.report.eps_figures import write_eps_grid
+
+        res["metrics"]["eps_grid"] = write_eps_grid(run, outcomes, c.grid)
+        res["files"].update({k: run.path / v for k, v in res["metrics"]["eps_grid"]["files"].items()})
+        run.write_metrics(res["metrics"])
+    if c.min_norm:
+        _write_min_norm(run, net, data, outcomes, c, a.seed, res)
     if a.checks:
         res["metrics"]["checks"] = _run_checks(net, data, outcomes, c, a.seed, was_training)
         run.write_metrics(res["metrics"])
@@ -240,6 +268,24 @@ def run_evaluate(a: EvaluateArgs) -> None:
     run.finish()
     console.print(f"evaluated in {elapsed:.1f}s")
     show_results(outcomes, res["metrics"], {**res["files"], "run": run.path})
+
+
+def _eps_grid_outcomes(c: _Checked, run_attacks: Any) -> Any:
+    """One evaluation per eps of the grid, paired (classwise.evaluation.eps_grid)."""
+    from classwise.evaluation.eps_grid import EpsGrid, evaluate_grid
+
+    values = sorted({col.eps for col in c.grid or []})
+    return evaluate_grid(EpsGrid(values, c.bound, list(c.grid or [])), run_attacks)
+
+
+def _write_min_norm(run: Any, net: Any, data: Any, outcomes: Any, c: _Checked, seed: int, res: dict) -> None:
+    from classwise.evaluation.min_norm import min_norms
+    from classwise.report.eps_figures import write_min_norm
+
+    norms = min_norms(net, data, outcomes.clean_pred, c.min_norm, batch_size=c.bs or 256, device=c.dev, seed=seed)
+    res["metrics"]["min_norm"] = write_min_norm(run, outcomes, norms, c.min_norm.to_json())
+    res["files"].update({k: run.path / v for k, v in res["metrics"]["min_norm"]["files"].items()})
+    run.write_metrics(res["metrics"])
 
 
 def _run_checks(net: Any, data: Any, outcomes: Any, c: _Checked, seed: int, was_training: bool) -> list:

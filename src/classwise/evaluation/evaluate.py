@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from classwise import dist as D
-from classwise.attacks import BoundAttack, build_attack, fusion_plan
+from classwise.attacks import BoundAttack, bind_run, fusion_plan
 from classwise.attacks._validate import check_finite_input, predictions
 from classwise.attacks.pgd import PGDPlan, fused_pgd
 from classwise.core import AttackSpec, mix_seed, resolve_device
@@ -24,12 +24,7 @@ Progress = Callable[[str, int], None]  # (stage, samples just finished)
 
 
 def _bind(attacks: Sequence[BoundAttack | AttackSpec | str]) -> list[BoundAttack]:
-    bound = [a if isinstance(a, BoundAttack) else build_attack(a) for a in attacks]
-    labels = [a.label for a in bound]
-    dupes = sorted({lab for lab in labels if labels.count(lab) > 1})
-    if dupes:
-        raise ClasswiseError(f"two attacks share the name {dupes[0]!r}; give one a label")
-    return bound
+    return bind_run(attacks)  # labelled (eps and norm when they differ), duplicate labels refused
 
 
 @torch.no_grad()

@@ -218,6 +218,7 @@ def build_defend_report(run_dir: str | Path, *, out: str | Path | None = None) -
     o = run.outcomes
     sel = (summary.get("selection") or {}).get("chosen", "")
     meta = {"dataset": f"{o.dataset or 'unknown'} ({o.split}, {len(o)} samples)",
+            "model": describe(run.path, run.config)["model"],
             "defense": str(summary.get("rule", "")), "chosen setting": str(sel),
             "attacks": ", ".join(o.attacks) if o.attacks else "none"}
     versions = {k: info[k] for k in ("device", "seed", "started", "finished") if info.get(k) is not None}

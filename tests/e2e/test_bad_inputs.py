@@ -323,6 +323,18 @@ def test_bad_input(name, args, expected, files, tmp_path, monkeypatch, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["emptydir"]
 
 
+@pytest.mark.parametrize("args", [["demo", "--quiet"], ["train", "--epochs", "1"], [*EVA, "--quiet"], TP,
+                                  ["study"], ["remove-class", "--run", "x", "--source", "0", "--target", "1"],
+                                  [*DF, "--rule", "threshold"]])
+def test_bad_progress_mode_is_one_line_before_any_work(args, files, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CLASSWISE_PROGRESS", "yes")
+    line = assert_one_line_error(*run_in_process(_argv([*args, "--out", "OUT"] if args[0] != "remove-class" else args,
+                                                       files, tmp_path), capsys))
+    assert "CLASSWISE_PROGRESS='yes'" in line and "auto, bar, log or off" in line
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
 def test_error_stays_one_line_on_a_narrow_console(files, tmp_path, monkeypatch, capsys):
     from classwise.cli import main as cli_main
 

@@ -30,6 +30,8 @@ Download = Annotated[bool, typer.Option(help="Download the dataset if missing (t
 DownloadShort = Annotated[bool, typer.Option(help="Download the dataset if missing.")]
 Split = Annotated[str, typer.Option(help="train or test.")]
 CheckpointDataset = Annotated[str | None, typer.Option(help="Dataset name (default: the checkpoint's).")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress and no info lines: only the results, "
+                                                           "warnings and errors (see docs/output.md).")]
 
 # --- usage errors ---------------------------------------------------------------------------------
 

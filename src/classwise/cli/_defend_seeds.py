@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from classwise.cli import _common as C
-from classwise.cli._print import console
+from classwise.cli._print import console, info
 from classwise.errors import ClasswiseError
 
 
@@ -59,10 +59,10 @@ def run_defend_seeds(a: Any, *, check: Any, load_splits: Any, config_of: Any) ->
     val0, test = load_splits(a, c)
     cstar = _cstar(a, c, net, val0)
     parent = RunDir(a.out or default_run_dir("defend", c.ds_name)).open()
-    console.print(f"[bold]classwise defend[/]: train phase, training defense {a.defense}, sweep "
-                  f"{', '.join(f'{v:g}' for v in c.values)}, seeds {', '.join(map(str, seeds))}; c* = {cstar} "
-                  f"({'given' if a.cls is not None else 'least robust class of the checkpoint on its validation split'}); "
-                  f"{len(test)} test images; -> {parent.path}/seed-N", highlight=False, soft_wrap=True)
+    info(f"[bold]classwise defend[/]: train phase, training defense {a.defense}, sweep "
+         f"{', '.join(f'{v:g}' for v in c.values)}, seeds {', '.join(map(str, seeds))}; c* = {cstar} "
+         f"({'given' if a.cls is not None else 'least robust class of the checkpoint on its validation split'}); "
+         f"{len(test)} test images; -> {parent.path}/seed-N", highlight=False, soft_wrap=True)
     t0 = time.perf_counter()
     per_seed: dict[int, dict[str, Any]] = {}
     config: dict[str, Any] = {}

@@ -14,6 +14,25 @@ console = Console()
 err_console = Console(stderr=True)
 
 
+_state = {"quiet": False}
+
+
+def set_quiet(quiet: bool) -> None:
+    """``--quiet``: no progress and no info lines from here on (results, warnings and errors still print).
+    Every command that has the option sets it at its start, so one command's choice never outlives it."""
+    _state["quiet"] = bool(quiet)
+
+
+def is_quiet() -> bool:
+    return _state["quiet"]
+
+
+def info(text: Any, **kw: Any) -> None:
+    """An info line on stdout (a command's header, its timings): ``console.print``, nothing under --quiet."""
+    if not _state["quiet"]:
+        console.print(text, **kw)
+
+
 def say(text: str) -> None:
     """One plain line on stdout: no markup, no highlighting (messages from the library)."""
     console.print(f"  {text}", highlight=False, markup=False)
@@ -28,14 +47,17 @@ def print_files(files: Mapping[str, Any]) -> None:
 def show_results(outcomes: Any, metrics: dict, files: Mapping[str, Any]) -> None:
     """The per-class table (worst class under the headline attack in red), the summary table, the files."""
     from classwise.report.artifacts import primary_attack
+    from classwise.report.header import CASCADE_NOTE, MEAN_NOTE, setting_labels
     from classwise.report.tables import class_table, summary_table
 
     df = outcomes.class_table()
     worst_by = primary_attack(outcomes) or "clean_acc"
-    console.print(class_table(df, worst_by=worst_by,
+    console.print(class_table(df, worst_by=worst_by, labels=setting_labels(outcomes.attacks, outcomes.mode),
                               title=f"Per-class accuracy (%) on {outcomes.dataset} {outcomes.split}, "
                                     f"n={len(outcomes)}; worst class under {worst_by} in red"))
     console.print(summary_table(metrics))
+    for note in (MEAN_NOTE, *([CASCADE_NOTE] if outcomes.mode == "cascade" else [])):
+        console.print(note, style="dim", highlight=False, markup=False)
     for name, path in files.items():
         console.print(f"  {name:<15} {path}")
 

@@ -6,7 +6,6 @@ Parsing and printing only; the statistics are in :mod:`classwise.analysis.seeds`
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import os
 import time
@@ -15,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from classwise.cli import _common as C
-from classwise.cli._print import console, err_console
+from classwise.cli._print import console, err_console, info
 from classwise.errors import ClasswiseError
 
 
@@ -51,9 +50,9 @@ def print_aggregate(agg: Mapping[str, Any], *, title: str) -> None:
                   soft_wrap=True)
 
 
-def run_train_seeds(a: Any, seeds: list[int], *, resolve: Any, print_epoch: Any, evaluate_best: Any) -> None:
+def run_train_seeds(a: Any, seeds: list[int], *, resolve: Any, evaluate_best: Any) -> None:
     """``train --seeds``: :func:`classwise.cli.train.run_train`'s training and test evaluation, once per seed
-    (``resolve``, ``print_epoch``, ``evaluate_best``: train's own steps, passed in so this module does not
+    (``resolve``, ``evaluate_best``: train's own steps, passed in so this module does not
     import the command)."""
     from classwise import seedruns
     from classwise.cli._progress import progress, training_callbacks
@@ -76,18 +75,18 @@ def run_train_seeds(a: Any, seeds: list[int], *, resolve: Any, print_epoch: Any,
     parent.write_config({"command": "train", "seeds": seeds,
                          "runs": {str(s): seedruns.seed_folder(s) for s in seeds},
                          "recipe": {k: v for k, v in resolved.items() if k != "seed"}})
-    console.print(f"[bold]classwise train[/]: {cfg.method} of {cfg.model} on {cfg.dataset}, {cfg.epochs} epochs, "
-                  f"seeds {', '.join(map(str, seeds))} -> {out}/seed-N", highlight=False)
+    info(f"[bold]classwise train[/]: {cfg.method} of {cfg.model} on {cfg.dataset}, {cfg.epochs} epochs, "
+         f"seeds {', '.join(map(str, seeds))} -> {out}/seed-N", highlight=False)
     seconds: dict[str, float] = {}
     for i, s in enumerate(seeds, 1):
         cfg_s = dataclasses.replace(cfg, seed=s)
         child = RunDir(out / seedruns.seed_folder(s), nested=True)
         child.write_config({**resolved, "seed": s})
-        console.print(f"[bold]seed {s}[/] ({i}/{len(seeds)}) -> {child.path}", highlight=False)
+        info(f"[bold]seed {s}[/] ({i}/{len(seeds)}) -> {child.path}", highlight=False)
         t0 = time.perf_counter()
         with progress() as prog:
             result = fit(cfg_s, child.path, device=dev, data_root=a.data_root, download=a.download,
-                         callbacks=training_callbacks(prog, on_epoch=functools.partial(print_epoch, prog)))
+                         callbacks=training_callbacks(prog, lines=True))
         if result.stopped_early:
             err_console.print(f"warning: seed {s}: {result.stopped_early}", markup=False)
         if a.evaluate_test:
@@ -123,12 +122,12 @@ def run_study_seeds(a: Mapping[str, Any], seeds: list[int], *, study_report: Any
     check_single_process()
     out = Path(a["out"] or default_run_dir("study", a["dataset"]))
     parent = RunDir(out).open()
-    console.print(f"[bold]classwise study[/]: {a['dataset']}, scale {a['scale']}, seeds "
-                  f"{', '.join(map(str, seeds))} -> {out}/seed-N", highlight=False)
+    info(f"[bold]classwise study[/]: {a['dataset']}, scale {a['scale']}, seeds "
+         f"{', '.join(map(str, seeds))} -> {out}/seed-N", highlight=False)
     t0, config, metrics, claims = time.perf_counter(), {}, {}, {}
     for s in seeds:
         child = RunDir(out / seedruns.seed_folder(s), nested=True).open()
-        console.print(f"[bold]seed {s}[/] -> {child.path}", highlight=False)
+        info(f"[bold]seed {s}[/] -> {child.path}", highlight=False)
         with progress() as prog:
             res = run_study(a["dataset"], child.path, scale=a["scale"], device=a["device"], data_root=a["data_root"],
                             seed=s, eval_limit=a["eval_limit"], callbacks=training_callbacks(prog),
@@ -170,8 +169,8 @@ def run_remove_class_seeds(a: dict[str, Any], seeds: list[int], *, print_rows: A
     check_single_process()
     out = Path(a["out"] or Path(a["run"]) / f"remove-{a['source']}-{a['target']}-seeds")
     parent = RunDir(out)  # opened once the first seed's inputs are checked: a bad class leaves nothing behind
-    console.print(f"[bold]classwise remove-class[/]: {a['run']}, source {a['source']}, target {a['target']}, "
-                  f"training seeds {', '.join(map(str, seeds))} -> {out}/seed-N", highlight=False)
+    info(f"[bold]classwise remove-class[/]: {a['run']}, source {a['source']}, target {a['target']}, "
+         f"training seeds {', '.join(map(str, seeds))} -> {out}/seed-N", highlight=False)
     t0, results = time.perf_counter(), {}
     for s in seeds:
         with progress() as prog:
@@ -180,7 +179,7 @@ def run_remove_class_seeds(a: dict[str, Any], seeds: list[int], *, print_rows: A
                                strong_attack=a["strong_attack"], device=a["device"], data_root=a["data_root"],
                                seed=a["seed"], callbacks=training_callbacks(prog, "retraining"), train_seed=s)
         parent.open()
-        console.print(f"[bold]seed {s}[/]", highlight=False)
+        info(f"[bold]seed {s}[/]", highlight=False)
         print_rows(res)
         results[s] = res.to_dict()
     rem = removal_over_seeds(results)

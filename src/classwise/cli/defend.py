@@ -12,7 +12,8 @@ from typing import Annotated, Any
 import typer
 
 from classwise.cli import _common as C
-from classwise.cli._print import console, err_console, print_files
+from classwise.cli._print import console, err_console, info, print_files
+from classwise.cli._progress import configure_output
 from classwise.errors import ClasswiseError
 
 
@@ -65,6 +66,7 @@ def defend(
                                                    "OUT/seed-N, each against the recipe retrained undefended with "
                                                    "that seed; OUT/aggregate.json has the seed-level t interval "
                                                    "of the chosen setting's gain. Not with --seed.")] = None,
+    quiet: C.Quiet = False,
 ) -> None:
     """Defend the most vulnerable class c* and report the trade-off over a sweep, with intervals.
 
@@ -108,6 +110,7 @@ class DefendArgs:
     device: str
     seed: int
     seeds: str | None = None
+    quiet: bool = False
 
 
 def _float_list(text: str, what: str) -> list[float]:
@@ -210,6 +213,7 @@ def run_defend(a: DefendArgs) -> None:
     from classwise.models import load_checkpoint
     from classwise.runs import RunDir, default_run_dir
 
+    configure_output(a.quiet)
     if a.seeds is not None:
         from classwise.cli._defend_seeds import run_defend_seeds
 
@@ -219,9 +223,9 @@ def run_defend(a: DefendArgs) -> None:
     val, test = _load_splits(a, c)
     run = RunDir(a.out or default_run_dir("defend", c.ds_name)).open()
     what = f"rule {a.rule}" if a.phase is DefendPhase.inference else f"training defense {a.defense}"
-    console.print(f"[bold]classwise defend[/]: {a.phase.value} phase, {what}, sweep "
-                  f"{', '.join(f'{v:g}' for v in c.values)}; {len(val)} validation / {len(test)} test {c.ds_name} "
-                  f"images; attacks {', '.join(b.label for b in c.bound)}; device {c.dev}", highlight=False)
+    info(f"[bold]classwise defend[/]: {a.phase.value} phase, {what}, sweep "
+         f"{', '.join(f'{v:g}' for v in c.values)}; {len(val)} validation / {len(test)} test {c.ds_name} "
+         f"images; attacks {', '.join(b.label for b in c.bound)}; device {c.dev}", highlight=False)
     t0 = time.perf_counter()
     res = _sweep(a, c, net, val, test, run.path)
     elapsed = time.perf_counter() - t0

@@ -9,8 +9,8 @@ from typing import Annotated, Any
 import typer
 
 from classwise.cli import _common as C
-from classwise.cli._print import console, show_results
-from classwise.cli._progress import evaluate_with_progress, progress, training_callbacks
+from classwise.cli._print import info, show_results
+from classwise.cli._progress import configure_output, evaluate_with_progress, progress, training_callbacks
 
 
 def demo(
@@ -19,6 +19,7 @@ def demo(
     epochs: Annotated[int, typer.Option(min=1, help="PGD-AT training epochs.")] = 30,
     eps: Annotated[str, typer.Option(help="linf budget for training and evaluation, e.g. 0.2 or 51/255.")] = "0.2",
     seed: Annotated[int, typer.Option(help="Random seed (training and attacks).")] = 0,
+    quiet: C.Quiet = False,
 ) -> None:
     """Train a small CNN with PGD-AT on the bundled digits and show which classes are robust.
 
@@ -33,13 +34,14 @@ def demo(
     from classwise.training.config import resolve_config
     from classwise.training.fit import fit
 
+    configure_output(quiet)
     cfg, recipe_path = resolve_config(recipe="digits", overrides={"epochs": epochs, "eps": eps, "seed": seed})
     assert recipe_path is not None  # a bundled recipe
     dev = resolve_device(device)
     run = RunDir(out or default_run_dir("demo", "digits")).open()
     test = load_dataset("digits", "test")
-    console.print(f"[bold]classwise demo[/]: PGD-AT (linf eps={cfg.eps:g}, PGD-{cfg.steps}) of small-cnn on the "
-                  f"bundled digits, recipe {recipe_path.name}, device {dev}")
+    info(f"[bold]classwise demo[/]: PGD-AT (linf eps={cfg.eps:g}, PGD-{cfg.steps}) of small-cnn on the "
+         f"bundled digits, recipe {recipe_path.name}, device {dev}")
     t0 = time.perf_counter()
     with progress() as prog:
         result = fit(cfg, run.path, device=dev, callbacks=training_callbacks(prog))
@@ -53,12 +55,12 @@ def demo(
     res = write_evaluation(run, outcomes)
     _write_records(run, cfg, outcomes, dev, seed, train_time, eval_time)
     last = result.history[-1]
-    console.print(f"trained in {train_time:.0f}s ({len(result.history)} epochs; best validation robust accuracy "
-                  f"{meta['metrics']['val_robust_acc']:.3f} at epoch {meta['epoch']}), evaluated in {eval_time:.0f}s; "
-                  f"last epoch loss {last['train_loss']:.3f}", highlight=False)
+    info(f"trained in {train_time:.0f}s ({len(result.history)} epochs; best validation robust accuracy "
+         f"{meta['metrics']['val_robust_acc']:.3f} at epoch {meta['epoch']}), evaluated in {eval_time:.0f}s; "
+         f"last epoch loss {last['train_loss']:.3f}", highlight=False)
     show_results(outcomes, res["metrics"], {**res["files"], "checkpoint": result.best,
                                             "history": run.path / "history.jsonl", "run": run.path})
-    console.print(f"\nRe-evaluate this model: [bold]classwise evaluate --checkpoint {result.best} "
+    info(f"\nRe-evaluate this model: [bold]classwise evaluate --checkpoint {result.best} "
                   f"--attack pgd:eps={e},steps=100[/]", soft_wrap=True)
 
 

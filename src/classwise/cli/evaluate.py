@@ -10,8 +10,8 @@ from typing import Annotated, Any
 import typer
 
 from classwise.cli import _common as C
-from classwise.cli._print import console, err_console, show_results
-from classwise.cli._progress import evaluate_with_progress
+from classwise.cli._print import err_console, info, show_results
+from classwise.cli._progress import configure_output, evaluate_with_progress, stage
 from classwise.errors import ClasswiseError
 
 
@@ -70,6 +70,7 @@ def evaluate(
     checks: Annotated[bool, typer.Option("--checks/--no-checks", help="After the evaluation, run sanity checks "
                                          "for gradient masking and evaluation bugs on <= 200 samples "
                                          "(see docs/checks.md); fired flags go to stderr and metrics.json.")] = True,
+    quiet: C.Quiet = False,
 ) -> None:
     """Attack a trained model and report robustness class by class.
 
@@ -109,6 +110,7 @@ class EvaluateArgs:
     cascade: bool
     min_norm: str | None
     checks: bool
+    quiet: bool = False
 
 
 @dataclass
@@ -220,6 +222,7 @@ def run_evaluate(a: EvaluateArgs) -> None:
     from classwise.report.artifacts import write_evaluation
     from classwise.runs import RunDir, default_run_dir
 
+    configure_output(a.quiet)
     c = _check(a)
     data = c.selection.apply(load_dataset(c.ds_name, a.split, root=a.data_root, download=a.download,
                                           image_size=a.image_size))
@@ -239,8 +242,8 @@ def run_evaluate(a: EvaluateArgs) -> None:
     normalization = C.normalization_record(net, c.norm)
     main_proc = dist.is_main_process()
     run = RunDir(a.out or default_run_dir("evaluate", c.ds_name)).open() if main_proc else None
-    console.print(f"[bold]classwise evaluate[/]: {len(data)} {c.ds_name} {a.split} images, "
-                  f"{len(c.bound)} attack(s), device {c.dev}, normalization {_fmt_norm(normalization)}", highlight=False)
+    info(f"[bold]classwise evaluate[/]: {len(data)} {c.ds_name} {a.split} images, "
+         f"{len(c.bound)} attack(s), device {c.dev}, normalization {_fmt_norm(normalization)}", highlight=False)
     t0 = time.perf_counter()
     def run_attacks(attacks: list) -> Any:
         return evaluate_with_progress(net, data, attacks, batch_size=bs, device=c.dev, seed=a.seed,
@@ -266,7 +269,7 @@ def run_evaluate(a: EvaluateArgs) -> None:
     run.write_config(_config(a, c, meta, normalization, data))
     run.write_run_info(seed=a.seed, device=str(c.dev), extra={"eval_seconds": round(elapsed, 2)})
     run.finish()
-    console.print(f"evaluated in {elapsed:.1f}s")
+    info(f"evaluated in {elapsed:.1f}s")
     show_results(outcomes, res["metrics"], {**res["files"], "run": run.path})
 
 
@@ -293,9 +296,10 @@ def _run_checks(net: Any, data: Any, outcomes: Any, c: _Checked, seed: int, was_
     from classwise.evaluation.checks import flags_to_json, run_checks
 
     ref = next((b for b in c.bound if b.eps > 0), None)  # the budget the checks probe around
-    flags = run_checks(net, data, outcomes, eps=ref.eps if ref else 0.0,
-                       norm=ref.norm.value if ref else "linf", device=c.dev, sample=200, seed=seed,
-                       was_training=was_training)
+    with stage("checks", f"gradient masking and evaluation sanity on {min(200, len(data))} images"):
+        flags = run_checks(net, data, outcomes, eps=ref.eps if ref else 0.0,
+                           norm=ref.norm.value if ref else "linf", device=c.dev, sample=200, seed=seed,
+                           was_training=was_training)
     for f in flags:
         err_console.print(str(f), markup=False, highlight=False, soft_wrap=True)
     return flags_to_json(flags)

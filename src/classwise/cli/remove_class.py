@@ -8,8 +8,8 @@ from typing import Annotated, Any
 import typer
 
 from classwise.cli import _common as C
-from classwise.cli._print import console
-from classwise.cli._progress import progress, training_callbacks
+from classwise.cli._print import console, info
+from classwise.cli._progress import configure_output, progress, training_callbacks
 
 
 def remove_class_cmd(
@@ -29,6 +29,7 @@ def remove_class_cmd(
     seeds: Annotated[str | None, typer.Option(help="Retrain once per training seed (e.g. 0,1,2) into OUT/seed-N "
                                                    "(default OUT: RUN/remove-S-T-seeds) and write OUT/aggregate.json "
                                                    "with the seed-level test of target vs control.")] = None,
+    quiet: C.Quiet = False,
 ) -> None:
     """E2b: retrain without the class T that S's examples are pushed into; are those examples robust now?
 
@@ -37,6 +38,7 @@ def remove_class_cmd(
     per example with the exact McNemar test. Writes remove_class.json."""
     from classwise.study.remove_class import remove_class
 
+    configure_output(quiet)
     seed_list = C.parse_seeds(seeds, seed_given=False)  # --seed is the attacks' seed; --seeds the trainings'
     if seed_list is not None:
         from classwise.cli._seeds import run_remove_class_seeds
@@ -44,7 +46,7 @@ def remove_class_cmd(
         return run_remove_class_seeds(dict(run=run, source=source, target=target, control=control, epochs=epochs,
                                            attack=attack, strong_attack=strong_attack, out=out, data_root=data_root,
                                            device=device, seed=seed), seed_list, print_rows=_print_rows)
-    console.print(f"[bold]classwise remove-class[/]: {run}, source {source}, target {target}")
+    info(f"[bold]classwise remove-class[/]: {run}, source {source}, target {target}")
     with progress() as prog:
         res = remove_class(run, source=source, target=target, control=control, out=out, epochs=epochs, attack=attack,
                            strong_attack=strong_attack, device=device, data_root=data_root, seed=seed,

@@ -9,8 +9,8 @@ from typing import Annotated, Any
 import typer
 
 from classwise.cli import _common as C
-from classwise.cli._print import console, err_console
-from classwise.cli._progress import progress, training_callbacks
+from classwise.cli._print import console, err_console, info
+from classwise.cli._progress import configure_output, progress, training_callbacks
 from classwise.errors import ClasswiseError
 
 
@@ -37,6 +37,7 @@ def study(
                                                    "write OUT/aggregate.json: per-class mean +- std per defense, each "
                                                    "claim's verdict per seed, seed-level tests of TRADES and MART "
                                                    "against PGD-AT. Not with --seed or --checkpoint.")] = None,
+    quiet: C.Quiet = False,
 ) -> None:
     """The paper's study in one command: PGD-AT, TRADES and MART models, FGSM/PGD/CW/Temperature-PGD,
     analyses E1-E5, and a verdict on each of the paper's claims 1-5, in report.html."""
@@ -44,6 +45,7 @@ def study(
     from classwise.runs import RunDir, default_run_dir
     from classwise.study.paper import run_study
 
+    configure_output(quiet)
     ckpts = C.study_checkpoints(checkpoint)
     seed_list = C.parse_seeds(seeds, seed_given=C.option_given("seed"))
     if seed_list is not None and ckpts:
@@ -59,7 +61,7 @@ def study(
                                study_report=_study_report, resolved_attacks=_resolved_attacks)
     out = out or default_run_dir("study", plan.dataset)
     run = RunDir(out).open()
-    console.print(f"[bold]classwise study[/]: {plan.dataset}, scale {scale} -> {out}")
+    info(f"[bold]classwise study[/]: {plan.dataset}, scale {scale} -> {out}")
     t0 = time.perf_counter()
     with progress() as prog:
         res = run_study(plan.dataset, out, scale=scale, checkpoints=ckpts, force=force, device=device,
@@ -76,7 +78,7 @@ def study(
     report = _study_report(res, out)
     run.finish()
     print_claims(console, res.claims)
-    console.print(f"study done in {time.perf_counter() - t0:.0f}s; report: {report}", highlight=False, soft_wrap=True)
+    info(f"study done in {time.perf_counter() - t0:.0f}s; report: {report}", highlight=False, soft_wrap=True)
 
 
 def _resolved_attacks(texts: list[str]) -> list[dict[str, Any]]:

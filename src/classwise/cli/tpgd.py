@@ -12,7 +12,8 @@ import typer
 
 from classwise.cli import _common as C
 from classwise.cli._print import console, print_files
-from classwise.cli._progress import progress, stage_ticker
+from classwise.cli._print import info as print_info
+from classwise.cli._progress import configure_output, progress, stage_ticker
 from classwise.errors import ClasswiseError
 
 
@@ -44,6 +45,7 @@ def tpgd_cmd(
     out: Annotated[Path | None, typer.Option(help="Run directory (default: runs/tpgd-DATASET-TIMESTAMP).")] = None,
     device: C.Device = "auto",
     seed: Annotated[int, typer.Option(help="Seed of the random starts (shared by every row) and the bootstrap.")] = 0,
+    quiet: C.Quiet = False,
 ) -> None:
     """Sweep the Temperature-PGD temperature at equal eps, steps and restarts; gain over PGD class by class.
 
@@ -78,6 +80,7 @@ class TpgdArgs:
     out: Path | None
     device: str
     seed: int
+    quiet: bool = False
 
 
 @dataclass
@@ -129,6 +132,7 @@ def run_tpgd(a: TpgdArgs) -> None:
     from classwise.runs import RunDir, default_run_dir
     from classwise.study.tpgd import run_sweep
 
+    configure_output(a.quiet)
     s = _check(a)
     net, meta = load_checkpoint(a.checkpoint, device=s.dev)
     data = load_dataset(s.ds_name, a.split, root=a.data_root, download=a.download, image_size=a.image_size)
@@ -137,17 +141,17 @@ def run_tpgd(a: TpgdArgs) -> None:
     C.check_outputs(net, data, s.ds_name)
     run = RunDir(a.out or default_run_dir("tpgd", s.ds_name)).open()
     n_rows = len(s.temps) + (0 if any(abs(t - 1) < 1e-12 for t in s.temps) else 1) + len(s.rules)
-    console.print(f"[bold]classwise tpgd[/]: {len(data)} {s.ds_name} {a.split} images, {n_rows} rows of "
-                  f"T-PGD-{a.steps} ({s.norm} eps={s.eps:g}, {a.restarts} restart(s) each), device {s.dev}",
-                  highlight=False)
+    print_info(f"[bold]classwise tpgd[/]: {len(data)} {s.ds_name} {a.split} images, {n_rows} rows of "
+               f"T-PGD-{a.steps} ({s.norm} eps={s.eps:g}, {a.restarts} restart(s) each), device {s.dev}",
+               highlight=False)
     t0 = time.perf_counter()
     with progress() as prog:
         outcomes, info = run_sweep(net, data, s.temps, s.rules, eps=s.eps, steps=a.steps, restarts=a.restarts,
                                    alpha=s.alpha, norm=s.norm, seed=a.seed, batch_size=a.batch_size, device=s.dev,
-                                   progress=stage_ticker(prog, len(data), skip=("clean",)))
+                                   progress=stage_ticker(prog, len(data), skip=("clean",), stages=n_rows))
     elapsed = time.perf_counter() - t0
     res, files = _write(run, a, s, outcomes, info, meta, data, elapsed)
-    console.print(f"swept in {elapsed:.1f}s")
+    print_info(f"swept in {elapsed:.1f}s")
     print_tpgd(res)
     print_files({**files, "run": run.path})
 

@@ -10,8 +10,8 @@ from typing import Annotated, Any
 import typer
 
 from classwise.cli import _common as C
-from classwise.cli._print import console, err_console, show_results
-from classwise.cli._progress import evaluate_with_progress, progress, training_callbacks
+from classwise.cli._print import console, err_console, info, show_results
+from classwise.cli._progress import configure_output, evaluate_with_progress, progress, training_callbacks
 from classwise.errors import ClasswiseError
 
 
@@ -46,6 +46,7 @@ def train(
     seeds: Annotated[str | None, typer.Option(help="Train once per seed (e.g. 0,1,2) into OUT/seed-N, and write "
                                                    "OUT/aggregate.json (mean +- std per class over seeds). "
                                                    "Not with --seed or --resume.")] = None,
+    quiet: C.Quiet = False,
 ) -> None:
     """Train a model (adversarially) from a recipe; checkpoints every epoch, per-class validation curves.
 
@@ -79,6 +80,7 @@ class TrainArgs:
     device: str
     seed: int | None
     seeds: str | None = None
+    quiet: bool = False
 
 
 def _resolve(a: TrainArgs) -> tuple[Any, Path | None]:
@@ -108,27 +110,17 @@ def _check_curves(cfg: Any) -> None:
     check_curve_limit(cfg, None if k is None else k - len(set(cfg.exclude_classes or [])))
 
 
-def _print_epoch(prog: Any, r: dict) -> None:
-    msg = f"epoch {r['epoch']:>3}: loss {r['train_loss']:.3f}  train acc {r['train_acc']:.3f}"
-    if "val_robust_acc" in r:
-        worst = min((v, i) for i, v in enumerate(r["val_robust_per_class"]) if v is not None)
-        msg += (f"  val clean {r['val_clean_acc']:.3f}  robust {r['val_robust_acc']:.3f}"
-                f"  worst class {worst[1]} ({worst[0]:.2f})")
-    if "test_robust_acc" in r:
-        msg += f"  test robust {r['test_robust_acc']:.3f} (trained-on {r['trained_robust_acc']:.3f})"
-    prog.console.print(msg + f"  [{r['seconds']:.1f}s]", highlight=False, markup=False)
-
-
 def run_train(a: TrainArgs) -> None:
     from classwise import dist
     from classwise.runs import RunDir, default_run_dir
     from classwise.training.fit import check_out, fit
 
+    configure_output(a.quiet)
     seeds = C.parse_seeds(a.seeds, seed=a.seed)
     if seeds is not None:
         from classwise.cli._seeds import run_train_seeds
 
-        return run_train_seeds(a, seeds, resolve=_resolve, print_epoch=_print_epoch, evaluate_best=_evaluate_best)
+        return run_train_seeds(a, seeds, resolve=_resolve, evaluate_best=_evaluate_best)
     cfg, recipe_path = _resolve(a)
     _check_curves(cfg)
     dev = C.check_device(a.device)
@@ -141,13 +133,13 @@ def run_train(a: TrainArgs) -> None:
         run.open()
         # "none" (not omitted) for unset values, so re-reading this file with --resume gives the same config
         run.write_config({k: ("none" if v is None else v) for k, v in cfg.to_dict().items()})
-    say: Any = console.print if main_proc else (lambda *a, **k: None)
+    say: Any = info if main_proc else (lambda *a, **k: None)
     say(f"[bold]classwise train[/]: {cfg.method} of {cfg.model} on {cfg.dataset}, {cfg.norm} eps={cfg.eps:g}, "
         f"{cfg.epochs} epochs" + (f" (recipe {recipe_path})" if recipe_path else "") + f" -> {out}")
     t0 = time.perf_counter()
     with progress() as prog:
         result = fit(cfg, out, resume=a.resume, device=dev, data_root=a.data_root, download=a.download,
-                     callbacks=training_callbacks(prog, on_epoch=lambda r: _print_epoch(prog, r)))
+                     callbacks=training_callbacks(prog, lines=True))
     elapsed = time.perf_counter() - t0
     dist.shutdown()
     if run is None:
@@ -156,8 +148,8 @@ def run_train(a: TrainArgs) -> None:
         "train_seconds": round(elapsed, 2), "recipe_file": str(recipe_path) if recipe_path else None})
     if result.stopped_early:
         err_console.print(f"warning: {result.stopped_early}", markup=False)
-    say(f"trained in {elapsed:.0f}s; checkpoints: {result.best} (best), {result.last} (last); "
-        f"per-epoch per-class curves: {out / 'history.jsonl'}", markup=False)
+    console.print(f"trained in {elapsed:.0f}s; checkpoints: {result.best} (best), {result.last} (last); "
+                  f"per-epoch per-class curves: {out / 'history.jsonl'}", markup=False, highlight=False)
     shown = _evaluate_best(run, cfg, result.best, dev, a.data_root) if a.evaluate_test else None
     run.finish()
     if shown is not None:

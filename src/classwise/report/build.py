@@ -29,8 +29,9 @@ from classwise import __version__
 from classwise.errors import ClasswiseError
 from classwise.io import atomic_write_text
 from classwise.report.figures import Figures
+from classwise.report.header import CASCADE_NOTE, MEAN_NOTE, header_facts
 from classwise.report.page import Block, Page, Section, Table, render_page
-from classwise.report.rundir import describe, read_json, read_run
+from classwise.report.rundir import describe, load_toml, read_json, read_run
 from classwise.report.sections import SECTIONS
 from classwise.report.sections.claims import claims_table
 from classwise.report.sections.compare import align, compare_sections, pick_attack, run_labels, summary_rows
@@ -84,13 +85,18 @@ def build_page(context: ReportContext | Mapping[str, Any], plots_dir: str | Path
     meta.setdefault("dataset", f"{o0.dataset or 'unknown'} ({o0.split})")
     cards, tables = summary_parts(state.heads, state.primary)
     sub = [f"{k}: {v}" for k, v in meta.items() if v not in (None, "")]
+    config = load_toml(ctx.config) if isinstance(ctx.config, str) else dict(ctx.config or {})
+    notes = [*ctx.notes, INTERVAL_NOTE, MEAN_NOTE]
+    if any(o.mode == "cascade" for o in state.settings.values()):
+        notes.append(CASCADE_NOTE)
     footer = _base_footer()
     footer += [(str(k), str(v)) for k, v in ctx.versions.items() if k not in ("classwise", "python")]
     if ctx.run_path:
         footer.append(("run", str(ctx.run_path)))
     return Page(title=str(ctx.title or "Class-wise robustness report"), subtitle=" · ".join(sub),
                 cards=cards, summary_tables=tables, claims=claims_table(ctx.claims),
-                notes=[*ctx.notes, INTERVAL_NOTE], sections=sections, footer=footer, generated=_generated())
+                notes=notes, sections=sections, footer=footer, generated=_generated(),
+                header=header_facts(o0, config, str(meta.get("model") or "")))
 
 
 def render_report(context: ReportContext | Mapping[str, Any], *, plots_dir: str | Path | None = None) -> str:
@@ -212,6 +218,7 @@ def build_defend_report(run_dir: str | Path, *, out: str | Path | None = None) -
     o = run.outcomes
     sel = (summary.get("selection") or {}).get("chosen", "")
     meta = {"dataset": f"{o.dataset or 'unknown'} ({o.split}, {len(o)} samples)",
+            "model": describe(run.path, run.config)["model"],
             "defense": str(summary.get("rule", "")), "chosen setting": str(sel),
             "attacks": ", ".join(o.attacks) if o.attacks else "none"}
     versions = {k: info[k] for k in ("device", "seed", "started", "finished") if info.get(k) is not None}

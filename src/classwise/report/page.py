@@ -97,6 +97,7 @@ class Page:
     footer: list[tuple[str, str]]
     generated: str
     citation: str = CITATION
+    header: list[tuple[str, str]] = field(default_factory=list)  # threat model, model, dataset, n, samples
 
 
 def environment() -> jinja2.Environment:

@@ -63,7 +63,9 @@ class FitCallbacks:
     """Progress hooks for a UI; all optional. Called on the main process only."""
 
     on_start: Callable[[int, int, int], None] | None = None  # (first_epoch, epochs, samples_per_epoch)
-    on_batch: Callable[[int, int, float], None] | None = None  # (epoch, samples, loss)
+    # (epoch, samples, loss, correct): samples over all processes, loss and correct of the main one's
+    # batch (correct scaled by the world size)
+    on_batch: Callable[[int, int, float, int], None] | None = None
     on_epoch: Callable[[dict[str, Any]], None] | None = None  # the history record
 
 
@@ -229,10 +231,11 @@ class Trainer:
         for b, (x, y) in enumerate(self.train.subset(order).batches(self.per_rank_batch, device=self.dev)):
             res = self.train_batch(epoch, b, x, y, gen, weights, class_eps)
             sums.loss_sum += res.loss.item() * len(y)
-            sums.correct += int((predictions(res.logits.detach()) == y).sum())
+            correct = int((predictions(res.logits.detach()) == y).sum())
+            sums.correct += correct
             sums.seen += len(y)
             if self.cb.on_batch and self.info.is_main:
-                self.cb.on_batch(epoch, len(y) * self.info.world, res.loss.item())
+                self.cb.on_batch(epoch, len(y) * self.info.world, res.loss.item(), correct * self.info.world)
         return sums
 
     def train_batch(self, epoch: int, b: int, x: torch.Tensor, y: torch.Tensor, gen: torch.Generator,

@@ -516,7 +516,7 @@ def test_report_modules_import_without_torch():
 
     mods = ["classwise.outcomes", "classwise.analysis", "classwise.analysis.tradeoff", "classwise.report.build",
             "classwise.report.html", "classwise.report.page", "classwise.report.fmt", "classwise.report.figures",
-            "classwise.report.state", "classwise.report.rundir", "classwise.report.plots",
+            "classwise.report.state", "classwise.report.rundir", "classwise.report.plots", "classwise.report.header",
             *(f"{sections.__name__}.{m.name}" for m in pkgutil.iter_modules(sections.__path__))]
     code = f"import sys, {', '.join(mods)}; assert 'torch' not in sys.modules, 'torch was imported'"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -273,7 +273,7 @@ def test_non_finite_validation_outputs_stop_without_saving(tmp_path, monkeypatch
 
 
 def _interrupt_in_epoch(epoch: int, exc: type[BaseException]):
-    def on_batch(e, k, loss):
+    def on_batch(e, k, loss, correct):
         if e == epoch:
             raise exc()
 

@@ -12,6 +12,7 @@ import classwise.analysis as A
 from classwise.analysis.labels import WORST_CASE, headline_attack
 from classwise.report.figures import Figures
 from classwise.report.fmt import badge, cell, finite, ival, ncell, num, pct, slug
+from classwise.report.header import setting_labels
 from classwise.report.page import Block, Section, Table
 from classwise.report.plots import plot_class_accuracy_ci, plot_confusion
 from classwise.report.sections.claims import flows_verdict_text
@@ -112,7 +113,7 @@ def diagnosis_block(name: str, o: Outcomes, attack: str | None, ctx: Options, fi
     title = name if ctx.multi else ""
     e1 = Block(title=title, open=ctx.open_first(name))
     if attack:
-        e1.paragraphs.append(f"Robust accuracy under {attack}" + (
+        e1.paragraphs.append(f"Robust accuracy under {setting_labels(o.attacks, o.mode).get(attack, attack)}" + (
             " (a sample counts as robust only if it survives every attack of the run)" if attack == WORST_CASE else "")
             + f" on {len(o)} {o.dataset or ''} {o.split} samples; clean mistakes count as non-robust.")
         e1.facts = _disparity_facts(disp, cr, robust=bool(attack))

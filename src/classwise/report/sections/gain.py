@@ -7,6 +7,7 @@ import numpy as np
 import classwise.analysis as A
 from classwise.analysis import class_accuracy
 from classwise.report.fmt import as_classes, cell, join_names, ncell, num, pct, points, pval, share, slug
+from classwise.report.header import setting_labels
 from classwise.report.page import Block, Section, Table
 from classwise.report.plots import plot_attack_gain
 from classwise.report.state import ReportState
@@ -27,8 +28,9 @@ def gain_section(state: ReportState) -> Section | None:
         chain = A.gain_chain(vec, order, class_names=o.class_names, bottom_k=ctx.bottom_k)
         prefix = f"{slug(s)}-" if ctx.multi else ""
         b = Block(title=s if ctx.multi else "", open=ctx.open_first(s))
+        lab = setting_labels(o.attacks, o.mode)
         b.paragraphs.append("Attacks ordered by decreasing overall robust accuracy: " +
-                            " → ".join(f"{a} ({pct(overall[a])})" for a in order) + ".")
+                            " → ".join(f"{lab[a]} ({pct(overall[a])})" for a in order) + ".")
         bk = as_classes(summ.get("bottom_k"))
         b.facts = [
             (f"total drop {weak} → {strong}", f"{points(summ.get('total_drop'))} (summed over classes)"),
@@ -41,7 +43,7 @@ def gain_section(state: ReportState) -> Section | None:
         ]
         b.images.append(figs.image(plot_attack_gain(gain, weak_label=weak, strong_label=strong, bottom_k=bk),
                                    f"{prefix}attack_gain", f"Per-class drop from {weak} to {strong} in {s}"))
-        rows = [[cell(f"{r['weak']} → {r['strong']}", "nowrap"), ncell(points(r["total_drop"])),
+        rows = [[cell(f"{lab.get(r['weak'], r['weak'])} → {lab.get(r['strong'], r['strong'])}", "nowrap"), ncell(points(r["total_drop"])),
                  ncell(points(r["mean_drop"])), ncell(f"{num(r['spearman'])} (p {pval(r['spearman_p'])})"),
                  cell(join_names(o.class_names, as_classes(r["bottom_k"])), "name"),
                  ncell(f"{share(r['bottom_k_share'], r['negative_drops'])} (even {pct(r['bottom_k_expected'])})"),

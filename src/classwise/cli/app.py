@@ -17,6 +17,7 @@ from classwise.cli.compare import compare
 from classwise.cli.defend import defend
 from classwise.cli.demo import demo
 from classwise.cli.evaluate import evaluate
+from classwise.cli.leaderboard import leaderboard
 from classwise.cli.list_cmd import list_cmd
 from classwise.cli.remove_class import remove_class_cmd
 from classwise.cli.report import report
@@ -66,6 +67,7 @@ app.command()(report)
 app.command()(compare)
 app.command()(defend)
 app.command("claims")(claims)
+app.command()(leaderboard)
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:

@@ -137,6 +137,12 @@ def run_leaderboard_cmd(a: LeaderboardArgs) -> None:
     plan = _plan(a)
     console.print(f"[bold]classwise leaderboard[/]: {len(plan.entries)} models, {len(plan.data)} {plan.protocol['dataset']} "
                   f"test images, {', '.join(b.label for b in plan.bound)}, device {plan.device}", highlight=False)
+    for rec in plan.protocol["attacks"]:
+        params = rec["params"]
+        say(f"attack {rec['label']}: eps={params.get('eps')}, norm={params.get('norm')}")
+    if a.eps is None and not a.attack:
+        first = next(e for e in plan.entries if e.kind == "checkpoint")  # build_attacks needed its eps
+        say(f"eps: the training eps in the sidecar of {first.name} (pass --eps to choose another)")
     b, runs = run_leaderboard(plan, say=say, progress=_progress(len(plan.data)))
     attacked = [n for n, r in runs.items() if r.state != "finished"]
     if not attacked:

@@ -132,8 +132,7 @@ def _protocol_block(b: Mapping[str, Any]) -> Block:
              ("batch size / chunk", f"{p.get('batch_size')} / {p.get('chunk')} images")]
     rows = [[fmt.cell(m["model"], "name"), fmt.cell(m.get("kind", "")), fmt.cell(m.get("spec", "")),
              fmt.cell(m.get("run", ""))] for m in b["models"]]
-    return Block(facts=facts, tables=[Table(["model", "kind", "spec", "run directory"], rows)],
-                 paragraphs=[INTERVALS])
+    return Block(facts=facts, tables=[Table(["model", "kind", "spec", "run directory"], rows)])
 
 
 def build_leaderboard_page(b: Mapping[str, Any], plots_dir: Path | None = None) -> Page:

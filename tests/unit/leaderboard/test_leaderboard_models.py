@@ -127,3 +127,32 @@ def test_loading_checks_the_class_count(files, no_zoo, digits):
     net3, _ = M.load_entry(bad, data, "cpu", threat_model="Linf", model_dir=None, download=False)
     with pytest.raises(ClasswiseError, match=r"'net-three'.*shape \(1, 3\).*10 classes"):
         M.check_classes(bad, net3, data)
+
+
+def test_zoo_models_load_through_the_zoo(files, fake_zoo, monkeypatch, digits):
+    zoo = sys.modules["classwise.models.zoo"]
+    seen = {}
+
+    def load(spec, *, dataset, threat_model="Linf", model_dir=None, download=False, device=None):
+        seen.update(spec=spec, dataset=dataset, threat_model=threat_model, device=device)
+        return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10)).train(), {"source": "robustbench"}
+
+    monkeypatch.setattr(zoo, "load_zoo_model", load, raising=False)
+    (e,) = M.resolve_entries(["robustbench:Carmon2019"], dataset="digits").entries
+    net, meta = M.load_entry(e, digits[1], "cpu", threat_model="Linf", model_dir=None, download=False)
+    assert seen == {"spec": "robustbench:Carmon2019", "dataset": "digits", "threat_model": "Linf", "device": "cpu"}
+    assert meta == {"source": "robustbench"} and not net.training
+    M.check_classes(e, net, digits[1])
+
+
+def test_every_model_is_checked_before_the_first_attack(files, no_zoo, tmp_path, monkeypatch, capsys):
+    from classwise.cli.main import run_cli
+
+    calls = []
+    monkeypatch.setattr("classwise.evaluation.evaluate", lambda *a, **k: calls.append(1))
+    monkeypatch.chdir(tmp_path)
+    code = run_cli(["leaderboard", str(files["b"]), f"{files['net']}:three", "--attack", "fgsm:eps=0.1",
+                    "--out", str(tmp_path / "OUT")])
+    err = capsys.readouterr().err
+    assert code == 2 and "'net-three'" in err and "10 classes" in err
+    assert calls == [] and not (tmp_path / "OUT").exists()

@@ -84,12 +84,12 @@ def test_kill_9_in_the_second_model_then_resume_attacks_nothing_saved(trained, t
     args = ["leaderboard", *(str(trained / m) for m in METHODS), *SLOW, "--out", out]
     second = out / "models" / METHODS[1] / "chunks"
     proc = start_cli(args, tmp_path)
-    _kill_when(proc, lambda: len(list(second.glob("*.npz"))) >= 3)
+    _kill_when(proc, lambda: len(list(second.glob("*.npz"))) >= 1)
     first = out / "models" / METHODS[0]
     assert (first / "outcomes.npz").is_file() and not (out / "leaderboard.csv").exists()
     before = {"first": _mtimes(first), "second": _mtimes(second)}
     n_saved = len(before["second"])
-    assert 3 <= n_saved < 29
+    assert 1 <= n_saved < 29
 
     res = ok(run_cli(args, tmp_path))
     assert f"{METHODS[0]}: finished in an earlier run; its outcomes are reused, nothing attacked" in res.stdout

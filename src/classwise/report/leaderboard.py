@@ -67,8 +67,7 @@ def _summary_table(models: Sequence[Mapping[str, Any]]) -> Table:
     for m in models:
         worst = m.get("worst") or {}
         rows.append([fmt.ncell(m["rank"]), fmt.cell(m["model"], "name"), fmt.cell(m.get("kind", ""), "nowrap"),
-                     fmt.ncell(fmt.pct(m["clean_acc"])), fmt.ncell(fmt.pct(m["robust_acc"]), "strong" if m["rank"] == 1
-                                                                   else ""),
+                     fmt.ncell(fmt.pct(m["clean_acc"])), fmt.ncell(fmt.pct(m["robust_acc"]), "good" if m["rank"] == 1 else ""),
                      fmt.cell(fmt.ival(m["robust_lo"], m["robust_hi"]), "ci"),
                      fmt.cell(worst.get("name", "—"), "name"), fmt.ncell(fmt.pct(worst.get("acc"))),
                      fmt.cell(fmt.ival(worst.get("lo"), worst.get("hi")), "ci"), fmt.ncell(fmt.points(m["gap"])),
@@ -120,7 +119,8 @@ def _cards(b: Mapping[str, Any]) -> list[Card]:
             Card("best worst class", by_worst["model"],
                  f"{(by_worst.get('worst') or {}).get('name', '—')}: {_pct_ci(by_worst.get('worst'))}"),
             Card("models", str(len(models)), f"{b['dataset']} {b['split']}, {p.get('n_ex')} images"),
-            Card("setting", str(b["setting"]), ", ".join(a["label"] for a in p.get("attacks", [])))]
+            Card("setting", str(b["setting"]), "; ".join(f"{a['label']}: eps {a['params'].get('eps')}, "
+                                                         f"{a['params'].get('norm')}" for a in p.get("attacks", [])))]
 
 
 def _protocol_block(b: Mapping[str, Any]) -> Block:
@@ -149,7 +149,7 @@ def build_leaderboard_page(b: Mapping[str, Any], plots_dir: Path | None = None) 
     _plt().close(ax.figure)
     sections = [
         Section("per-class", "Per-class robust accuracy",
-                "Where each model is weak: the same classes tend to be hard for every defense.",
+                "Robust accuracy of each model on each class, models in rank order.",
                 [Block(images=[heat], tables=[_per_class_table(models, names)])]),
         Section("flows", "Dominant flows", "Where the broken samples of each class go, model by model.",
                 [Block(tables=[_flows_table(models, names)])]),

@@ -215,9 +215,22 @@ CASES = [
     ("remove-class-seeds-missing-run", ["remove-class", "--run", "{tmp}/nothere", "--source", "0", "--target", "1",
                                         "--seeds", "0,1"], ["nothere"]),
     ("unknown-command", ["nope"], ["nope"]),
+    # leaderboard
+    ("lb-no-model", ["leaderboard", "--eps", "0.1"], ["MODEL"]),
+    ("lb-missing", ["leaderboard", "{good}", "{tmp}/nothere"], ["nothere"]),
+    ("lb-classes", ["leaderboard", "{good}", "{five}"], ["5 classes", "10"]),
+    ("lb-dataset", ["leaderboard", "{good}", "--dataset", "mnist"], ["--dataset says mnist"]),
+    ("lb-file-no-dataset", ["leaderboard", "{netpy}:factory", "--eps", "0.1"], ["--dataset"]),
+    ("lb-file-no-eps", ["leaderboard", "{netpy}:factory", "--dataset", "digits"], ["--eps"]),
+    ("lb-chunk", ["leaderboard", "{good}", "--batch-size", "64", "--chunk", "100"], ["--chunk 100", "multiple"]),
+    ("lb-same-name", ["leaderboard", "{good}", "{good}"], ["named", "NAME=SPEC"]),
+    ("lb-n-ex", ["leaderboard", "{good}", "--n-ex", "100000"], ["--n-ex", "450"]),
+    ("lb-threat-model", ["leaderboard", "{good}", "--threat-model", "L3"], ["--threat-model", "L3"]),
+    ("lb-model-dir", ["leaderboard", "{good}", "--model-dir", "{tmp}/emptydir"], ["--model-dir"]),
+    ("lb-bare", ["leaderboard", "{bare}", "--dataset", "digits", "--eps", "0.1"], ["bare.pt"]),
 ]
 
-RUN_DIR_COMMANDS = {"evaluate", "tpgd", "defend", "train", "study", "demo"}
+RUN_DIR_COMMANDS = {"evaluate", "tpgd", "defend", "train", "study", "demo", "leaderboard"}
 
 MODEL_FILE = '''
 import torch.nn as nn

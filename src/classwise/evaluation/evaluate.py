@@ -192,6 +192,7 @@ def evaluate(
     cascade: bool = False,
     distributed: bool = True,
     fuse: bool = True,
+    batch_offset: int = 0,
 ) -> Outcomes:
     """Classify ``data`` clean and under each attack; return per-sample :class:`Outcomes`.
 
@@ -217,9 +218,15 @@ def evaluate(
     (:func:`classwise.attacks.pgd.fused_pgd`) when the fused batch holds at most ``FUSE_BUDGET`` input
     values (on a CPU, 2^18: 8x8 digits fuse, 28x28 batches of 256 do not); sample by sample the outcomes
     are those of running them one after another. ``fuse=False`` runs them one after another.
+
+    ``batch_offset``: the index of ``data``'s first batch in a larger evaluation (its random starts are
+    seeded as those batches'): evaluating consecutive slices of whole batches with the matching offsets
+    gives, sample by sample, the outcomes of one call on the whole data (``classwise leaderboard``'s chunks).
     """
     if batch_size < 1:
         raise ClasswiseError(f"batch size must be >= 1, got {batch_size}")
+    if batch_offset < 0:
+        raise ClasswiseError(f"batch offset must be >= 0, got {batch_offset}")
     dev = resolve_device(device)
     bound = _bind(attacks)
     # restored module by module: a wrapper built in train mode must not flip the model it wraps to train
@@ -229,11 +236,11 @@ def evaluate(
         run = _Run(net, bound, _fusion_groups(bound) if fuse else {}, seed, progress, info.world, cascade)
         mf = torch.channels_last if channels_last else torch.contiguous_format
         per_batch: list[Batch] = []
-        for b, (x, y) in enumerate(data.batches(batch_size, device=dev)):
+        for b, (x, y) in enumerate(data.batches(batch_size, device=dev), start=batch_offset):
             if b % info.world != info.rank:
                 continue  # another process's batch (under torchrun)
             x = x.contiguous(memory_format=mf) if x.ndim == 4 else x
-            _finite_batch(x, b * batch_size, data.meta.get("index"))
+            _finite_batch(x, (b - batch_offset) * batch_size, data.meta.get("index"))
             per_batch.append(run.batch(b, x, y))
         if info.enabled:  # every process gets every batch, back in dataset order
             parts = cast(list[list[Batch]], D.all_gather_object(per_batch, info))

@@ -16,13 +16,21 @@ from classwise.errors import ClasswiseError
 
 
 def evaluate(
-    checkpoint: Annotated[Path, typer.Option(help="Weights: .safetensors (with its .json sidecar, then nothing "
-                                                  "else is needed), .pt/.pth state dict, or a run directory.")],
+    checkpoint: Annotated[Path | None, typer.Option(help="Weights: .safetensors (with its .json sidecar, then nothing "
+                                                  "else is needed), .pt/.pth state dict, or a run directory "
+                                                  "(not with --model robustbench:NAME).")] = None,
     attack: Annotated[list[str] | None, typer.Option(
         "--attack", "-a", help="Attack spec, repeatable: NAME[:key=value,...], e.g. pgd:eps=8/255,steps=20,alpha=2/255 "
                                "or tpgd:eps=0.3,steps=40,T=0.5. See `classwise list attacks`.")] = None,
     dataset: C.CheckpointDataset = None,
-    model: Annotated[str | None, typer.Option(help="Architecture name, for checkpoints without a sidecar.")] = None,
+    model: Annotated[str | None, typer.Option(help="Architecture name, for checkpoints without a sidecar; or "
+                                                  "robustbench:NAME, a RobustBench model (no --checkpoint; "
+                                                  "docs/zoo.md).")] = None,
+    threat_model: Annotated[str | None, typer.Option(help="With --model robustbench:NAME: Linf (default), L2 "
+                                                          "or corruptions.")] = None,
+    model_dir: Annotated[Path | None, typer.Option(help="With --model robustbench:NAME: the folder of "
+                                                        "RobustBench's layout DIR/<dataset>/<threat_model>/<NAME>.pt "
+                                                        "(default ./models); --download fetches a missing file.")] = None,
     model_file: Annotated[str | None, typer.Option(help="Your own model: path/to/file.py:factory "
                                                            "(a function or class returning an nn.Module).")] = None,
     eps: Annotated[str | None, typer.Option(help="Default eps for attack specs that give none (e.g. 8/255).")] = None,
@@ -66,10 +74,12 @@ def evaluate(
 class EvaluateArgs:
     """evaluate's options, as typed."""
 
-    checkpoint: Path
+    checkpoint: Path | None
     attack: list[str] | None
     dataset: str | None
     model: str | None
+    threat_model: str | None
+    model_dir: Path | None
     model_file: str | None
     eps: str | None
     split: str
@@ -100,6 +110,7 @@ class _Checked:
     own: str | None
     norm: C.Normalization | None
     bound: list
+    zoo: Path | None = None  # --model robustbench:NAME: its weight file
 
 
 def _check(a: EvaluateArgs) -> _Checked:
@@ -107,6 +118,15 @@ def _check(a: EvaluateArgs) -> _Checked:
     from classwise.data import dataset_info
     from classwise.models import check_loadable
 
+    from classwise.models.zoo import check_zoo_options
+
+    zoo = check_zoo_options(a.model, dataset=a.dataset, threat_model=a.threat_model, model_dir=a.model_dir,
+                            download=a.download, others={"--checkpoint": a.checkpoint, "--model-file": a.model_file,
+                                                         "--mean": a.mean, "--std": a.std, "--normalize": a.normalize})
+    if zoo is not None:
+        return _check_zoo(a, zoo)
+    if a.checkpoint is None:
+        raise ClasswiseError("missing option --checkpoint (or --model robustbench:NAME); see `classwise evaluate --help`")
     C.check_model_args(a.model, a.model_file)
     C.check_split(a.split)
     C.check_precision(a.precision)
@@ -130,6 +150,20 @@ def _check(a: EvaluateArgs) -> _Checked:
     return _Checked(bs, dev, sidecar, ds_name, own, norm, bound)
 
 
+def _check_zoo(a: EvaluateArgs, weights: Path) -> _Checked:
+    """--model robustbench:NAME: the rest of the options (the model takes [0, 1] inputs)."""
+    C.check_split(a.split)
+    C.check_precision(a.precision)
+    bs = C.parse_batch_size(a.batch_size)
+    dev = C.check_device(a.device)
+    ds_name = C.dataset_name(str(a.dataset))
+    bound = C.build_attacks(a.attack, default_eps=a.eps, default_specs=C.default_attacks("fgsm", "pgd"),
+                            no_attack_hint="no attack given; pass --attack SPEC (e.g. --attack pgd:eps=8/255,steps=20) "
+                                           "or --eps to run the default FGSM and PGD-20")
+    C.check_data(ds_name, [a.split], a.data_root, a.download)
+    return _Checked(bs, dev, None, ds_name, "zoo", None, bound, zoo=weights)
+
+
 def _check_input_shape(sidecar: dict, info: dict, ds_name: str) -> None:
     want = (sidecar.get("in_channels"), sidecar.get("input_size"))
     have = (info["in_channels"], info["input_size"])
@@ -144,6 +178,13 @@ def _load_model(a: EvaluateArgs, c: _Checked, data: Any) -> tuple[Any, dict]:
     """The model: the sidecar's, or built by --model/--model-file (wrapped in the chosen normalization)."""
     from classwise.models import NormalizedModel, create_model, load_checkpoint, load_model_file
 
+    if c.zoo is not None:
+        from classwise.models.zoo import check_zoo_classes, load_zoo_model
+
+        check_zoo_classes(data.class_names, c.ds_name)
+        return load_zoo_model(str(a.model), dataset=c.ds_name, threat_model=a.threat_model or "Linf",
+                              model_dir=a.model_dir, download=a.download, device=c.dev)
+    assert a.checkpoint is not None  # _check: --checkpoint is given unless the model is RobustBench's
     if not c.own:
         return load_checkpoint(a.checkpoint, device=c.dev, model_file_option=True)
     norm = c.norm
@@ -181,7 +222,7 @@ def run_evaluate(a: EvaluateArgs) -> None:
 
         c.bs = auto_batch_size(net, data, c.dev)
     bs: int = c.bs
-    normalization = C.normalization_record(net, c.norm)
+    normalization = C.normalization_record(net, c.norm) if c.zoo is None else "inside the model (robustbench)"
     main_proc = dist.is_main_process()
     run = RunDir(a.out or default_run_dir("evaluate", c.ds_name)).open() if main_proc else None
     console.print(f"[bold]classwise evaluate[/]: {len(data)} {c.ds_name} {a.split} images, "
@@ -218,7 +259,9 @@ def _run_checks(net: Any, data: Any, outcomes: Any, c: _Checked, seed: int, was_
 
 
 def _config(a: EvaluateArgs, c: _Checked, meta: dict, normalization: Any, data: Any) -> dict:
-    return {"command": "evaluate", "checkpoint": str(a.checkpoint), "dataset": c.ds_name, "split": a.split,
+    zoo = {"zoo": {k: meta[k] for k in ("name", "architecture", "threat_model", "dataset", "path", "sha256")}} if c.zoo else {}
+    return {"command": "evaluate", "checkpoint": str(a.checkpoint or meta["path"]), "dataset": c.ds_name,
+            "split": a.split, **zoo,
             "limit": a.limit, "model": a.model or meta.get("architecture"), "model_file": a.model_file,
             "normalization": normalization, "batch_size": c.bs, "data_root": C.data_root_record(data),
             "precision": a.precision, "channels_last": a.channels_last, "cascade": a.cascade,

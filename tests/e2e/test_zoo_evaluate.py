@@ -5,12 +5,17 @@ under the 1000 wnid folders)."""
 from __future__ import annotations
 
 import importlib.util
-import tomllib
+import sys
 
 import numpy as np
 import pytest
 
 from tests.helpers import ZOO_ENTRIES, ok, one_line_error, run_cli, write_cifar10_batches, write_zoo_weights
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:
+    import tomli as tomllib
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(importlib.util.find_spec("robustbench") is None, reason="needs classwise[zoo]")]

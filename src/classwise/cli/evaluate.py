@@ -117,7 +117,6 @@ def _check(a: EvaluateArgs) -> _Checked:
     """Every option is checked before anything is loaded."""
     from classwise.data import dataset_info
     from classwise.models import check_loadable
-
     from classwise.models.zoo import check_zoo_options
 
     zoo = check_zoo_options(a.model, dataset=a.dataset, threat_model=a.threat_model, model_dir=a.model_dir,

@@ -11,9 +11,8 @@ import pytest
 import torch
 
 from classwise.errors import ClasswiseError
-from tests.helpers import ZOO_ENTRIES, write_zoo_weights
-
 from classwise.models import zoo
+from tests.helpers import ZOO_ENTRIES, write_zoo_weights
 
 # robustbench itself does not import as it is (see docs/zoo.md): look for it, do not import it
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("robustbench") is None, reason="needs classwise[zoo]")

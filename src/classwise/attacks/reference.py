@@ -2,9 +2,9 @@
 package on PyPI) run inside classwise's evaluation, to check ``autoattack`` against it.
 
 ``pip install 'classwise[ref]'``. Its log (logger ``auto-attack``) goes to classwise's log: progress at
-debug level, the warnings of its checks once each; its seed is drawn from the evaluation's generator. Note: the reference
-seeds torch's global generator (``torch.manual_seed``) in its attacks; classwise's own attacks draw from
-their own generators, so nothing of classwise depends on that global state.
+debug level, the warnings of its checks once each; its seed is drawn from the evaluation's generator. The reference seeds
+torch's global generator (``torch.manual_seed``) in its attacks: the global generator's state is saved
+before and restored after each call, as classwise's attacks never touch it.
 """
 
 from __future__ import annotations
@@ -102,7 +102,8 @@ def ref_autoattack(
     if x.shape[0] == 0 or float(eps) == 0:
         return x.detach().clone()
     aa = _reference(model, eps=float(eps), norm=norm, version=version, seed=seed, device=x.device)
-    with _quiet_reference():
+    devices = [x.device.index or 0] if x.device.type == "cuda" else []
+    with _quiet_reference(), torch.random.fork_rng(devices=devices):  # it seeds torch's global generator
         x_adv, _ = aa.run_standard_evaluation(x.detach(), y.to(x.device), batch_size=x.shape[0])  # (x_adv, y_adv)
     return x_adv.detach().to(x.dtype)
 
@@ -112,4 +113,4 @@ def ref_label(p: Any) -> str:
     return "AutoAttack-ref" + (f"({version})" if version != "standard" else "")
 
 
-REF_HELP = f"the reference AutoAttack (pyautoattack, fra31's code), to check ours against; {INSTALL_HINT}"
+REF_HELP = "the reference AutoAttack (pyautoattack, fra31's code), to check ours against; the ref extra of classwise"

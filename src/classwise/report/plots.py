@@ -51,7 +51,7 @@ def plot_class_accuracy(
     clean, robust = np.asarray(clean_acc, float), np.asarray(robust_acc, float)
     order = np.argsort(np.nan_to_num(robust, nan=np.inf), kind="stable") if sort else np.arange(len(clean))
     if ax is None:
-        _, ax = plt.subplots(figsize=(max(6.0, 0.55 * len(order) + 2), 4))
+        _, ax = plt.subplots(figsize=(min(18.0, max(6.0, 0.55 * len(order) + 2)), 4))  # 1000 classes: capped
     pos = np.arange(len(order))
     w = 0.4
     ax.bar(pos - w / 2, 100 * clean[order], w, label="clean", color="#9ecae1")
@@ -100,7 +100,7 @@ def plot_confusion(
     side = m[:, [k + j for j in shown]]
     gap = 0.6
     if ax is None:
-        size = max(4.5, 0.45 * k + 2)
+        size = min(16.0, max(4.5, 0.45 * k + 2))  # capped: 1000 classes would need gigabytes of pixels
         _, ax = plt.subplots(figsize=(size + 1 + 0.45 * len(shown), size))
     im = ax.imshow(100 * m[:, :k], cmap="magma_r", vmin=0, vmax=100, extent=(-0.5, k - 0.5, k - 0.5, -0.5))
     x0 = k - 0.5 + gap

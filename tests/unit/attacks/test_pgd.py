@@ -122,7 +122,7 @@ def test_build_attack_parses_specs_and_rejects_bad_ones():
     assert a.kwargs["steps"] == 20 and a.label == "PGD-20"
     assert build_attack("tpgd:eps=0.3,steps=40,T=0.5").label == "T-PGD-40(T=0.5)"
     assert build_attack("pgd", defaults={"eps": "0.1"}).kwargs["eps"] == pytest.approx(0.1)
-    with pytest.raises(ClasswiseError, match="unknown attack 'pgdd'; choose one of: .*cw, cw-linf, fgsm, pgd, ta, tpgd"):
+    with pytest.raises(ClasswiseError, match="unknown attack 'pgdd'; choose one of: .*cw, cw-linf, fgsm, pgd, (ref:autoattack, )?ta, tpgd"):
         build_attack("pgdd:eps=0.1")
     with pytest.raises(ClasswiseError, match="no parameter 'stepz'.*it takes: eps"):
         build_attack("pgd:eps=0.1,stepz=3")

@@ -167,13 +167,13 @@ def _check(a: EvaluateArgs) -> _Checked:
     own = "model" if a.model else ("model-file" if a.model_file else None)
     norm = C.resolve_normalization(mean=a.mean, std=a.std, normalize=a.normalize, own_model=own, dataset=ds_name,
                                    in_channels=info["in_channels"], sidecar=sidecar)
-    rest = _check_attacks_and_data(a, ds_name, C.sidecar_eps(sidecar))
+    bound, selection, grid, min_norm = _check_attacks_and_data(a, ds_name, C.sidecar_eps(sidecar))
     if sidecar and not own:
         _check_input_shape(sidecar, info, ds_name)
-    return _Checked(bs, dev, sidecar, ds_name, own, norm, *rest)
+    return _Checked(bs, dev, sidecar, ds_name, own, norm, bound, selection, grid, min_norm)
 
 
-def _check_attacks_and_data(a: EvaluateArgs, ds_name: str, sidecar_eps: Any) -> tuple:
+def _check_attacks_and_data(a: EvaluateArgs, ds_name: str, sidecar_eps: Any) -> tuple[list, Any, list | None, Any]:
     """The attacks (an --eps grid, --min-norm), the image selection and the data: the checks every model
     source shares. Returns (bound, selection, grid, min_norm), the tail of :class:`_Checked`."""
     from classwise.data.folder import check_image_size_option
@@ -209,8 +209,8 @@ def _check_zoo(a: EvaluateArgs, weights: Path) -> _Checked:
     bs = C.parse_batch_size(a.batch_size)
     dev = C.check_device(a.device)
     ds_name = C.dataset_name(str(a.dataset))
-    rest = _check_attacks_and_data(a, ds_name, None)
-    return _Checked(bs, dev, None, ds_name, "zoo", None, *rest, zoo=weights)
+    bound, selection, grid, min_norm = _check_attacks_and_data(a, ds_name, None)
+    return _Checked(bs, dev, None, ds_name, "zoo", None, bound, selection, grid, min_norm, zoo=weights)
 
 
 def _check_input_shape(sidecar: dict, info: dict, ds_name: str) -> None:

@@ -65,14 +65,13 @@ def test_members_agree_exactly_with_the_reference(at_model, xy):
 
 @pytest.mark.slow  # the full standard ensemble twice on 200 images (~1.5 min on one core)
 def test_robust_samples_agree_with_ours(at_model, xy):
-    """The cascades: the reference re-seeds before each member, ours feeds one generator through them,
-    so the later members start from other noise; measured 99.0% agreement (2 of 200 samples, both
-    broken by the reference only) on the benchmark's digits model."""
+    """The cascades: the reference re-seeds before each member, and so does ours (each member from a
+    fresh generator at the evaluation's seed), so APGD-CE and APGD-T start from the same noise."""
     x, y = xy
     g = torch.Generator
     ours = build_attack(f"autoattack:eps={EPS}")(at_model, x, y, generator=g().manual_seed(0))
     ref = build_attack(f"ref:autoattack:eps={EPS}")(at_model, x, y, generator=g().manual_seed(0))
     r_ours, r_ref = robust(at_model, ours, y), robust(at_model, ref, y)
     assert 0.2 < r_ref.float().mean() < 0.95  # a budget where the attack matters
-    assert (r_ours == r_ref).float().mean() >= 0.985, (r_ours.float().mean(), r_ref.float().mean())
-    assert abs(r_ours.float().mean() - r_ref.float().mean()) <= 0.015
+    assert (r_ours == r_ref).float().mean() >= 0.995, (r_ours.float().mean(), r_ref.float().mean())
+    assert abs(r_ours.float().mean() - r_ref.float().mean()) <= 0.005

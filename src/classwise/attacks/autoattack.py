@@ -87,8 +87,10 @@ def autoattack(
     member's output is misclassified (checked with one forward pass), and keeps that output. Robust
     samples and clean mistakes are returned unchanged. ``steps`` is the iteration budget: APGD and
     FAB iterations, and Square gets 50 queries per step (the reference: 100 steps, 5000 queries);
-    ``n_target_classes`` applies to APGD-T and FAB-T (reference: 9). The same ``generator`` feeds the
-    members in turn, so running them by hand as a cascade with it reproduces this function.
+    ``n_target_classes`` applies to APGD-T and FAB-T (reference: 9). Every member starts from a fresh
+    generator seeded with ``generator``'s seed (its ``initial_seed()``), as the reference reseeds before
+    each attack: running the members by hand as a cascade, each with such a generator, reproduces this
+    function, and each member draws the starting noise the reference's draws with that seed.
 
     With ``return_broken_by=True`` returns ``(x_adv, broken_by)``: per sample the name of the attack
     that broke it (``"APGD-CE"``, ``"APGD-T"``, ``"FAB-T"``, ``"Square"``), ``"clean"`` for a clean
@@ -120,7 +122,7 @@ def autoattack(
             idx = robust.nonzero().squeeze(1)
             if idx.numel() == 0:
                 break
-            x_adv = attack(model, x[idx], y[idx], _take(eps, idx), generator)
+            x_adv = attack(model, x[idx], y[idx], _take(eps, idx), _reseeded(generator))
             with torch.no_grad():
                 fooled = predictions(model(x_adv)) != y[idx]
             out[idx[fooled]] = x_adv[fooled]
@@ -130,6 +132,13 @@ def autoattack(
             log.debug("autoattack: after %s, %d of %d robust", name, int(robust.sum()), n)
     out = out.detach()
     return (out, broken_by) if return_broken_by else out
+
+
+def _reseeded(generator: torch.Generator | None) -> torch.Generator | None:
+    """A fresh generator at ``generator``'s seed (None stays None: torch's global generator)."""
+    if generator is None:
+        return None
+    return torch.Generator(device=generator.device).manual_seed(generator.initial_seed())
 
 
 def _by_budget(attack):

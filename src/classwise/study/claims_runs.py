@@ -90,9 +90,10 @@ def read_weight_norms(run: Path, num_classes: int) -> np.ndarray | str:
     """Per-class L2 norms of the classifier weight (found by :func:`classifier_weight_key`), read with
     safetensors' numpy API; a string saying why not when there is no checkpoint or no single classifier."""
     files = [run / "checkpoints" / n for n in CHECKPOINTS] + [run / n for n in CHECKPOINTS]
-    path = next((f for f in files if f.is_file()), None)
+    path = next((f for f in files if f.is_file()), None) or _configured_checkpoint(run)
     if path is None:
-        return f"no safetensors checkpoint in {run} (looked for checkpoints/{{{','.join(CHECKPOINTS)}}})"
+        return (f"no safetensors checkpoint in {run} (looked for checkpoints/{{{','.join(CHECKPOINTS)}}} and "
+                "a .safetensors `checkpoint` in its config.toml)")
     try:
         from safetensors.numpy import load_file
 
@@ -104,6 +105,24 @@ def read_weight_norms(run: Path, num_classes: int) -> np.ndarray | str:
     except ClasswiseError as e:
         return str(e)
     return np.linalg.norm(tensors[key].astype(np.float64), axis=1)
+
+
+def _configured_checkpoint(run: Path) -> Path | None:
+    """The .safetensors file the run's config.toml names as `checkpoint` (an evaluation's, or a study's
+    reused model), when it exists: read as data by safetensors, never as code."""
+    cfg = run / "config.toml"
+    if not cfg.is_file():
+        return None
+    try:
+        value = tomllib.loads(cfg.read_text()).get("checkpoint")
+    except (OSError, tomllib.TOMLDecodeError):
+        return None
+    if not isinstance(value, str):
+        return None
+    path = Path(value)
+    if path.is_dir():
+        path = next((path / n for n in CHECKPOINTS if (path / n).is_file()), path)
+    return path if path.suffix == ".safetensors" and path.is_file() else None
 
 
 def parse_labels(items: Sequence[str], runs: Sequence[Path]) -> dict[Path, str]:

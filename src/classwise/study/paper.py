@@ -180,7 +180,10 @@ def run_study(
         models[name] = model
         stage(f"{name}: evaluating {len(attacks)} attacks on {len(test)} test images")
         o = evaluate(model, test, attacks, device=dev, seed=seed)
-        write_evaluation(RunDir(sub, nested=True), o)
+        run = RunDir(sub, nested=True)
+        write_evaluation(run, o)
+        if method in plan.reused:  # the weights' file, so `classwise claims` on this folder finds them (claim 5)
+            run.write_config({"command": "study", "method": method, "checkpoint": str(plan.reused[method].path)})
         outcomes[name] = o
         norms[name] = weight_norms(model)
 

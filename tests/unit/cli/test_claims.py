@@ -75,6 +75,24 @@ def test_claim_5_reads_the_classifier_norms_from_safetensors(tmp_path):
     assert c5["verdict"] == "supported" and c5["statistic"] == pytest.approx(1.0) and c5["extra"]["attack"] == "worst-case"
 
 
+def test_claim_5_reads_the_checkpoint_named_in_config_toml(tmp_path):
+    """A study's reused model (or an evaluate run) keeps its weights elsewhere: config.toml's `checkpoint`."""
+    from safetensors.numpy import save_file
+
+    w = np.diag(np.arange(1, K + 1, dtype=np.float32))  # row norms 1 ... K
+    save_file({"fc.weight": w, "fc.bias": np.zeros(K, np.float32)}, str(tmp_path / "model.safetensors"))
+    a = write_run(tmp_path / "a", 0, config=f'method = "pgd-at"\ncheckpoint = "{tmp_path / "model.safetensors"}"\n')
+    b = write_run(tmp_path / "b", 1, config=f'checkpoint = "{tmp_path / "missing.safetensors"}"\n')
+    from classwise.study.claims_runs import read_weight_norms
+
+    assert np.allclose(read_weight_norms(a, K), np.arange(1, K + 1))
+    assert "a .safetensors `checkpoint` in its config.toml" in str(read_weight_norms(b, K))
+    r = invoke(str(a), str(b))
+    assert r.exit_code == 0, r.output
+    c5 = json.loads((a / "claims.json").read_text())["claims"][4]
+    assert c5["verdict"] != "inconclusive" and c5["extra"]["n"] == K
+
+
 def test_one_run_leaves_claim_3_inconclusive_with_the_reason(tmp_path):
     a = write_run(tmp_path / "a", 0)
     r = invoke(str(a))

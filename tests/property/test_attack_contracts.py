@@ -42,18 +42,21 @@ def tiny_model(kind: str, c: int, h: int, k: int, seed: int) -> nn.Module:
 
 @st.composite
 def cases(draw):
-    norm = draw(st.sampled_from(["linf", "l2"]))
     attack = draw(st.sampled_from(NAMES))
+    norm = "linf" if attack == "cw-linf" else draw(st.sampled_from(["linf", "l2"]))  # the alias is linf only
     n = draw(st.integers(1, 6))
     hi = 1.0 if norm == "linf" else 3.0
     eps: float | list[float] = draw(st.floats(0.0, hi))
     if attack in PER_SAMPLE and draw(st.booleans()):  # per-sample budgets, zeros included
         eps = draw(st.lists(st.one_of(st.just(0.0), st.floats(0.0, hi)), min_size=n, max_size=n))
     return {
-        "n": n, "c": draw(st.sampled_from([1, 3])), "h": draw(st.integers(1, 6)), "k": draw(st.integers(2, 5)),
+        "n": n, "c": draw(st.sampled_from([1, 3])),
+        "h": draw(st.integers(1, 6)),
+        "k": draw(st.integers(4 if attack == "ref:autoattack" else 2, 5)),  # the reference: >= 4 classes
         "kind": draw(st.sampled_from(["linear", "conv-bn", "conv-bn1d-dropout"])),
         "attack": attack, "norm": norm, "eps": eps,
-        "dtype": draw(st.sampled_from([torch.float32, torch.float64])),
+        # the reference AutoAttack computes in float32 only (float64 is a one-line error there)
+        "dtype": torch.float32 if attack == "ref:autoattack" else draw(st.sampled_from([torch.float32, torch.float64])),
         "channels_last": draw(st.booleans()),
         "random_start": draw(st.booleans()),
         "restarts": draw(st.sampled_from([1, 2])),
@@ -83,8 +86,8 @@ def _setup(case):
         params["steps"] = 3
     if case["attack"] in ("pgd", "tpgd", "cw"):
         params.update(random_start=case["random_start"], restarts=case["restarts"])
-    if case["attack"] == "autoattack":
-        params["version"] = "fast"
+    if case["attack"] in ("autoattack", "ref:autoattack"):
+        params["version"] = "fast"  # APGD-CE and APGD-T: the ensemble's FAB-T and Square cost minutes here
     params.update(_required(case["attack"], case["k"]))
     if isinstance(eps, list):
         attack = build_attack(case["attack"], defaults={**params, "eps": 0.5})  # eps: given at the call
@@ -108,11 +111,11 @@ def test_every_registered_attack_from_its_defaults(name):
     assert isinstance(info, AttackInfo) and ATTACKS.help(name)
     assert info.tier is None or isinstance(info.tier, int)
     assert info.fused_loss in (None, "ce", "cw")
-    model = tiny_model("conv-bn", 1, 4, 3, 0).eval()
+    model = tiny_model("conv-bn", 1, 4, 4, 0).eval()  # 4 classes: the reference AutoAttack's minimum
     x = torch.rand(5, 1, 4, 4, generator=torch.Generator().manual_seed(0))
     y = torch.tensor([0, 1, 2, 0, 1])
-    params = {"version": "fast"} if name == "autoattack" else {}
-    attack = build_attack(name, defaults={"eps": 0.1, **params, **_required(name, 3)})
+    params = {"version": "fast"} if name in ("autoattack", "ref:autoattack") else {}
+    attack = build_attack(name, defaults={"eps": 0.1, **params, **_required(name, 4)})
     assert isinstance(attack.label, str) and attack.label
     assert info.label(attack.spec.params) == attack.label
     x_adv = attack(model, x, y, generator=torch.Generator().manual_seed(1))

@@ -99,14 +99,48 @@ def ref_autoattack(
         raise ClasswiseError(f"unknown reference AutoAttack version {version!r}; choose one of: {', '.join(VERSIONS)}")
     if isinstance(eps, torch.Tensor):
         raise ClasswiseError("attack 'ref:autoattack' takes one eps for all samples, not per-sample budgets")
+    if x.dtype != torch.float32:
+        raise ClasswiseError(f"attack 'ref:autoattack' runs the reference code, which computes in float32; "
+                             f"got {str(x.dtype).replace('torch.', '')} inputs (use float32 and a float32 model)")
     seed = generator.initial_seed() if generator is not None else 0  # ours start from this seed's noise too
     if x.shape[0] == 0 or float(eps) == 0:
         return x.detach().clone()
     aa = _reference(model, eps=float(eps), norm=norm, version=version, seed=seed, device=x.device)
+    with torch.no_grad():
+        classes = int(model(x[:1]).shape[1])
+    if norm is Norm.L2 and version != "fast" and (x.ndim != 4 or min(x.shape[2:]) < 5):
+        raise ClasswiseError("attack 'ref:autoattack' with l2 runs the reference's Square, which needs "
+                             f"(N, C, H, W) images of at least 5 x 5 pixels; got inputs of shape {tuple(x.shape)} "
+                             "(use version=fast, or classwise's own autoattack)")
+    if classes < 4:
+        raise ClasswiseError(f"attack 'ref:autoattack' needs a model with at least 4 classes (the reference's "
+                             f"targeted DLR loss uses the 4th-largest logit); this one has {classes}: use "
+                             "classwise's own autoattack")
+    _cap_targets(aa, classes)
     devices = [x.device.index or 0] if x.device.type == "cuda" else []
-    with _quiet_reference(), torch.random.fork_rng(devices=devices):  # it seeds torch's global generator
-        x_adv, _ = aa.run_standard_evaluation(x.detach(), y.to(x.device), batch_size=x.shape[0])  # (x_adv, y_adv)
-    return x_adv.detach().to(x.dtype)
+    xc = x.detach().contiguous()  # the reference views its inputs as contiguous (channels_last is not)
+    grads = [(p, None if p.grad is None else p.grad.clone()) for p in model.parameters()]
+    try:
+        with _quiet_reference(), torch.random.fork_rng(devices=devices):  # it seeds torch's global generator
+            x_adv, _ = aa.run_standard_evaluation(xc, y.to(x.device), batch_size=x.shape[0])  # (x_adv, y_adv)
+    finally:  # its backward passes accumulate into the model's .grad: put them back as they were
+        for p, g in grads:
+            p.grad = g
+    return x_adv.detach().to(x.dtype).contiguous(memory_format=_memory_format(x))
+
+
+def _cap_targets(aa: Any, classes: int) -> None:
+    """The reference's targeted members take the top 9 other classes; with fewer classes, all of them
+    (the reference itself would index past the logits)."""
+    for member in ("apgd_targeted", "fab"):
+        attack = getattr(aa, member, None)
+        if attack is not None and hasattr(attack, "n_target_classes"):
+            attack.n_target_classes = min(int(attack.n_target_classes), classes - 1)
+
+
+def _memory_format(x: torch.Tensor) -> torch.memory_format:
+    return torch.channels_last if x.ndim == 4 and x.is_contiguous(memory_format=torch.channels_last) \
+        and not x.is_contiguous() else torch.contiguous_format
 
 
 def ref_label(p: Any) -> str:

@@ -133,6 +133,9 @@ def evaluate_chunks(net: Any, data: Any, bound: Sequence[Any], model_dir: Path, 
         from classwise.evaluation import evaluate
 
         evaluate_fn = evaluate
+    from classwise.attacks import bind_run
+
+    bound = bind_run(bound)  # labelled as evaluate labels them (budgets in the labels when they differ)
     labels = [b.label for b in bound]
     parts, reused = [], 0
     bounds = chunk_bounds(len(data), chunk)

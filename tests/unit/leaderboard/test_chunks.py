@@ -51,7 +51,7 @@ def test_chunked_equals_one_whole_evaluation(at_model, setup, tmp_path):
     # the offset is what makes them equal: chunks each seeded from batch 0 differ somewhere (PGD's random start)
     wrong = merge_outcomes([evaluate(at_model, data.subset(list(range(lo, hi))), bound, batch_size=16, device="cpu",
                                      seed=3) for lo, hi in chunk_bounds(150, 48)])
-    assert not np.array_equal(wrong.adv_pred["PGD-3"], whole.adv_pred["PGD-3"])
+    assert not np.array_equal(wrong.adv_pred["PGD-3 linf 0.2"], whole.adv_pred["PGD-3 linf 0.2"])
 
 
 def test_a_cut_short_model_resumes_after_its_last_chunk(at_model, setup, tmp_path):

@@ -3,22 +3,10 @@
 from __future__ import annotations
 
 import os
-import sys
-import types
-from pathlib import Path
 
 import pytest
 import torch
 from hypothesis import settings
-
-# robustbench (the zoo extra) installs a top-level ``tests`` package into site-packages; a regular
-# package wins over this folder (a namespace package: no __init__.py), so ``tests.helpers`` would not
-# import. ``tests`` is this folder, whatever else is installed.
-_HERE = str(Path(__file__).resolve().parent)
-if list(getattr(sys.modules.get("tests"), "__path__", [])) != [_HERE]:
-    _pkg = types.ModuleType("tests")
-    _pkg.__path__ = [_HERE]
-    sys.modules["tests"] = _pkg
 
 # The in-process tests use tiny models, where intra-op threads cost more than they give (and
 # oversubscribe badly when anything else runs): one thread. CLI subprocesses get one too (tests.helpers).

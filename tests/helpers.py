@@ -152,6 +152,22 @@ ZOO_ENTRIES = [("Hendrycks2020AugMix_WRN", "cifar10", "corruptions"),  # WideRes
                ("Salman2020Do_R50", "imagefolder", "Linf")]             # torchvision ResNet-50 (ImageNet)
 
 
+def linear_digits_model(test: Any, steps: int) -> Any:
+    """A linear classifier on the 8x8 digits, fitted full-batch with Adam (lr 0.05) for ``steps`` steps
+    on ``test`` (seeded: the same model every time): a cheap model the attacks can break and miss."""
+    import torch
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    x, y = test.tensors()
+    opt = torch.optim.Adam(net.parameters(), lr=0.05)
+    for _ in range(steps):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(net(x), y).backward()
+        opt.step()
+    return net.eval()
+
+
 def write_zoo_weights(model_dir: Path, name: str, dataset: str, threat_model: str, seed: int = 0) -> Path:
     """Random weights of a RobustBench entry saved in its layout DIR/<dataset>/<threat_model>/<NAME>.pt,
     nested and prefixed as the real files are: CIFAR ``{"state_dict": {"module.<key>"}}`` without the

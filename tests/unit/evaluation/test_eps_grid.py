@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from classwise.analysis.eps_curve import eps_curve_table, smallest_breaking_eps
 from classwise.core import AttackSpec
 from classwise.errors import ClasswiseError
 from classwise.evaluation import evaluate
 from classwise.evaluation.eps_grid import evaluate_grid, expand_grid, grid_columns, parse_eps_grid
+from tests.helpers import linear_digits_model
 
 
 def test_parse_eps_grid():
@@ -52,16 +52,8 @@ def test_expand_grid_applies_the_eps_rule():
 
 @pytest.fixture(scope="module")
 def tiny(digits):
-    torch.manual_seed(0)
     _, test = digits
-    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
-    x, y = test.tensors()
-    opt = torch.optim.Adam(net.parameters(), lr=0.05)
-    for _ in range(60):
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(net(x), y).backward()
-        opt.step()
-    return net.eval(), test.take(150, seed=0)
+    return linear_digits_model(test, steps=60), test.take(150, seed=0)
 
 
 def test_grid_columns_equal_separate_runs_at_each_eps(tiny):

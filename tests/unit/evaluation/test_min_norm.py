@@ -9,6 +9,7 @@ import torch
 from classwise.core import Norm
 from classwise.errors import ClasswiseError
 from classwise.evaluation.min_norm import min_norms, parse_min_norm
+from tests.helpers import linear_digits_model
 
 pytest.importorskip("torchattacks")
 
@@ -25,16 +26,8 @@ def test_parse_min_norm():
 
 @pytest.fixture(scope="module")
 def tiny(digits):
-    torch.manual_seed(0)
     _, test = digits
-    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
-    x, y = test.tensors()
-    opt = torch.optim.Adam(net.parameters(), lr=0.05)
-    for _ in range(40):
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(net(x), y).backward()
-        opt.step()
-    return net.eval(), test.take(60, seed=0)
+    return linear_digits_model(test, steps=40), test.take(60, seed=0)
 
 
 @pytest.mark.parametrize("norm", ["linf", "l2"])

@@ -1,7 +1,8 @@
 """Golden test: the demo (PGD-AT on digits, then five evaluation settings) gives exactly the recorded outputs.
 
 Guards refactors that must not change behaviour: ``metrics.json``, every array of ``outcomes.npz`` and the
-training history (wall-clock ``seconds`` aside) must equal the files in ``tests/golden/demo-digits/``.
+training history (wall-clock ``seconds`` aside; ``train_loss`` to 1e-5 relative) must equal the files in
+``tests/golden/demo-digits/``.
 The run uses one intra-op thread and CPU kernels pinned to a baseline every x86-64 CPU has
 (``PORTABLE_KERNELS``: ATen's default kernels, oneDNN up to SSE4.1, MKL's conditional numerical
 reproducibility), which makes CPU training bit-reproducible across machines: with the CPU's own
@@ -42,6 +43,13 @@ def _history(path: Path) -> list[dict]:
     return rows
 
 
+def _split_loss(rows: list[dict]) -> tuple[list[dict], list[float]]:
+    """The history without ``train_loss``, and the losses: a float32 running sum over the epoch's batches,
+    whose last digits differ between CPUs even with the portable kernels (seen: 2.2173637026 here,
+    2.2173636967 on the recording machine, on an AMD EPYC, with every other field equal)."""
+    return [{k: v for k, v in r.items() if k != "train_loss"} for r in rows], [r["train_loss"] for r in rows]
+
+
 @pytest.mark.slow
 def test_demo_outputs_match_golden(tmp_path):
     out = tmp_path / "demo"
@@ -52,7 +60,10 @@ def test_demo_outputs_match_golden(tmp_path):
     for k in want.files:
         assert got[k].dtype == want[k].dtype, k
         assert np.array_equal(got[k], want[k]), f"outcomes.npz[{k!r}] differs from the golden run"
-    assert _history(out / "history.jsonl") == _history(GOLDEN / "history.jsonl")
+    got_rows, got_loss = _split_loss(_history(out / "history.jsonl"))
+    want_rows, want_loss = _split_loss(_history(GOLDEN / "history.jsonl"))
+    assert got_rows == want_rows
+    assert got_loss == pytest.approx(want_loss, rel=1e-5, abs=0)
 
 
 if __name__ == "__main__" and sys.argv[1:] == ["--regenerate"]:

@@ -48,6 +48,8 @@ def intensity(
 
     if against not in AGAINST:
         raise ClasswiseError(f"unknown --against {against!r}; choose one of: {', '.join(AGAINST)}")
+    if from_epoch < 1:
+        raise ClasswiseError(f"--from-epoch must be >= 1, got {from_epoch}")
     if not 0 < confidence < 1:
         raise ClasswiseError(f"--confidence must lie in (0, 1), got {confidence:g}")
     if out is not None and out.exists() and not out.is_dir():
@@ -67,8 +69,6 @@ def intensity(
         if ref.dataset != r.dataset or len(ref.class_names) != len(r.class_names):
             raise ClasswiseError(f"{standard} ({ref.dataset}, {len(ref.class_names)} classes) and {run} ({r.dataset}, "
                                  f"{len(r.class_names)} classes) are not runs on the same classes")
-    if from_epoch < 1:
-        raise ClasswiseError(f"--from-epoch must be >= 1, got {from_epoch}")
     recs, ref_recs = _from(r.records, from_epoch, run), None if ref is None else _from(ref.records, from_epoch, standard)
     res = intensity_summary(recs, r.class_names, r.history, reference=ref_recs, against=against, confidence=confidence)
     res.update({"run": str(run), "reference_run": None if standard is None else str(standard),

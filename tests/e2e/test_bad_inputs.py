@@ -179,6 +179,15 @@ CASES = [
     ("tr-seeds-negative", ["train", "--seeds", "0,-1"], ["--seeds", ">= 0"]),
     ("tr-seeds-with-seed", ["train", "--seeds", "0,1", "--seed", "3"], ["--seed", "--seeds", "not both"]),
     ("tr-seeds-resume", ["train", "--seeds", "0,1", "--resume", "--out", "{tmp}"], ["--resume", "seed-N"]),
+    ("tr-intensity-zero", ["train", "--intensity-every", "0"], ["--intensity-every", ">= 1"]),
+    ("tr-intensity-batch-alone", ["train", "--intensity-batch", "16"], ["--intensity-batch", "--intensity-every"]),
+    ("tr-intensity-method", ["train", "--method", "trades", "--intensity-every", "5"], ["intensity", "trades"]),
+    # intensity
+    ("int-missing", ["intensity", "{tmp}/nothere"], ["nothere", "classwise train"]),
+    ("int-no-log", ["intensity", "{tmp}/emptydir"], ["intensity.jsonl", "--intensity-every"]),
+    ("int-against", ["intensity", "{tmp}/emptydir", "--against", "random"], ["--against", "standard, clean"]),
+    ("int-from-epoch", ["intensity", "{tmp}/emptydir", "--against", "clean", "--from-epoch", "0"],
+     ["--from-epoch", ">= 1"]),
     # study
     ("st-scale", ["study", "--scale", "huge"], ["--scale", "huge", "smoke"]),
     ("st-checkpoint-form", ["study", "--checkpoint", "pgd-at"], ["DEFENSE=PATH"]),

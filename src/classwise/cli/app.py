@@ -18,6 +18,7 @@ from classwise.cli.defend import defend
 from classwise.cli.demo import demo
 from classwise.cli.evaluate import evaluate
 from classwise.cli.export import export
+from classwise.cli.intensity import intensity
 from classwise.cli.leaderboard import leaderboard
 from classwise.cli.list_cmd import list_cmd
 from classwise.cli.remove_class import remove_class_cmd
@@ -68,6 +69,7 @@ app.command()(report)
 app.command()(compare)
 app.command()(defend)
 app.command("claims")(claims)
+app.command()(intensity)
 app.command()(export)
 app.command()(leaderboard)
 

@@ -39,6 +39,14 @@ def train(
     eval_limit: Annotated[int | None, typer.Option(
         "--eval-limit", metavar="N", help="Size of the --eval-every subsets (default: the whole test split). "
         "Recipe key test_eval_limit (the final evaluation's eval_limit is a different key).")] = None,
+    intensity_every: Annotated[int | None, typer.Option(
+        "--intensity-every", metavar="K", help="Every K optimizer steps, the per-example parameter-gradient norms "
+        "of --intensity-batch images of the step's batch, on the training attack's examples and clean, into "
+        "RUN/intensity.jsonl (the robustified intensity: `classwise intensity`; pgd-at and standard). Recipe key "
+        "intensity_every; default off.")] = None,
+    intensity_batch: Annotated[int | None, typer.Option(
+        "--intensity-batch", metavar="N", help="Images per --intensity-every probe (default 64). Recipe key "
+        "intensity_batch.")] = None,
     data_root: C.DataRootShort = None,
     download: C.DownloadShort = False,
     device: C.Device = "auto",
@@ -75,6 +83,8 @@ class TrainArgs:
     tensorboard: bool
     eval_every: int | None
     eval_limit: int | None
+    intensity_every: int | None
+    intensity_batch: int | None
     data_root: Path | None
     download: bool
     device: str
@@ -89,7 +99,8 @@ def _resolve(a: TrainArgs) -> tuple[Any, Path | None]:
 
     overrides: dict = {"model": a.model, "method": a.method, "epochs": a.epochs, "eps": a.eps,
                        "batch_size": a.batch_size, "lr": a.lr, "seed": a.seed, "tensorboard": a.tensorboard or None,
-                       "test_eval_every": a.eval_every, "test_eval_limit": a.eval_limit, **C.parse_set(a.set_, "beta=3")}
+                       "test_eval_every": a.eval_every, "test_eval_limit": a.eval_limit, "intensity_every": a.intensity_every,
+                       "intensity_batch": a.intensity_batch, **C.parse_set(a.set_, "beta=3")}
     recipe = a.recipe
     if a.resume and a.out is None:
         raise ClasswiseError("--resume needs --out RUN_DIR naming the run to continue")

@@ -31,7 +31,7 @@ from classwise.io import atomic_write_text
 from classwise.report.figures import Figures
 from classwise.report.header import CASCADE_NOTE, MEAN_NOTE, header_facts
 from classwise.report.page import Block, Page, Section, Table, render_page
-from classwise.report.rundir import describe, load_toml, read_json, read_run
+from classwise.report.rundir import describe, load_toml, read_history, read_json, read_run
 from classwise.report.sections import SECTIONS
 from classwise.report.sections.claims import claims_table
 from classwise.report.sections.compare import align, compare_sections, pick_attack, run_labels, summary_rows
@@ -168,7 +168,9 @@ def build_run_report(run_dir: str | Path, *, out: str | Path | None = None,
                             history=run.history, config=run.config_text, norms=norms,
                             versions=_run_versions(run.info), run_path=str(run.path.resolve()),
                             seed=int(run.info.get("seed", 0) or 0),
-                            tpgd=read_json(run.path / "metrics" / "tpgd.json") or None)  # written by `classwise tpgd`
+                            tpgd=read_json(run.path / "metrics" / "tpgd.json") or None,  # written by `classwise tpgd`
+                            intensity=read_history(run.path / "intensity.jsonl")  # `train --intensity-every`
+                            if (run.path / "intensity.jsonl").is_file() else None)
     html = render_report(context, plots_dir=run.path / "plots")
     return atomic_write_text(Path(out) if out is not None else run.path / "report.html", html)
 

@@ -86,3 +86,38 @@ def read_run(run_dir: str | Path) -> Run:
     hist_path = path / "history.jsonl"
     return Run(path, outcomes, read_json(path / "metrics.json"), read_json(path / "run.json"), text,
                 load_toml(text), read_history(hist_path) if hist_path.is_file() else None)
+
+
+@dataclass
+class IntensityRun:
+    """A training run's robustified-intensity probes (``intensity.jsonl``) with what reading them needs."""
+
+    path: Path
+    records: list[dict[str, Any]]
+    method: str
+    dataset: str
+    class_names: list[str]
+    history: list[dict[str, Any]]
+
+
+def read_intensity_run(run_dir: str | Path) -> IntensityRun:
+    """The probe records, method, dataset, class names (the checkpoint sidecar's) and history of a
+    ``classwise train`` run; a one-line error when the run has no intensity log."""
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise ClasswiseError(f"no run directory at {path}; give a directory written by `classwise train`")
+    log = path / "intensity.jsonl"
+    if not log.is_file():
+        raise ClasswiseError(f"no intensity log at {log}; train with `classwise train ... --intensity-every K` "
+                             "to log one")
+    records = read_history(log)
+    cfg = load_toml((path / "config.toml").read_text(encoding="utf-8")) if (path / "config.toml").is_file() else {}
+    side = read_json(path / "checkpoints" / "last.json")
+    names = [str(n) for n in side.get("class_names") or []]
+    if not names:
+        raise ClasswiseError(f"no class names in {path / 'checkpoints' / 'last.json'}: is {path} a `classwise "
+                             "train` run with at least one finished epoch?")
+    hist = path / "history.jsonl"
+    return IntensityRun(path, records, str(cfg.get("method") or side.get("method") or ""),
+                        str(cfg.get("dataset") or side.get("dataset") or ""), names,
+                        read_history(hist) if hist.is_file() else [])

@@ -49,6 +49,8 @@ class ReportContext:
     # the study's train-vs-test comparison (study.json keys train_vs_test, train_vs_test_per_class,
     # train_vs_test_images)
     train_vs_test: Mapping[str, Any] | None = None
+    # the robustified-intensity probes of a run trained with --intensity-every (intensity.jsonl records)
+    intensity: list[dict[str, Any]] | None = None
 
     @classmethod
     def from_mapping(cls, context: Mapping[str, Any]) -> ReportContext:
@@ -62,7 +64,8 @@ class ReportContext:
                    run_path=str(run_path) if run_path else None, notes=[str(n) for n in g("notes") or []],
                    confidence=float(g("confidence", 0.95)), bottom_k=g("bottom_k"), n_boot=int(g("n_boot", 1000)),
                    seed=int(g("seed", 0)), top_pairs=int(g("top_pairs", 10)), tpgd=g("tpgd") or None,
-                   plots_dir=g("plots_dir"), train_vs_test=g("train_vs_test") or None)
+                   plots_dir=g("plots_dir"), train_vs_test=g("train_vs_test") or None,
+                   intensity=g("intensity") or None)
 
     @classmethod
     def coerce(cls, context: ReportContext | Mapping[str, Any]) -> ReportContext:

@@ -72,6 +72,12 @@ class TrainConfig:
     # used to pick the best checkpoint. None: off. test_eval_limit: the subset size (None: the whole split).
     test_eval_every: int | None = None
     test_eval_limit: int | None = None
+    # robustified intensity (He et al. 2020; docs/intensity.md): every intensity_every optimizer steps, the
+    # per-example parameter-gradient norms of intensity_batch images of the step's batch, on the training
+    # attack's examples and clean, into RUN/intensity.jsonl. None: off (the default: it costs an attack and
+    # two per-example gradient passes per probe). pgd-at and standard only.
+    intensity_every: int | None = None
+    intensity_batch: int = 64
     # class-wise training (weights / eps per class; None = uniform)
     class_weights: list[float] | None = None
     class_eps: list[float] | None = None
@@ -122,6 +128,9 @@ class TrainConfig:
             if getattr(self, name) < lo:
                 raise ClasswiseError(f"{name} must be >= {lo}, got {getattr(self, name)}")
         self._check_test_curves()
+        from classwise.training.intensity import check_intensity_config
+
+        check_intensity_config(self.method, self.intensity_every, self.intensity_batch)
         if self.lr <= 0:
             raise ClasswiseError(f"lr must be > 0, got {self.lr:g}")
         if not 0 <= self.val_fraction < 1:

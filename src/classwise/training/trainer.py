@@ -41,6 +41,7 @@ from classwise.training.checkpoints import (
 )
 from classwise.training.config import TrainConfig
 from classwise.training.defenses import Defense
+from classwise.training.intensity import IntensityProbe
 from classwise.training.methods import METHODS, MethodConfig, MethodOutput
 from classwise.training.schedule import epoch_generator, eps_ramp, lr_factor, shard
 from classwise.training.validation import curve_subsets, evaluate_split, split_train_val, validate
@@ -161,6 +162,7 @@ class Trainer:
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         self.opt = _optimizer(cfg, self.params)
         self.defense = Defense(cfg, k)
+        self.probe = IntensityProbe.of(cfg, k)  # the robustified-intensity probe (None: off)
         self.curves: tuple[ImageData, ImageData] | None = None
         if cfg.test_eval_every is not None:  # the robust-overfitting curves' fixed subsets
             self.curves = curve_subsets(self.train, self._load_data("test"), cfg)
@@ -189,6 +191,8 @@ class Trainer:
         self.best_score, self.best_epoch = float(st["best_score"]), int(st["best_epoch"])
         self.history = json.loads(st["history"])
         self.defense.load_state_dict(st.get("defense"))
+        if self.probe is not None:
+            self.probe.restore(self.out, self.start_epoch - 1)
         log.info("resuming %s from epoch %d", self.out, self.start_epoch - 1)
 
     def prepare(self) -> None:
@@ -251,6 +255,8 @@ class Trainer:
                             steps=cfg.steps, norm=cfg.norm, beta=cfg.beta, attack_bn=cfg.attack_bn,
                             fgsm_alpha=cfg.fgsm_alpha)
         ce = class_eps * ramp if class_eps is not None else None
+        if self.probe is not None and self.info.is_main:
+            self.probe.maybe_probe(self.model, x, y, it=it, epoch=epoch, cfg=mcfg, class_eps=ce)
         res = self.method(self.ddp, x, y, cfg=mcfg, class_weights=weights, class_eps=ce, generator=gen)
         self.guard_batch(res, epoch, b)
         self.opt.zero_grad(set_to_none=True)
@@ -358,6 +364,8 @@ class Trainer:
         the epoch callback."""
         if not self.info.is_main:
             return
+        if self.probe is not None:  # before the resume file: the log never lags the state it resumes from
+            self.probe.write(self.out)
         meta = {**self.meta_base, "epoch": epoch, "metrics": _scalars(record)}
         if self.defense.recorded:
             meta["defense"] = self.defense.info()

@@ -560,6 +560,8 @@ def test_every_registered_section_builds_on_small_contexts(tmp_path):
            "train_vs_test_images": {"train": 200, "test": 200, "source": "trained-on"}}
     full = ReportContext(settings=settings, norms={"PGD-AT": np.linspace(1, 2, 10)}, history={"TRADES": hist},
                          config={"eps": "8/255"}, tpgd=_tpgd_result(), n_boot=50, train_vs_test=tvt,
+                         intensity=[{"epoch": 1, "step": 5, "labels": list(range(10)), "clean": [1.0] * 10,
+                                     "adv": [1.0 + c for c in range(10)]}],
                          claims=[A.claim_flows(o.labels, o.clean_pred, o.pred("PGD-20"), CIFAR)])
     clean_only = ReportContext(settings={"m": _subset(_synthetic(0, 0.0), [])}, n_boot=50)
     built = {}

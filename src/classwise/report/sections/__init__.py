@@ -19,6 +19,7 @@ from classwise.report.sections.consistency import consistency_section
 from classwise.report.sections.diagnosis import flows_section, per_class_section
 from classwise.report.sections.gain import gain_section
 from classwise.report.sections.history import history_section
+from classwise.report.sections.intensity import intensity_section
 from classwise.report.sections.tpgd import tpgd_section
 from classwise.report.sections.train_test import train_test_section
 from classwise.report.sections.weight_norm import norm_section
@@ -42,6 +43,7 @@ SECTIONS: tuple[SectionSpec, ...] = (
     SectionSpec("attack-gain", gain_section),  # E4
     SectionSpec("weight-norm", norm_section),  # E5
     SectionSpec("training", history_section),
+    SectionSpec("intensity", intensity_section),  # the robustified intensity (--intensity-every)
     SectionSpec("train-vs-test", train_test_section),  # the study's PGD-AT on trained-on vs test images
     SectionSpec("tpgd", tpgd_section),
     SectionSpec("config", config_section),

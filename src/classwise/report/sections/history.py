@@ -9,6 +9,7 @@ import math
 import numpy as np
 
 from classwise import analysis as A
+from classwise.analysis.intensity import curve_counts
 from classwise.report.figures import Figures
 from classwise.report.fmt import finite, pct, slug
 from classwise.report.page import Block, Section
@@ -72,7 +73,7 @@ def _overfitting(b: Block, hist: list[dict], names: list[str], figs: Figures, pr
                                "test subset; reported only, never used to pick the checkpoint)"))
     if last.get("trained_robust_per_class") is None:
         return
-    gap = A.class_gap(*_counts(last, "trained"), *_counts(last, "test"), confidence=confidence)
+    gap = A.class_gap(*curve_counts(last, "trained"), *curve_counts(last, "test"), confidence=confidence)
     test_acc = gap["test_acc"].to_numpy(float)
     worst = int(np.nanargmin(test_acc)) if np.isfinite(test_acc).any() else None
     sig = int(((gap["gap_lo"] > 0) | (gap["gap_hi"] < 0)).sum())
@@ -83,13 +84,6 @@ def _overfitting(b: Block, hist: list[dict], names: list[str], figs: Figures, pr
     b.images.append(figs.image(plot_overfit_gap(gap, names, title=title, worst=worst), f"{prefix}overfit_gap",
                                f"Per-class robust accuracy on images {s} was trained on minus on the test "
                                "subset; solid bars: the interval excludes 0; dark red: the worst test class"))
-
-
-def _counts(rec: dict, prefix: str) -> tuple[np.ndarray, np.ndarray]:
-    """Per-class (robust-correct, support) of a record's ``{prefix}_`` keys (the rates times support)."""
-    n = np.asarray(rec[f"{prefix}_support"], dtype=np.int64)
-    r = np.array([0.0 if v is None else float(v) for v in rec[f"{prefix}_robust_per_class"]])
-    return np.rint(r * n).astype(np.int64), n
 
 
 def _every(recs: list[dict]) -> str:

@@ -13,9 +13,9 @@ from classwise.models import create_model, read_state_dict
 from classwise.training.apart import ApartState, apart
 from classwise.training.fit import fit
 from classwise.training.methods import MethodConfig
+from classwise.training.trainer import TrainingInterrupted
 from classwise.training.underfit import ratio, underfit_stats
 from tests.helpers import stop_at_epoch, tiny_cfg
-from classwise.training.trainer import TrainingInterrupted
 
 
 def _setup(n=32, layerwise=True):

@@ -74,7 +74,9 @@ def test_apart_config_errors():
 
 
 def test_apart_interrupt_then_resume_equals_uninterrupted(tmp_path):
-    cfg = tiny_cfg(method="apart", epochs=3, train_limit=200, class_weights=[1, 1, 1, 2, 1, 1, 1, 1, 1, 1])
+    # with a vulnerable-class defense (class weight and class eps from epoch 2 on)
+    cfg = tiny_cfg(method="apart", epochs=3, train_limit=200, defense="fixed", defense_warmup=1,
+                   defense_weight=3.0, defense_eps=0.15)
     full = fit(cfg, tmp_path / "a", device="cpu")
     with pytest.raises(TrainingInterrupted):
         fit(cfg, tmp_path / "b", device="cpu", callbacks=stop_at_epoch(2))
@@ -83,6 +85,7 @@ def test_apart_interrupt_then_resume_equals_uninterrupted(tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert resumed.history[-1] == {**full.history[-1], "seconds": resumed.history[-1]["seconds"]}
     assert "apart_step" in full.history[-1] and full.history[-1]["underfit_ratio"] is not None
+    assert max(full.history[-1]["class_eps"]) == 0.15 and max(full.history[-1]["class_weights"]) == 3.0
 
 
 def test_underfit_ratio_on_known_losses_and_nonfinite():

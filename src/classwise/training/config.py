@@ -45,7 +45,7 @@ class TrainConfig:
     apart_step: float = 1.25
     apart_lr: float = 0.01
     apart_reg: float = 0.01
-    apart_layerwise: bool = True
+    apart_layerwise: bool = False
     eps_warmup: float = 0.0  # share of the epochs over which eps ramps up linearly from 0
     # optimization
     epochs: int = 20

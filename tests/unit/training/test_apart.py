@@ -75,7 +75,7 @@ def test_apart_config_errors():
 
 def test_apart_interrupt_then_resume_equals_uninterrupted(tmp_path):
     # with a vulnerable-class defense (class weight and class eps from epoch 2 on)
-    cfg = tiny_cfg(method="apart", epochs=3, train_limit=200, defense="fixed", defense_warmup=1,
+    cfg = tiny_cfg(method="apart", epochs=3, train_limit=200, apart_layerwise=True, defense="fixed", defense_warmup=1,
                    defense_weight=3.0, defense_eps=0.15)
     full = fit(cfg, tmp_path / "a", device="cpu")
     with pytest.raises(TrainingInterrupted):

@@ -7,6 +7,7 @@ class-wise defenses (``defenses``), recipes (``config``).
 >>> result = fit(cfg, "runs/my-run")  # doctest: +SKIP
 """
 
+from classwise.training import apart as _apart  # noqa: E402,F401,I001 - registers method "apart"
 from classwise.training.config import TrainConfig, resolve_config
 from classwise.training.methods import METHODS, MethodConfig, MethodOutput
 

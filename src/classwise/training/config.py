@@ -40,6 +40,12 @@ class TrainConfig:
     beta: float = 6.0  # TRADES / MART regularization weight
     attack_bn: str = "eval"  # BN mode while generating training attacks: eval | train
     fgsm_alpha: float = 1.25  # FGSM-RS step, as a multiple of eps (Wong et al. 2020)
+    # apart (docs/apart.md): the generator's initial step (a multiple of eps), its learning rate (times
+    # the model's schedule factor), its L2 regularization, and the layer-wise perturbations on/off
+    apart_step: float = 1.25
+    apart_lr: float = 0.01
+    apart_reg: float = 0.01
+    apart_layerwise: bool = False
     eps_warmup: float = 0.0  # share of the epochs over which eps ramps up linearly from 0
     # optimization
     epochs: int = 20
@@ -78,6 +84,9 @@ class TrainConfig:
     # two per-example gradient passes per probe). pgd-at and standard only.
     intensity_every: int | None = None
     intensity_batch: int = 64
+    # perturbation underfitting (classwise.training.underfit): after every epoch, the training attack's loss
+    # gain over clean vs PGD-20's on this many fixed, class-stratified training images (None: off)
+    underfit_limit: int | None = 100
     # class-wise training (weights / eps per class; None = uniform)
     class_weights: list[float] | None = None
     class_eps: list[float] | None = None
@@ -105,6 +114,7 @@ class TrainConfig:
 
     def validate(self) -> TrainConfig:
         from classwise.models import MODELS
+        from classwise.training.apart import validate_apart_config
         from classwise.training.defenses import validate_defense_config
         from classwise.training.methods import METHODS
 
@@ -114,6 +124,7 @@ class TrainConfig:
         self._check_ranges()
         self._check_choices()
         validate_defense_config(self)
+        validate_apart_config(self)
         return self
 
     def _check_budgets(self) -> None:
@@ -131,6 +142,8 @@ class TrainConfig:
         from classwise.training.intensity import check_intensity_config
 
         check_intensity_config(self.method, self.intensity_every, self.intensity_batch)
+        if self.underfit_limit is not None and self.underfit_limit < 1:
+            raise ClasswiseError(f"underfit_limit must be >= 1 image (or none: off), got {self.underfit_limit}")
         if self.lr <= 0:
             raise ClasswiseError(f"lr must be > 0, got {self.lr:g}")
         if not 0 <= self.val_fraction < 1:

@@ -283,11 +283,55 @@ def _finish(per_sample: Tensor, logits: Tensor, y: Tensor, class_weights: Tensor
 # The methods.
 
 
-def _register(name: str, help: str) -> Callable[[Method], Method]:
-    return METHODS.register(name, help=help)  # type: ignore[return-value]
+def _register(name: str, help: str, examples: Callable[..., Tensor]) -> Callable[[Method], Method]:
+    """Register a method with its example maker ``examples(model, x, y, *, cfg, class_eps, generator,
+    **extra) -> x_adv`` (the input perturbation it trains on; read back with ``METHODS.info(name)`` by
+    the underfitting diagnosis, :mod:`classwise.training.underfit`)."""
+    return METHODS.register(name, help=help, info=examples)  # type: ignore[return-value]
 
 
-@_register("standard", "Standard training: cross-entropy on clean inputs (eps ignored)")
+def clean_examples(model: nn.Module, x: Tensor, y: Tensor, *, cfg: MethodConfig, class_eps: Tensor | None = None,
+                   generator: torch.Generator | None = None) -> Tensor:
+    """Standard training's inputs: the clean ones."""
+    return x
+
+
+def gaussian_start_examples(model: nn.Module, x: Tensor, y: Tensor, *, cfg: MethodConfig,
+                            class_eps: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
+    """MART's examples: PGD on CE from ``x + 0.001 * N(0, 1)``."""
+    return make_adversarial(model, x, y, cfg=cfg, class_eps=class_eps, generator=generator, start="gaussian")
+
+
+def fgsm_rs_examples(model: nn.Module, x: Tensor, y: Tensor, *, cfg: MethodConfig,
+                     class_eps: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
+    """FGSM-RS examples: delta ~ U[-eps, eps] (clipped to the box), one signed-gradient step of
+    ``fgsm_alpha * eps``, projection onto the eps-ball and [0, 1] (Wong et al. 2020)."""
+    eps, alpha = sample_budget(cfg, y, class_eps, step=cfg.fgsm_alpha * cfg.eps)
+    with attack_mode(_raw(model), cfg.attack_bn):
+        return iterative_attack(_raw(model), x, y, loss=_ce, eps=eps, alpha=alpha, steps=1, norm=Norm(cfg.norm),
+                                random_start=True, early_stop=False, generator=generator)
+
+
+def trades_examples(model: nn.Module, x: Tensor, y: Tensor, *, cfg: MethodConfig,
+                    class_eps: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
+    """TRADES examples: PGD on KL(f(x) || f(x')) from ``x + 0.001 * N(0, 1)``, the clean distribution
+    held fixed (computed once in the attack BN mode)."""
+    eps, alpha = sample_budget(cfg, y, class_eps)
+    x = x.detach()
+    with attack_mode(_raw(model), cfg.attack_bn):
+        with torch.no_grad():
+            p_clean = F.softmax(_raw(model)(x).float(), dim=1)
+
+        def kl_to_clean(logits: Tensor, _y: Tensor, idx: Tensor) -> Tensor:
+            # Per-sample KL(p_clean || f(x')); idx are the rows still attacked (all of them here).
+            return F.kl_div(F.log_softmax(logits.float(), dim=1), p_clean[idx], reduction="none").sum(dim=1)
+
+        return iterative_attack(_raw(model), x, y, loss=kl_to_clean, eps=eps, alpha=alpha, steps=cfg.steps,
+                                norm=Norm(cfg.norm), random_start=False, early_stop=False, generator=generator,
+                                init=_gaussian_start(x, generator))
+
+
+@_register("standard", "Standard training: cross-entropy on clean inputs (eps ignored)", clean_examples)
 def standard(model: nn.Module, x: Tensor, y: Tensor, *, cfg: MethodConfig,
              class_weights: Tensor | None = None, class_eps: Tensor | None = None,
              generator: torch.Generator | None = None) -> MethodOutput:
@@ -298,7 +342,7 @@ def standard(model: nn.Module, x: Tensor, y: Tensor, *, cfg: MethodConfig,
     return _finish(cross_entropy(logits, y), logits, y, class_weights, None)
 
 
-@_register("pgd-at", "PGD adversarial training (Madry et al. 2018): CE on PGD examples")
+@_register("pgd-at", "PGD adversarial training (Madry et al. 2018): CE on PGD examples", make_adversarial)
 def pgd_at(model: nn.Module, x: Tensor, y: Tensor, *, cfg: MethodConfig,
            class_weights: Tensor | None = None, class_eps: Tensor | None = None,
            generator: torch.Generator | None = None) -> MethodOutput:
@@ -310,7 +354,8 @@ def pgd_at(model: nn.Module, x: Tensor, y: Tensor, *, cfg: MethodConfig,
     return _finish(cross_entropy(logits, y), logits, y, class_weights, class_eps)
 
 
-@_register("fgsm-rs", "Fast AT (Wong et al. 2020): one FGSM step of fgsm_alpha*eps from a random start")
+@_register("fgsm-rs", "Fast AT (Wong et al. 2020): one FGSM step of fgsm_alpha*eps from a random start",
+           fgsm_rs_examples)
 def fgsm_rs(model: nn.Module, x: Tensor, y: Tensor, *, cfg: MethodConfig,
             class_weights: Tensor | None = None, class_eps: Tensor | None = None,
             generator: torch.Generator | None = None) -> MethodOutput:
@@ -318,15 +363,12 @@ def fgsm_rs(model: nn.Module, x: Tensor, y: Tensor, *, cfg: MethodConfig,
     step of ``fgsm_alpha * eps``, then projection onto the eps-ball and [0, 1] (Wong et al. 2020)."""
     _check_inputs(x, y, class_weights, class_eps)
     _ensure_train(model)
-    eps, alpha = sample_budget(cfg, y, class_eps, step=cfg.fgsm_alpha * cfg.eps)
-    with attack_mode(_raw(model), cfg.attack_bn):
-        x_adv = iterative_attack(_raw(model), x, y, loss=_ce, eps=eps, alpha=alpha, steps=1, norm=Norm(cfg.norm),
-                                 random_start=True, early_stop=False, generator=generator)
+    x_adv = fgsm_rs_examples(model, x, y, cfg=cfg, class_eps=class_eps, generator=generator)
     logits = model(x_adv)
     return _finish(cross_entropy(logits, y), logits, y, class_weights, class_eps)
 
 
-@_register("trades", "TRADES (Zhang et al. 2019): CE(f(x), y) + beta * KL(f(x) || f(x_adv))")
+@_register("trades", "TRADES (Zhang et al. 2019): CE(f(x), y) + beta * KL(f(x) || f(x_adv))", trades_examples)
 def trades(model: nn.Module, x: Tensor, y: Tensor, *, cfg: MethodConfig,
            class_weights: Tensor | None = None, class_eps: Tensor | None = None,
            generator: torch.Generator | None = None) -> MethodOutput:
@@ -339,26 +381,16 @@ def trades(model: nn.Module, x: Tensor, y: Tensor, *, cfg: MethodConfig,
     """
     _check_inputs(x, y, class_weights, class_eps)
     _ensure_train(model)
-    eps, alpha = sample_budget(cfg, y, class_eps)
     x = x.detach()
-    with attack_mode(_raw(model), cfg.attack_bn):
-        with torch.no_grad():
-            p_clean = F.softmax(_raw(model)(x).float(), dim=1)
-
-        def kl_to_clean(logits: Tensor, _y: Tensor, idx: Tensor) -> Tensor:
-            # Per-sample KL(p_clean || f(x')); idx are the rows still attacked (all of them here).
-            return F.kl_div(F.log_softmax(logits.float(), dim=1), p_clean[idx], reduction="none").sum(dim=1)
-
-        x_adv = iterative_attack(_raw(model), x, y, loss=kl_to_clean, eps=eps, alpha=alpha, steps=cfg.steps,
-                                 norm=Norm(cfg.norm), random_start=False, early_stop=False, generator=generator,
-                                 init=_gaussian_start(x, generator))
+    x_adv = trades_examples(model, x, y, cfg=cfg, class_eps=class_eps, generator=generator)
     logits_clean = model(x)
     logits_adv = model(x_adv)
     ce, kl = trades_loss_terms(logits_clean, logits_adv, y)
     return _finish(ce + cfg.beta * kl, logits_adv, y, class_weights, class_eps)
 
 
-@_register("mart", "MART (Wang et al. 2020): boosted CE on x_adv + beta * KL weighted by clean misclassification")
+@_register("mart", "MART (Wang et al. 2020): boosted CE on x_adv + beta * KL weighted by clean misclassification",
+           gaussian_start_examples)
 def mart(model: nn.Module, x: Tensor, y: Tensor, *, cfg: MethodConfig,
          class_weights: Tensor | None = None, class_eps: Tensor | None = None,
          generator: torch.Generator | None = None) -> MethodOutput:
@@ -370,7 +402,7 @@ def mart(model: nn.Module, x: Tensor, y: Tensor, *, cfg: MethodConfig,
     """
     _check_inputs(x, y, class_weights, class_eps)
     _ensure_train(model)
-    x_adv = make_adversarial(model, x, y, cfg=cfg, class_eps=class_eps, generator=generator, start="gaussian")
+    x_adv = gaussian_start_examples(model, x, y, cfg=cfg, class_eps=class_eps, generator=generator)
     logits_clean = model(x.detach())
     logits_adv = model(x_adv)
     bce, kl = mart_loss_terms(logits_clean, logits_adv, y)

@@ -30,6 +30,7 @@ from classwise.data import ImageData, load_dataset
 from classwise.errors import ClasswiseError, Terminated
 from classwise.io import atomic_write_text
 from classwise.models import create_model, dataset_stats, save_checkpoint
+from classwise.training.apart import make_apart
 from classwise.training.augment import augment_batch
 from classwise.training.checkpoints import (
     check_out,
@@ -44,6 +45,7 @@ from classwise.training.defenses import Defense
 from classwise.training.intensity import IntensityProbe
 from classwise.training.methods import METHODS, MethodConfig, MethodOutput
 from classwise.training.schedule import epoch_generator, eps_ramp, lr_factor, shard
+from classwise.training.underfit import make_probe
 from classwise.training.validation import curve_subsets, evaluate_split, split_train_val, validate
 
 log = logging.getLogger(__name__)
@@ -163,6 +165,9 @@ class Trainer:
         self.opt = _optimizer(cfg, self.params)
         self.defense = Defense(cfg, k)
         self.probe = IntensityProbe.of(cfg, k)  # the robustified-intensity probe (None: off)
+        self.apart = make_apart(cfg, self.model, len(self.train), self.train.image_shape, dev,
+                                self.info.enabled)
+        self.underfit = make_probe(cfg, self.train, dev) if self.info.is_main else None
         self.curves: tuple[ImageData, ImageData] | None = None
         if cfg.test_eval_every is not None:  # the robust-overfitting curves' fixed subsets
             self.curves = curve_subsets(self.train, self._load_data("test"), cfg)
@@ -193,6 +198,8 @@ class Trainer:
         self.defense.load_state_dict(st.get("defense"))
         if self.probe is not None:
             self.probe.restore(self.out, self.start_epoch - 1)
+        if self.apart is not None:
+            self.apart.load_state_dict_full(st.get("apart"))
         log.info("resuming %s from epoch %d", self.out, self.start_epoch - 1)
 
     def prepare(self) -> None:
@@ -232,6 +239,8 @@ class Trainer:
         weights = _vector(sums.weights, self.dev)
         class_eps = _vector(sums.eps, self.dev)
         self.ddp.train()
+        if self.apart is not None:
+            self.apart.begin_epoch(order, self.per_rank_batch)
         for b, (x, y) in enumerate(self.train.subset(order).batches(self.per_rank_batch, device=self.dev)):
             res = self.train_batch(epoch, b, x, y, gen, weights, class_eps)
             sums.loss_sum += res.loss.item() * len(y)
@@ -251,16 +260,16 @@ class Trainer:
             g["lr"] = cfg.lr * lr_factor(cfg, it / self.total_iters)
         ramp = eps_ramp(cfg, it + 1, self.total_iters)
         x = augment_batch(x, cfg.augment, gen)
-        mcfg = MethodConfig(eps=cfg.eps * ramp, alpha=None if cfg.alpha is None else cfg.alpha * ramp,
-                            steps=cfg.steps, norm=cfg.norm, beta=cfg.beta, attack_bn=cfg.attack_bn,
-                            fgsm_alpha=cfg.fgsm_alpha)
-        ce = class_eps * ramp if class_eps is not None else None
+        mcfg, ce = _method_config(cfg, ramp, class_eps)
         if self.probe is not None and self.info.is_main:
             self.probe.maybe_probe(self.model, x, y, it=it, epoch=epoch, cfg=mcfg, class_eps=ce)
-        res = self.method(self.ddp, x, y, cfg=mcfg, class_weights=weights, class_eps=ce, generator=gen)
+        extra = self.apart.batch_kwargs(b) if self.apart is not None else {}
+        res = self.method(self.ddp, x, y, cfg=mcfg, class_weights=weights, class_eps=ce, generator=gen, **extra)
         self.guard_batch(res, epoch, b)
         self.opt.zero_grad(set_to_none=True)
         res.loss.backward()
+        if self.apart is not None:
+            self.apart.after_backward(lr_factor(cfg, it / self.total_iters))
         if cfg.grad_clip:
             nn.utils.clip_grad_norm_(self.params, cfg.grad_clip)
         self.opt.step()
@@ -285,6 +294,11 @@ class Trainer:
         }
         if self.val is not None:
             record.update(validate(self.model, self.val, cfg, self.dev, self.info))
+        if self.underfit is not None:  # perturbation underfitting at the eps in force at the epoch's end
+            mcfg, ce = _method_config(cfg, eps_ramp(cfg, epoch * self.n_batches, self.total_iters),
+                                      _vector(sums.eps, self.dev))
+            record.update(self.underfit.measure(self.model, cfg.method, mcfg, ce, epoch,
+                                             {"state": self.apart, "index": None} if self.apart else None))
         if self.curves is not None and epoch % int(cfg.test_eval_every or 1) == 0:
             # reported only: _score reads validation keys, so the test subset never picks a checkpoint
             for prefix, part in zip(("test", "trained"), self.curves, strict=True):
@@ -294,6 +308,8 @@ class Trainer:
         self.defense.update(epoch, self.history)  # sets the next epoch's weights / eps from this validation
         if self.defense.recorded:
             record.update(self.defense.info())
+        if self.apart is not None:
+            record.update(self.apart.info())
         return record, self._score(epoch, record)
 
     def _score(self, epoch: int, record: dict[str, Any]) -> bool:
@@ -377,6 +393,7 @@ class Trainer:
             "best_score": self.best_score, "best_epoch": self.best_epoch,
             "history": json.dumps(self.history), "config": json.dumps(self.cfg.to_dict()),
             "defense": self.defense.state_dict(),
+            **({"apart": self.apart.state_dict_full()} if self.apart is not None else {}),
         })
         atomic_write_text(self.out / "history.jsonl", "".join(json.dumps(h) + "\n" for h in self.history))
         self.saved_epoch = epoch
@@ -391,6 +408,15 @@ def _optimizer(cfg: TrainConfig, params: list[nn.Parameter]) -> torch.optim.Opti
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                                nesterov=cfg.nesterov)
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def _method_config(cfg: TrainConfig, ramp: float, class_eps: torch.Tensor | None,
+                   ) -> tuple[MethodConfig, torch.Tensor | None]:
+    """The method's config and class eps at eps-ramp factor ``ramp``."""
+    mcfg = MethodConfig(eps=cfg.eps * ramp, alpha=None if cfg.alpha is None else cfg.alpha * ramp,
+                        steps=cfg.steps, norm=cfg.norm, beta=cfg.beta, attack_bn=cfg.attack_bn,
+                        fgsm_alpha=cfg.fgsm_alpha)
+    return mcfg, (class_eps * ramp if class_eps is not None else None)
 
 
 def _vector(values: list[float] | None, dev: torch.device) -> torch.Tensor | None:

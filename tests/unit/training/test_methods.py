@@ -23,7 +23,17 @@ from classwise.training.methods import (
 K = 10
 EPS = 0.1
 # Number of train-mode forwards each method's loss takes (each updates BN running stats once).
-LOSS_FORWARDS = {"standard": 1, "pgd-at": 1, "fgsm-rs": 1, "trades": 2, "mart": 2}
+LOSS_FORWARDS = {"standard": 1, "pgd-at": 1, "fgsm-rs": 1, "trades": 2, "mart": 2, "apart": 1}
+
+
+def _state_kwargs(name: str, model: nn.Module, n: int) -> dict:
+    """apart's generator state and example indices (the other methods take none)."""
+    if name != "apart":
+        return {}
+    from classwise.training.apart import ApartState
+
+    st = ApartState(model, n, (1, 8, 8), seed=0, step=1.25, lr=0.01, reg=0.01, layerwise=True)
+    return {"state": st, "index": torch.arange(n)}
 
 
 def bn_model(seed: int = 0) -> nn.Module:
@@ -60,7 +70,8 @@ def test_method_contract(name, attack_bn, batch):
     bn = model[1]
     tracked = int(bn.num_batches_tracked)
     model.zero_grad(set_to_none=True)
-    out = METHODS.get(name)(model, x, y, cfg=MethodConfig(eps=EPS, steps=3, attack_bn=attack_bn), generator=gen())
+    out = METHODS.get(name)(model, x, y, cfg=MethodConfig(eps=EPS, steps=3, attack_bn=attack_bn), generator=gen(),
+                            **_state_kwargs(name, model, len(y)))
 
     assert model.training
     # Generation took input gradients only: the parameters' grads are still empty.
@@ -88,8 +99,9 @@ def test_unit_weights_equal_no_weights(name, batch):
     x, y = batch
     model = plain_model()
     cfg = MethodConfig(eps=EPS, steps=3)
-    a = METHODS.get(name)(model, x, y, cfg=cfg, generator=gen(3))
-    b = METHODS.get(name)(model, x, y, cfg=cfg, class_weights=torch.ones(K), generator=gen(3))
+    kw = _state_kwargs(name, model, len(y))
+    a = METHODS.get(name)(model, x, y, cfg=cfg, generator=gen(3), **kw)
+    b = METHODS.get(name)(model, x, y, cfg=cfg, class_weights=torch.ones(K), generator=gen(3), **kw)
     assert torch.allclose(a.loss, b.loss, rtol=1e-6, atol=1e-7)
     assert torch.equal(a.per_sample_loss, b.per_sample_loss)
 
@@ -294,6 +306,7 @@ def test_short_training_lowers_the_loss(name, digits):
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     cfg = MethodConfig(eps=EPS, steps=3, alpha=0.05)
     g = gen(0)
+    kw = _state_kwargs(name, model, len(y))
     epoch_loss = []
     model.train()
     for _ in range(3):
@@ -301,9 +314,11 @@ def test_short_training_lowers_the_loss(name, digits):
         total = 0.0
         for i in range(0, len(y), 64):
             idx = perm[i:i + 64]
-            out = METHODS.get(name)(model, x[idx], y[idx], cfg=cfg, generator=g)
+            out = METHODS.get(name)(model, x[idx], y[idx], cfg=cfg, generator=g, **({**kw, "index": idx} if kw else {}))
             opt.zero_grad()
             out.loss.backward()
+            if kw:
+                kw["state"].after_backward(1.0)
             opt.step()
             total += out.loss.item() * len(idx)
         epoch_loss.append(total / len(y))

@@ -31,6 +31,7 @@ def history_section(state: ReportState) -> Section | None:
             b.paragraphs.append(f"{len(hist)} epoch(s) recorded without a validation split: no per-class "
                                 "validation curves.")
             _overfitting(b, hist, names, figs, prefix, s, ctx.confidence)
+            _underfitting(b, hist, names)
             blocks.append(b)
             continue
         last = recs[-1]
@@ -45,6 +46,7 @@ def history_section(state: ReportState) -> Section | None:
         b.images.append(figs.image(plot_training_curves(recs, names), f"{prefix}training_curves",
                                    f"Per-class validation robust accuracy per epoch of {s}"))
         _overfitting(b, hist, names, figs, prefix, s, ctx.confidence)
+        _underfitting(b, hist, names)
         blocks.append(b)
     if not blocks:
         return None
@@ -52,6 +54,25 @@ def history_section(state: ReportState) -> Section | None:
                    "Validation robust accuracy of every class after each epoch (a split held out from the training "
                    "set, never the test set); with --eval-every, also a fixed test subset and trained-on images "
                    "every K epochs (reported only, never used to pick the checkpoint).", blocks)
+
+
+def _underfitting(b: Block, hist: list[dict], names: list[str]) -> None:
+    """Perturbation underfitting (``underfit_*`` keys): the training attack's loss gain over clean as a
+    share of PGD-20's on a fixed training batch, per epoch and per class at the last epoch."""
+    recs = [r for r in hist if "underfit_ratio" in r]
+    if not recs:
+        return
+    curve = ", ".join(f"{r['epoch']}: {r['underfit_ratio']:.2f}" if finite(r["underfit_ratio"]) else f"{r['epoch']}: -"
+                      for r in recs)
+    b.facts.append(("training attack's loss gain / PGD-20's, per epoch (1: as strong; 0: noise)", curve))
+    per = recs[-1].get("underfit_ratio_per_class") or []
+    cells = [f"{names[c] if c < len(names) else c} {v:.2f}" for c, v in enumerate(per) if finite(v)]
+    if cells:
+        b.facts.append(("the same per class at the last epoch", ", ".join(cells)))
+    vals = [(float(r["underfit_ratio"]), r["epoch"]) for r in recs if finite(r["underfit_ratio"])]
+    if vals:
+        lo = min(vals)
+        b.facts.append(("lowest (most underfitted) epoch", f"epoch {lo[1]}: {lo[0]:.2f}"))
 
 
 def _overfitting(b: Block, hist: list[dict], names: list[str], figs: Figures, prefix: str, s: str,

@@ -192,14 +192,20 @@ def _ascent(model: nn.Module, xa: torch.Tensor, la: torch.Tensor, idx: torch.Ten
         out = a.cur
     elif a.rows.numel():
         out[a.rows] = a.cur
-    assert out is not None
     if final_check:
-        check = torch.cat([a.rows, cycled.nonzero().squeeze(1)])  # what the full run checks at its end
-        if check.numel():
-            with torch.no_grad():
-                fooled_all[check] = _fooled(model(out[check] if bool(cycled.any()) else a.cur), labels[check],
-                                            targeted)
+        _final_check(model, out, a, cycled, labels, fooled_all, targeted)
     return out, fooled_all
+
+
+def _final_check(model: nn.Module, out: torch.Tensor, a: _Active, cycled: torch.Tensor, labels: torch.Tensor,
+                 fooled_all: torch.Tensor, targeted: bool) -> None:
+    """Whether the last iterates fool the model, for the rows that walked to the end or left on a cycle
+    (what the full run checks at its end); written into ``fooled_all``."""
+    check = torch.cat([a.rows, cycled.nonzero().squeeze(1)])
+    if check.numel():
+        with torch.no_grad():
+            states = out[check] if bool(cycled.any()) else a.cur
+            fooled_all[check] = _fooled(model(states), labels[check], targeted)
 
 
 @guarded

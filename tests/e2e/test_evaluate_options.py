@@ -92,3 +92,5 @@ def test_resolved_pgd_parameters_are_recorded():
     p = r["params"]
     assert p["alpha"] == pytest.approx(0.025) and p["restarts"] == 1 and p["random_start"] is True
     assert p["loss"] == "ce" and p["T"] == 1.0 and p["norm"] == "linf" and p["steps"] == 10
+    assert p["cycles"] is True  # the default cycle detection, as it runs (linf)
+    assert "cycles" not in resolved_attack(build_attack("pgd:eps=0.5,norm=l2"))["params"]  # does not apply

@@ -20,6 +20,7 @@ from classwise.attacks._validate import predictions
 from classwise.attacks.adapters import from_torchattacks, torchattacks_attack
 from classwise.attacks.apgd import apgd, apgd_ce, apgd_dlr, apgd_t, dlr_targeted_loss
 from classwise.attacks.autoattack import autoattack
+from classwise.attacks.cycles import CYCLES_KEY, StepCount, check_cycles, count_steps
 from classwise.attacks.geometry import ascent_step, project, random_init
 from classwise.attacks.losses import (
     cross_entropy,
@@ -189,6 +190,8 @@ def _convert(attack: str, key: str, value: Any, default: Any) -> Any:
     where = f"attack {attack!r}: {key}"
     if key == "norm":
         return Norm.parse(value)
+    if key == CYCLES_KEY:  # default None: on where it applies (classwise.attacks.cycles)
+        return _to_bool(where, value)
     if isinstance(default, bool):
         return _to_bool(where, value)
     if isinstance(default, int):
@@ -255,6 +258,8 @@ def build_attack(spec: AttackSpec | str, *, defaults: dict[str, Any] | None = No
     if spec.name in _LINF_ONLY and kwargs.get("norm", Norm.LINF) is not Norm.LINF:
         raise ClasswiseError(f"attack {spec.name!r} is linf only; for another norm write "
                              f"{_LINF_ONLY[spec.name]}:norm={kwargs['norm'].value}")
+    if CYCLES_KEY in kwargs:  # cycles=on/off on an l2 attack does not apply: an error now, not at run time
+        check_cycles(kwargs[CYCLES_KEY], kwargs.get("norm", Norm.LINF))
     if "eps" in kwargs:  # the one eps rule (classwise.core.check_eps), at build time
         check_eps(kwargs["eps"], kwargs.get("norm", Norm.LINF), name=f"attack {spec.name!r}: eps")
     if "steps" in accepted and "steps" not in kwargs and accepted["steps"] is not inspect.Parameter.empty:
@@ -337,7 +342,7 @@ def fusion_plan(attack: BoundAttack) -> PGDPlan | None:
 __all__ = [
     "predictions",
     "ATTACKS", "AttackInfo", "AttackSpec", "BoundAttack", "attack_info", "attack_params", "bind_run",
-    "build_attack", "fusion_plan", "label_run", "register_attack",
+    "build_attack", "count_steps", "StepCount", "fusion_plan", "label_run", "register_attack",
     "fgsm", "pgd", "tpgd", "cw", "iterative_attack", "tpgd_conf", "tpgd_class", "conf_temperature",
     "project", "ascent_step", "random_init",
     "make_loss", "cross_entropy", "temperature_cross_entropy", "cw_loss", "dlr_loss", "margin",

@@ -67,11 +67,25 @@ def _restore_mode(module: nn.Module, args: tuple, output: object) -> None:
         module.training = was
 
 
+def _train_bns(model: nn.Module) -> list[nn.Module]:
+    return [m for m in model.modules() if isinstance(m, _BatchNorm) and m.training]
+
+
+def _train_dropout(model: nn.Module) -> bool:
+    return any(isinstance(m, _DropoutNd) and m.training and m.p > 0 for m in model.modules())
+
+
+def rows_coupled(model: nn.Module) -> bool:
+    """Whether a row's output may depend on the other rows or on chance: a train-mode BatchNorm (batch
+    statistics) or Dropout."""
+    return bool(_train_bns(model)) or _train_dropout(model)
+
+
 @contextmanager
 def guard(model: nn.Module, generator: torch.Generator | None = None) -> Iterator[None]:
     """Run an attack on ``model`` leaving no trace: see the module docstring."""
-    bns = [m for m in model.modules() if isinstance(m, _BatchNorm) and m.training]
-    dropout = any(isinstance(m, _DropoutNd) and m.training and m.p > 0 for m in model.modules())
+    bns = _train_bns(model)
+    dropout = _train_dropout(model)
     with ExitStack() as stack:
         stack.enter_context(kept_bn_buffers(bns))
         hooks = [h for m in bns for h in (m.register_forward_pre_hook(_one_value_per_channel),

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from classwise.attacks._validate import check_finite_input, guard, guarded, predictions
+from classwise.attacks.cycles import CycleTracker, record, use_cycles
 from classwise.attacks.geometry import _per_sample, ascent_step, clip_box, project, random_init
 from classwise.attacks.losses import CW_KAPPA, LossFn, make_loss
 from classwise.core import Norm, check_eps, default_step, parse_number
@@ -109,9 +110,38 @@ def _step(xa: torch.Tensor, x_adv: torch.Tensor, grad: torch.Tensor, norm: Norm,
     return torch.add(xa, delta, out=_fresh(xa, fmt)).clamp_(0, 1)
 
 
+@dataclass
+class _Active:
+    """The rows of one ascent still walking, and what each needs per step (rows of the caller's batch)."""
+
+    rows: torch.Tensor
+    xa: torch.Tensor
+    la: torch.Tensor
+    idx: torch.Tensor
+    cur: torch.Tensor
+    eps: Budget
+    alpha: Budget
+    bounds: tuple[torch.Tensor, torch.Tensor] | None
+
+    def keep(self, mask: torch.Tensor) -> None:
+        self.rows, self.xa, self.la, self.idx = self.rows[mask], self.xa[mask], self.la[mask], self.idx[mask]
+        self.cur, self.eps, self.alpha = self.cur[mask], _take(self.eps, mask), _take(self.alpha, mask)
+        if self.bounds is not None:
+            self.bounds = (self.bounds[0][mask], self.bounds[1][mask])
+
+
+def _store(out: torch.Tensor | None, a: _Active, mask: torch.Tensor) -> torch.Tensor:
+    """``out`` with the active rows ``mask`` set to their iterate; made at the first store, when every
+    row is still active (a row leaves only after a store: its success, or its cycle's last state)."""
+    if out is None:
+        return a.cur.clone()
+    out[a.rows[mask]] = a.cur[mask]
+    return out
+
+
 def _ascent(model: nn.Module, xa: torch.Tensor, la: torch.Tensor, idx: torch.Tensor, start: torch.Tensor, *,
             loss: LossFn, eps: Budget, alpha: Budget, steps: int, norm: Norm, targeted: bool, early_stop: bool,
-            final_check: bool, fmt: torch.memory_format) -> tuple[torch.Tensor, torch.Tensor]:
+            final_check: bool, fmt: torch.memory_format, cycles: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """One run of projected ascent from ``xa + start`` (rows ``idx`` of the caller's batch).
 
     Returns ``(x_adv, fooled)`` for the rows of ``xa``. With ``early_stop`` a row leaves at the first
@@ -119,43 +149,63 @@ def _ascent(model: nn.Module, xa: torch.Tensor, la: torch.Tensor, idx: torch.Ten
     ``fooled`` is known for rows that left early and, with ``final_check``, for the rest (one more forward).
     The iterate itself is what is kept and stepped (not a perturbation): in linf one clamp onto
     precomputed bounds projects onto the ball and the box at once, three elementwise ops per step.
+    ``cycles`` (linf only): a row whose iterate provably repeats leaves with what the full run would
+    return for it (:mod:`classwise.attacks.cycles`); the result is the same, sample by sample.
     """
     bounds = _box(xa, norm, eps)
     cur = torch.add(xa, start, out=_fresh(xa, fmt))
     cur = cur.clamp_(bounds[0], bounds[1]) if bounds is not None else cur.clamp_(0, 1)
-    n = xa.shape[0]
-    out: torch.Tensor | None = None  # made at the first fooled row, when every row is still here
+    n, labels = xa.shape[0], la
+    a = _Active(torch.arange(n, device=xa.device), xa, la, idx, cur, eps, alpha, bounds)
+    out: torch.Tensor | None = None
     fooled_all = torch.zeros(n, dtype=torch.bool, device=xa.device)
-    rows = torch.arange(n, device=xa.device)
-    for _ in range(steps):
-        cur.requires_grad_(True)
-        logits = model(cur)
-        (grad,) = torch.autograd.grad(loss(logits, la, idx).sum(), cur)
-        cur = cur.detach()
+    cycled = torch.zeros(n, dtype=torch.bool, device=xa.device)
+    track = CycleTracker(cur, steps) if cycles and bounds is not None and steps > 2 else None
+    run = 0
+    for k in range(steps):
+        if track is not None:
+            land, done = track.step(k, a.cur, a.rows)
+            if bool(land.any()):
+                out = _store(out, a, land)
+            if bool(done.any()):
+                cycled[a.rows[done]] = True
+                a.keep(~done)
+                if a.rows.numel() == 0:
+                    break
+        run += a.rows.numel()
+        a.cur.requires_grad_(True)
+        logits = model(a.cur)
+        (grad,) = torch.autograd.grad(loss(logits, a.la, a.idx).sum(), a.cur)
+        a.cur = a.cur.detach()
         if early_stop:
-            fooled = _fooled(logits.detach(), la, targeted)
+            fooled = _fooled(logits.detach(), a.la, targeted)
             if bool(fooled.any()):
-                if out is None:
-                    out = cur.clone()
-                else:
-                    out[rows[fooled]] = cur[fooled]
-                fooled_all[rows[fooled]] = True
-                keep = ~fooled
-                rows, xa, la, idx, cur, grad = rows[keep], xa[keep], la[keep], idx[keep], cur[keep], grad[keep]
-                eps, alpha = _take(eps, keep), _take(alpha, keep)
-                if bounds is not None:
-                    bounds = (bounds[0][keep], bounds[1][keep])
-                if rows.numel() == 0:
-                    return out, fooled_all
-        cur = _step(xa, cur, grad, norm, eps, alpha, bounds, fmt)
+                out = _store(out, a, fooled)
+                fooled_all[a.rows[fooled]] = True
+                a.keep(~fooled)
+                grad = grad[~fooled]
+                if a.rows.numel() == 0:
+                    break
+        a.cur = _step(a.xa, a.cur, grad, norm, a.eps, a.alpha, a.bounds, fmt)
+    record(n * steps, run, int(cycled.sum()), int(fooled_all.sum()))
     if out is None:
-        out = cur
-    else:
-        out[rows] = cur
+        out = a.cur
+    elif a.rows.numel():
+        out[a.rows] = a.cur
     if final_check:
-        with torch.no_grad():
-            fooled_all[rows] = _fooled(model(cur), la, targeted)
+        _final_check(model, out, a, cycled, labels, fooled_all, targeted)
     return out, fooled_all
+
+
+def _final_check(model: nn.Module, out: torch.Tensor, a: _Active, cycled: torch.Tensor, labels: torch.Tensor,
+                 fooled_all: torch.Tensor, targeted: bool) -> None:
+    """Whether the last iterates fool the model, for the rows that walked to the end or left on a cycle
+    (what the full run checks at its end); written into ``fooled_all``."""
+    check = torch.cat([a.rows, cycled.nonzero().squeeze(1)])
+    if check.numel():
+        with torch.no_grad():
+            states = out[check] if bool(cycled.any()) else a.cur
+            fooled_all[check] = _fooled(model(states), labels[check], targeted)
 
 
 @guarded
@@ -176,6 +226,7 @@ def iterative_attack(
     early_stop: bool = True,
     generator: torch.Generator | None = None,
     init: torch.Tensor | None = None,
+    cycles: bool | None = None,
 ) -> torch.Tensor:
     """Projected steepest ascent on ``loss`` inside the eps-ball; the loop all attacks share.
 
@@ -189,6 +240,11 @@ def iterative_attack(
     of the last restart. Further restarts only run on samples not yet fooled.
     ``early_stop=False`` (training): every sample takes all ``steps`` and the last iterate is returned
     (with restarts, the last iterate of the first restart that fooled the model, else of the last).
+
+    ``cycles`` (linf): a sample whose iterate provably repeats an earlier one of the same run leaves
+    the loop with exactly what the full run returns for it (robust, and the state the run ends on);
+    ``None`` (default) where it applies (linf, a model without train-mode BatchNorm or Dropout),
+    ``True`` on (an error where it does not apply), ``False`` off. See :mod:`classwise.attacks.cycles`.
     """
     norm = Norm.parse(norm)
     eps, alpha = _budget(eps, "eps", x), _budget(alpha, "alpha", x)
@@ -198,6 +254,7 @@ def iterative_attack(
     if targeted and target is None:
         raise ClasswiseError("a targeted attack needs target labels (target=...)")
     labels = (target if targeted and target is not None else y).to(x.device)
+    walk_cycles = use_cycles(cycles, norm, model)
     x = x.detach()
     n = x.shape[0]
     if n == 0 or _all_zero(eps):
@@ -221,7 +278,7 @@ def iterative_attack(
             start = torch.zeros_like(xa)
         adv, fooled = _ascent(model, xa, la, active, start, loss=loss, eps=eps_a, alpha=alpha_a, steps=steps,
                               norm=norm, targeted=targeted, early_stop=early_stop,
-                              final_check=restarts > 1 or early_stop, fmt=fmt)
+                              final_check=restarts > 1 or early_stop, fmt=fmt, cycles=walk_cycles)
         if whole:
             x_adv, done = adv, fooled
         else:
@@ -249,6 +306,7 @@ def pgd(
     target: torch.Tensor | None = None,
     early_stop: bool = True,
     generator: torch.Generator | None = None,
+    cycles: bool | None = None,
 ) -> torch.Tensor:
     """Projected Gradient Descent (Madry et al. 2018) in linf or l2; ``alpha`` defaults to
     :func:`classwise.core.default_step` (2.5*eps/steps).
@@ -257,6 +315,7 @@ def pgd(
     or ``dlr``. ``targeted=True`` pulls towards ``target`` instead of away from ``y``.
     ``eps`` and ``alpha`` may be per-sample tensors of shape (N,) (the default alpha is then
     2.5 * eps_i / steps per sample); alpha must be > 0 wherever eps > 0.
+    ``cycles``: exact early exit of samples whose linf iterate repeats (:func:`iterative_attack`).
     """
     norm = Norm.parse(norm)
     eps = _budget(eps, "eps", x)
@@ -270,7 +329,7 @@ def pgd(
     fn = make_loss(loss, T=T, kappa=kappa, targeted=targeted)
     return iterative_attack(model, x, y, loss=fn, eps=eps, alpha=alpha, steps=int(steps), norm=norm,
                             random_start=random_start, restarts=int(restarts), targeted=targeted,
-                            target=target, early_stop=early_stop, generator=generator)
+                            target=target, early_stop=early_stop, generator=generator, cycles=cycles)
 
 
 @guarded
@@ -291,7 +350,8 @@ def fgsm(
     """
     eps = _budget(eps, "eps", x)
     return pgd(model, x, y, eps=eps, alpha=eps, steps=1, norm=norm,
-               random_start=False, targeted=targeted, target=target, early_stop=False, generator=generator)
+               random_start=False, targeted=targeted, target=target, early_stop=False, generator=generator,
+               cycles=False)
 
 
 @guarded
@@ -309,6 +369,7 @@ def tpgd(
     restarts: int = 1,
     early_stop: bool = True,
     generator: torch.Generator | None = None,
+    cycles: bool | None = None,
 ) -> torch.Tensor:
     """Temperature-PGD (Tian et al. 2021): PGD on CE(softmax(logits / T), y).
 
@@ -317,7 +378,7 @@ def tpgd(
     competitive wrong class (towards a margin loss), T > 1 spreads it over all classes.
     """
     return pgd(model, x, y, eps=eps, alpha=alpha, steps=steps, norm=norm, random_start=random_start,
-               restarts=restarts, loss="ce", T=T, early_stop=early_stop, generator=generator)
+               restarts=restarts, loss="ce", T=T, early_stop=early_stop, generator=generator, cycles=cycles)
 
 
 @guarded
@@ -335,10 +396,12 @@ def cw(
     restarts: int = 1,
     early_stop: bool = True,
     generator: torch.Generator | None = None,
+    cycles: bool | None = None,
 ) -> torch.Tensor:
     """CW-k: PGD on the Carlini-Wagner margin loss max_{j!=y} z_j - z_y (capped at kappa), bounded eps."""
     return pgd(model, x, y, eps=eps, alpha=alpha, steps=steps, norm=norm, random_start=random_start,
-               restarts=restarts, loss="cw", kappa=kappa, early_stop=early_stop, generator=generator)
+               restarts=restarts, loss="cw", kappa=kappa, early_stop=early_stop, generator=generator,
+               cycles=cycles)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -356,11 +419,12 @@ class PGDPlan:
     steps: int
     norm: Norm
     random_start: bool
+    cycles: bool | None = None
 
     @property
-    def group(self) -> tuple[int, Norm, bool]:
-        """Plans with the same group can share one loop: same number of steps, norm and start."""
-        return self.steps, self.norm, self.random_start
+    def group(self) -> tuple[int, Norm, bool, bool | None]:
+        """Plans with the same group can share one loop: same number of steps, norm, start and cycles."""
+        return self.steps, self.norm, self.random_start, self.cycles
 
 
 def pgd_plan(fn: object, kwargs: dict, *, loss: str | None = None) -> PGDPlan | None:
@@ -382,7 +446,7 @@ def pgd_plan(fn: object, kwargs: dict, *, loss: str | None = None) -> PGDPlan | 
     if not (eps > 0 and alpha > 0):
         return None  # eps 0 returns x untouched; bad values: let the attack itself raise its error
     fused = make_loss(name, T=float(p.get("T", 1.0)), kappa=float(p.get("kappa", CW_KAPPA)))
-    return PGDPlan(fused, eps, alpha, steps, norm, bool(p.get("random_start", True)))
+    return PGDPlan(fused, eps, alpha, steps, norm, bool(p.get("random_start", True)), p.get("cycles"))
 
 
 def fused_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, plans: list[PGDPlan],
@@ -392,16 +456,18 @@ def fused_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, plans: list[PG
     Returns one ``x_adv`` per plan, sample by sample what running each attack alone with its generator
     gives: losses are per sample, each plan's random start is drawn from its own generator exactly as
     the attack alone draws it, and each (plan, sample) row leaves the loop at its own first success.
-    One forward/backward of m*N rows costs less than m of N rows (fewer, larger kernels).
+    One forward/backward of m*N rows costs less than m of N rows (fewer, larger kernels). Cycle
+    detection as the plans' ``cycles`` say (:mod:`classwise.attacks.cycles`).
     """
     if len({p.group for p in plans}) > 1:
-        raise ClasswiseError("fused_pgd: the plans differ in steps, norm or random start")
+        raise ClasswiseError("fused_pgd: the plans differ in steps, norm, random start or cycles")
     check_finite_input(x, where="fused_pgd")
     m, n = len(plans), x.shape[0]
     if n == 0 or m == 0:
         return [x.detach().clone() for _ in plans]
     x = x.detach()
-    steps, norm, random_start = plans[0].group
+    steps, norm, random_start, cycles = plans[0].group
+    walk_cycles = use_cycles(cycles, norm, model)
     fmt = _layout(x)
     xs = torch.cat([x] * m)
     ys = torch.cat([y.to(x.device)] * m)
@@ -428,5 +494,5 @@ def fused_pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, plans: list[PG
     with guard(model):
         adv, _ = _ascent(model, xs, ys, torch.arange(m * n, device=x.device), start, loss=loss, eps=eps,
                          alpha=alpha, steps=steps, norm=norm, targeted=False, early_stop=True, final_check=False,
-                         fmt=fmt)
+                         fmt=fmt, cycles=walk_cycles)
     return [adv[j * n:(j + 1) * n] for j in range(m)]

@@ -68,7 +68,7 @@ def clean_probs(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 def tpgd_conf(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, lo: float = RULE_LO,
               hi: float = RULE_HI, alpha: float | None = None, steps: int = 20, norm: Norm | str = Norm.LINF,
               random_start: bool = True, restarts: int = 1, early_stop: bool = True,
-              generator: torch.Generator | None = None) -> torch.Tensor:
+              generator: torch.Generator | None = None, cycles: bool | None = None) -> torch.Tensor:
     """Temperature-PGD with T_i = :func:`conf_temperature` of each image's clean confidence.
 
     One extra forward pass (the clean confidence) on top of PGD; the other parameters are :func:`tpgd`'s.
@@ -77,17 +77,19 @@ def tpgd_conf(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float,
     p = clean_probs(model, x)
     T = conf_temperature(p.amax(dim=1), p.shape[1], lo=lo, hi=hi).to(x.device)
     return tpgd(model, x, y, eps=eps, T=T, alpha=alpha, steps=steps, norm=norm, random_start=random_start,
-                restarts=restarts, early_stop=early_stop, generator=generator)
+                restarts=restarts, early_stop=early_stop, generator=generator, cycles=cycles)
 
 
 @guarded
 def tpgd_class(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, class_T: Sequence[float],
                alpha: float | None = None, steps: int = 20, norm: Norm | str = Norm.LINF, random_start: bool = True,
-               restarts: int = 1, early_stop: bool = True, generator: torch.Generator | None = None) -> torch.Tensor:
+               restarts: int = 1, early_stop: bool = True, generator: torch.Generator | None = None,
+               cycles: bool | None = None) -> torch.Tensor:
     """Temperature-PGD with T_i = ``class_T[clean prediction of x_i]`` (label-free; K temperatures from
     :func:`class_temperatures`); the other parameters are :func:`tpgd`'s."""
     table = torch.as_tensor(list(class_T), dtype=torch.float32, device=x.device)
     # a row with non-finite outputs has no clean prediction (-1): it takes class 0's T (it is not robust anyway)
     pred = predictions(clean_probs(model, x)).clamp(min=0)
     return tpgd(model, x, y, eps=eps, T=table[pred], alpha=alpha, steps=steps, norm=norm,
-                random_start=random_start, restarts=restarts, early_stop=early_stop, generator=generator)
+                random_start=random_start, restarts=restarts, early_stop=early_stop, generator=generator,
+                cycles=cycles)

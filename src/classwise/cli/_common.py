@@ -258,6 +258,7 @@ def resolved_attack(attack) -> dict[str, Any]:
     """What a bound attack runs with: every parameter of its function (defaults included), with the
     step size the PGD family derives when none is given, for config.toml."""
     from classwise.attacks import ATTACKS, attack_params
+    from classwise.attacks.cycles import CYCLES_KEY
     from classwise.core import DEFAULT_STEP_RULE, Norm, default_step
 
     name = attack.spec.name
@@ -269,6 +270,8 @@ def resolved_attack(attack) -> dict[str, Any]:
     elif "alpha" in params and params["alpha"] is None and "eps" in params and params.get("steps"):
         params["alpha"] = default_step(float(params["eps"]), int(params["steps"]))
         params["alpha_rule"] = DEFAULT_STEP_RULE
+    if CYCLES_KEY in params and params[CYCLES_KEY] is None and Norm.parse(params.get("norm", Norm.LINF)) is Norm.LINF:
+        params[CYCLES_KEY] = True  # the default where it applies: linf, the model in eval mode as evaluate runs it
     out = {k: (v.value if isinstance(v, Norm) else v) for k, v in params.items() if v is not None}
     return {"name": name, "label": attack.label, "params": out}
 

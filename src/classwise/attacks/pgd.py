@@ -351,7 +351,7 @@ def fgsm(
     eps = _budget(eps, "eps", x)
     return pgd(model, x, y, eps=eps, alpha=eps, steps=1, norm=norm,
                random_start=False, targeted=targeted, target=target, early_stop=False, generator=generator,
-               cycles=False)
+               cycles=None)  # one step: nothing to repeat (and l2 has no cycles setting)
 
 
 @guarded

@@ -260,7 +260,7 @@ def test_demo_default_shows_class_gap(tmp_path):
 
 
 def test_evaluate_from_sidecar_needs_no_other_flags(tmp_path, run_ckpt):
-    proc = ok(cli(["evaluate", "--checkpoint", run_ckpt, "--attack", "pgd:eps=0.2,steps=5", "--out", "EV"],
+    proc = ok(cli(["evaluate", "--checkpoint", run_ckpt, "--attack", "pgd:eps=0.2,steps=5", "--plots", "--out", "EV"],
                   tmp_path))
     ev = tmp_path / "EV"
     m = read_json(ev / "metrics.json")

@@ -90,3 +90,20 @@ def test_a_single_spec_string_and_names_with_an_image_data_are_refused(net, smal
         classwise.evaluate(net, small, "fgsm:eps=0.1")
     with pytest.raises(ClasswiseError, match="has its own class_names"):
         classwise.evaluate(net, small, [], class_names=list("abcdefghij"))
+
+
+#: modules `classwise evaluate` does not need on a tensor dataset without --plots (seconds to import)
+HEAVY_FOR_EVALUATE = ("torchvision", "matplotlib", "scipy.stats", "jinja2", "sklearn.model_selection")
+
+
+@pytest.mark.slow
+def test_the_evaluate_command_path_imports_no_heavy_module_it_does_not_need():
+    """What run_evaluate imports (the app, data, models, evaluation and its checks, the run directory and
+    the artifact writer) leaves out plotting, scipy.stats, templates and torchvision."""
+    mods = ["classwise.cli.app", "classwise.cli.evaluate", "classwise.data", "classwise.models",
+            "classwise.evaluation", "classwise.evaluation.checks", "classwise.report.artifacts", "classwise.runs",
+            "classwise.dist", "classwise.report.tables", "classwise.report.header", "classwise.report.per_class"]
+    code = (f"import sys, {', '.join(mods)}; "
+            f"bad = [m for m in {HEAVY_FOR_EVALUATE!r} if m in sys.modules]; assert not bad, bad")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr

@@ -7,7 +7,6 @@ from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
-from scipy import stats
 
 from classwise.analysis.accuracy import _as_int
 
@@ -64,6 +63,8 @@ def correlation(x: np.ndarray, y: np.ndarray, method: str) -> tuple[float, float
     a, b = x[ok], y[ok]
     if np.all(a == a[0]) or np.all(b == b[0]):
         return nan, nan, n
+    from scipy import stats  # here: scipy.stats costs a second to import, and most callers never correlate
+
     fn = {"pearson": stats.pearsonr, "spearman": stats.spearmanr, "kendall": stats.kendalltau}[method]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)

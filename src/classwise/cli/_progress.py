@@ -104,7 +104,11 @@ def _bars() -> Any:
 
 @contextmanager
 def progress() -> Iterator[Reporter]:
-    """The progress of one command step, in the current mode (see the module docstring)."""
+    """The progress of one command step, in the current mode (see the module docstring). The long work
+    begins here: the garbage collector paused for the start-up comes back on (:mod:`classwise.cli._startup`)."""
+    from classwise.cli._startup import resume
+
+    resume()
     rep = Reporter(progress_mode())
     if rep.bars is None:
         yield rep

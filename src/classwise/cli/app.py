@@ -139,5 +139,10 @@ def main() -> None:
     """Console entry point: one-line errors, no tracebacks for user mistakes."""
     import signal
 
+    from classwise.cli import _startup
+
+    _startup.pause()  # the cyclic collector off while the command imports (classwise.cli._startup)
     signal.signal(signal.SIGTERM, _on_sigterm)
-    sys.exit(run_cli())
+    rc = run_cli()
+    _startup.before_exit()
+    sys.exit(rc)

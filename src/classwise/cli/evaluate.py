@@ -78,11 +78,15 @@ def evaluate(
     checks: Annotated[bool, typer.Option("--checks/--no-checks", help="After the evaluation, run sanity checks "
                                          "for gradient masking and evaluation bugs on <= 200 samples "
                                          "(see docs/checks.md); fired flags go to stderr and metrics.json.")] = True,
+    plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Also draw plots/class_accuracy.png and "
+                                        "plots/confusion.png now (matplotlib: about a second); by default "
+                                        "`classwise report RUN` draws these figures.")] = False,
     quiet: C.Quiet = False,
 ) -> None:
     """Attack a trained model and report robustness class by class.
 
-    Writes metrics.json, outcomes.npz (per-sample), config.toml, run.json and plots/ into the run directory.
+    Writes metrics.json, outcomes.npz (per-sample), per_class.csv, outcomes.parquet, config.toml and run.json
+    into the run directory (with --plots also plots/; `classwise report RUN` draws the figures).
     Under `torchrun --nproc_per_node=N -m classwise evaluate ...` the batches are shared out over the
     processes and the per-sample outcomes gathered: the numbers equal a one-process run's.
     """
@@ -120,6 +124,7 @@ class EvaluateArgs:
     cascade: bool
     min_norm: str | None
     checks: bool
+    plots: bool = False
     quiet: bool = False
 
 
@@ -298,7 +303,7 @@ def run_evaluate(a: EvaluateArgs) -> None:
     dist.shutdown()
     if run is None:
         return  # under torchrun every process holds the gathered outcomes; rank 0 writes them
-    res = write_evaluation(run, outcomes)
+    res = write_evaluation(run, outcomes, plots=a.plots)
     if c.grid:
         from classwise.report.eps_figures import write_eps_grid
 

@@ -16,8 +16,11 @@ def report(
     out: Annotated[Path | None, typer.Option(help="HTML file (default: RUN_DIR/report.html).")] = None,
 ) -> None:
     """Write one self-contained report.html (figures embedded, no network) and the figures as PNGs."""
+    from classwise.cli._startup import resume
     from classwise.report.html import build_run_report
     from classwise.runs import add_to_run
+
+    resume()  # imports done: the figures' garbage is collected as it comes (classwise.cli._startup)
 
     if not run_dir.is_dir():
         raise ClasswiseError(f"run directory {run_dir} not found")

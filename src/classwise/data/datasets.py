@@ -252,14 +252,14 @@ def _idx_file(d: Path, stem: str) -> Path | None:
 
 def _idx_place(name: str, tv_class: str) -> Placer:
     def place(split: str, root: Path | None) -> Place:
-        import torchvision.datasets as tvd
-
         base = _base(root)
         # the system location (Debian's dataset packages) only when no --data-root was given
         dirs = [base / tv_class / "raw", base, *(SYSTEM_DIRS.get(name, []) if root is None else [])]
         stems = _IDX_STEMS[split]
 
         def fetch() -> None:
+            import torchvision.datasets as tvd  # here: seconds to import, needed only to download
+
             getattr(tvd, tv_class)(str(base), train=split == "train", download=True)
 
         return Place(dirs, lambda d: all(_idx_file(d, s) for s in stems),

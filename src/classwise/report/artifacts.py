@@ -14,7 +14,6 @@ from classwise.analysis.labels import WORST_CASE, headline_attack
 from classwise.io import atomic_write, atomic_write_text
 from classwise.outcomes import Outcomes
 from classwise.report.per_class import per_class_table, to_csv
-from classwise.report.plots import plot_class_accuracy, plot_confusion, save_figure
 from classwise.runs import RunDir
 
 if TYPE_CHECKING:
@@ -30,8 +29,10 @@ def primary_attack(outcomes: Outcomes) -> str | None:
 NO_PARQUET = "not written: pyarrow is not installed (pip install pyarrow)"  # no [...]: rich markup
 
 
-def write_evaluation(run: RunDir, outcomes: Outcomes, *, attack: str | None = None) -> dict[str, Any]:
-    """Write ``metrics.json``, ``outcomes.npz``, ``per_class.csv``, ``outcomes.parquet`` and two PNGs;
+def write_evaluation(run: RunDir, outcomes: Outcomes, *, attack: str | None = None,
+                     plots: bool = True) -> dict[str, Any]:
+    """Write ``metrics.json``, ``outcomes.npz``, ``per_class.csv``, ``outcomes.parquet`` and two PNGs
+    (with ``plots``; without, no figure is drawn and matplotlib is never imported);
     returns the metrics and the files (name -> path; ``parquet`` -> :data:`NO_PARQUET`, a string,
     when pyarrow is missing: the commands print it in their file list).
 
@@ -46,7 +47,9 @@ def write_evaluation(run: RunDir, outcomes: Outcomes, *, attack: str | None = No
     files["per_class"] = atomic_write_text(run.file("per_class.csv"), to_csv(per_class_table(outcomes)))
     files["parquet"] = write_parquet(outcomes, run.file("outcomes.parquet")) or NO_PARQUET
     attack = attack or primary_attack(outcomes)
-    if attack is not None:
+    if plots and attack is not None:
+        from classwise.report.plots import plot_class_accuracy, plot_confusion, save_figure
+
         df = outcomes.class_table()
         ax = plot_class_accuracy(outcomes.class_names, df["clean_acc"], df[attack], robust_label=attack)
         files["class_accuracy"] = save_figure(cast("Figure", ax.figure), run.plots / "class_accuracy.png")

@@ -13,6 +13,8 @@ The names below load on first use (PEP 562), so importing one module of the pack
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # what __getattr__ returns, for type checkers
@@ -141,6 +143,22 @@ def __getattr__(name: str) -> Any:
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
+
+
+class _Package(types.ModuleType):
+    """Two exported functions share their module's name (``consistency``, ``paper_claims``). Importing
+    such a submodule makes Python set it as this package's attribute, which would shadow the function
+    for ``A.consistency(...)``; the function is kept instead. ``from classwise.analysis.consistency
+    import ...`` still reads the module (from ``sys.modules``); ``import classwise.analysis.consistency
+    as m`` gives the function, so import from these two modules with ``from``."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if isinstance(value, types.ModuleType) and _LAZY.get(name) == value.__name__:
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 def __dir__() -> list[str]:

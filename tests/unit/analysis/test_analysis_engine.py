@@ -602,3 +602,16 @@ def test_a_prediction_of_minus_one_is_wrong_everywhere_and_never_an_index():
     d = dominant_targets(y, clean, adv, 3)
     assert d[1, 0] == 0 and d[1, 2] == 1
     assert bootstrap_disparity(y, adv, 3, n_boot=20).loc["worst_acc", "value"] == 0.25
+
+
+def test_functions_named_like_their_module_survive_the_module_import():
+    """``consistency`` and ``paper_claims`` are functions of modules of the same name: importing the
+    module (as other code does first) must not replace the package's function by the module."""
+    import subprocess
+    import sys
+
+    code = ("from classwise.analysis.consistency import consistency_matrix\n"
+            "from classwise.analysis.paper_claims import weight_norm_attack\n"
+            "import classwise.analysis as A\n"
+            "assert callable(A.consistency) and callable(A.paper_claims), (A.consistency, A.paper_claims)\n")
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -121,6 +121,20 @@ def stop_at_epoch(epoch: int):
     return FitCallbacks(on_epoch=on_epoch)
 
 
+def fit_full_and_resumed(cfg: Any, tmp_path: Path, *, stop: int = 2) -> tuple[Any, Any]:
+    """``cfg`` trained uninterrupted (``tmp_path/a``) and interrupted after epoch ``stop`` then resumed
+    (``tmp_path/b``): the two FitResults of the interrupted + resumed == uninterrupted tests."""
+    import pytest
+
+    from classwise.training.fit import fit
+    from classwise.training.trainer import TrainingInterrupted
+
+    full = fit(cfg, tmp_path / "a", device="cpu")
+    with pytest.raises(TrainingInterrupted):
+        fit(cfg, tmp_path / "b", device="cpu", callbacks=stop_at_epoch(stop))
+    return full, fit(cfg, tmp_path / "b", resume=True, device="cpu")
+
+
 def import_factory(folder: Path, module: str, num_classes: int = 10) -> Any:
     """``folder/module.py``'s ``factory(num_classes)``, imported the way ``--model-file`` is (the folder on
     sys.path), with sys.path and sys.modules left as they were."""

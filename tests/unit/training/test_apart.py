@@ -13,9 +13,8 @@ from classwise.models import create_model, read_state_dict
 from classwise.training.apart import ApartState, apart
 from classwise.training.fit import fit
 from classwise.training.methods import MethodConfig
-from classwise.training.trainer import TrainingInterrupted
 from classwise.training.underfit import ratio, underfit_stats
-from tests.helpers import stop_at_epoch, tiny_cfg
+from tests.helpers import fit_full_and_resumed, tiny_cfg
 
 
 def _setup(n=32, layerwise=True):
@@ -77,10 +76,7 @@ def test_apart_interrupt_then_resume_equals_uninterrupted(tmp_path):
     # with a vulnerable-class defense (class weight and class eps from epoch 2 on)
     cfg = tiny_cfg(method="apart", epochs=3, train_limit=200, apart_layerwise=True, defense="fixed", defense_warmup=1,
                    defense_weight=3.0, defense_eps=0.15)
-    full = fit(cfg, tmp_path / "a", device="cpu")
-    with pytest.raises(TrainingInterrupted):
-        fit(cfg, tmp_path / "b", device="cpu", callbacks=stop_at_epoch(2))
-    resumed = fit(cfg, tmp_path / "b", resume=True, device="cpu")
+    full, resumed = fit_full_and_resumed(cfg, tmp_path)
     a, b = read_state_dict(full.last), read_state_dict(resumed.last)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert resumed.history[-1] == {**full.history[-1], "seconds": resumed.history[-1]["seconds"]}

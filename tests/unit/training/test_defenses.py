@@ -14,9 +14,12 @@ from classwise.models import read_state_dict
 from classwise.training import trainer as trainmod
 from classwise.training.config import resolve_config
 from classwise.training.defenses import TRAINING_DEFENSES, Defense, training_defense_kinds
-from classwise.training.fit import TrainingInterrupted, fit
+from classwise.training.fit import fit
 from classwise.training.methods import METHODS, MethodConfig
-from tests.helpers import stop_at_epoch, tiny_cfg  # digits, small-cnn, a few seconds per run
+from tests.helpers import (  # digits, small-cnn, a few seconds per run
+    fit_full_and_resumed,
+    tiny_cfg,
+)
 
 
 def record(clean, robust, support=None):
@@ -92,10 +95,7 @@ def test_adaptive_in_fit_weights_the_worst_validation_class_most(tmp_path):
 
 def test_adaptive_interrupted_and_resumed_equals_uninterrupted(tmp_path):
     cfg = tiny_cfg(defense="adaptive", defense_warmup=0, defense_eps=0.15, epochs=4)
-    full = fit(cfg, tmp_path / "a", device="cpu")
-    with pytest.raises(TrainingInterrupted):
-        fit(cfg, tmp_path / "b", device="cpu", callbacks=stop_at_epoch(2))
-    resumed = fit(cfg, tmp_path / "b", resume=True, device="cpu")
+    full, resumed = fit_full_and_resumed(cfg, tmp_path)
     a, b = read_state_dict(full.last), read_state_dict(resumed.last)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert [h["class_weights"] for h in resumed.history] == [h["class_weights"] for h in full.history]

@@ -3,12 +3,11 @@ checkpoint choice, resume."""
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 from classwise.models import read_state_dict
-from classwise.training.fit import TrainingInterrupted, fit
-from tests.helpers import stop_at_epoch, tiny_cfg
+from classwise.training.fit import fit
+from tests.helpers import fit_full_and_resumed, tiny_cfg
 
 CURVE_KEYS = ("test_eval_n", "test_clean_acc", "test_robust_acc", "test_support", "test_clean_per_class",
               "test_robust_per_class", "trained_eval_n", "trained_robust_acc", "trained_robust_per_class")
@@ -47,9 +46,6 @@ def test_curves_every_k_epochs_on_the_classes_trained_on(tmp_path):
 
 def test_resumed_run_gives_the_same_curve_records(tmp_path):
     cfg = tiny_cfg(epochs=3, test_eval_every=1, test_eval_limit=40)
-    full = fit(cfg, tmp_path / "a", device="cpu")
-    with pytest.raises(TrainingInterrupted):
-        fit(cfg, tmp_path / "b", device="cpu", callbacks=stop_at_epoch(2))
-    resumed = fit(cfg, tmp_path / "b", resume=True, device="cpu")
+    full, resumed = fit_full_and_resumed(cfg, tmp_path)
     for a, b in zip(full.history, resumed.history, strict=True):
         assert {k: a[k] for k in CURVE_KEYS} == {k: b[k] for k in CURVE_KEYS}

@@ -6,9 +6,11 @@ equals an earlier iterate of the same run, the sample walks that cycle until the
 the full run returns for it is known: it is never fooled again (every state of the cycle was already
 checked) and its last iterate is the cycle's state at the last step's index.
 
-How it is found, and why it is exact (:class:`CycleTracker`): every iterate of every sample is hashed
-(64 bits of its float bits, with fixed random keys: no image copies); a hash equal to one of an
-earlier step of the same sample, ``p`` steps ago, makes the sample a *candidate* of period ``p``. A
+How it is found, and why it is exact (:class:`CycleTracker`): every iterate of every sample (every 4th
+in runs of 50 steps or more, :func:`hash_stride`: a cycle of period ``q`` then shows as equal hashes
+``4q`` steps apart, and the bookkeeping of the other steps is skipped) is hashed (64 bits of its float
+bits, with fixed random keys: no image copies); a hash equal to one of an earlier hashed step of the
+same sample, ``p`` steps ago, makes the sample a *candidate* of period ``p``. A
 candidate is never trusted on its hash: its current iterate is copied, the sample runs ``p`` more
 steps as usual (each forward still checks for success), and only when its iterate is then bit-identical
 to the copy has it provably entered a cycle of period ``p`` (the step is a function of the iterate).
@@ -101,6 +103,14 @@ def record(nominal: int, run: int, cycled: int, fooled: int) -> None:
 
 
 _BITS = {2: torch.int16, 4: torch.int32, 8: torch.int64}
+HASH_STRIDE, HASH_STRIDE_FROM = 4, 50  # runs of 50 steps or more hash every 4th iterate (bench_pgd_cycles.py)
+
+
+def hash_stride(steps: int) -> int:
+    """Every how many iterates the tracker hashes. Hashing every ``s``-th iterate still finds every
+    cycle (iterates ``k`` and ``k + s * p`` of a cycle of period ``p`` are equal), ``s * p`` steps later at
+    most, for ``1 / s`` of the bookkeeping; short runs hash every iterate, where a late find saves little."""
+    return 1 if steps < HASH_STRIDE_FROM else HASH_STRIDE
 
 
 class CycleTracker:
@@ -110,54 +120,65 @@ class CycleTracker:
     cost no bookkeeping. :meth:`step` is called with the iterate of index ``k`` before its forward.
     """
 
-    def __init__(self, cur: torch.Tensor, steps: int) -> None:
+    def __init__(self, cur: torch.Tensor, steps: int, stride: int | None = None) -> None:
         n, dev = cur.shape[0], cur.device
         gen = torch.Generator().manual_seed(0x5EED_C1C1E)  # fixed keys: the hash is a pure function
         keys = torch.randint(-(2 ** 62), 2 ** 62, tuple(cur.shape[1:]), generator=gen, dtype=torch.int64)
         self.keys = (keys * 2 + 1).to(dev)  # odd: every bit of a pixel reaches the hash
         self.bits = _BITS[cur.element_size()]
         self.steps = steps
-        self.hashes = torch.zeros(n, steps, dtype=torch.int64, device=dev)  # column k: hash of iterate k
+        self.stride = stride or hash_stride(steps)
+        cols = (steps - 1) // self.stride + 1
+        self.hashes = torch.zeros(n, cols, dtype=torch.int64, device=dev)  # column j: hash of iterate j*stride
         self.confirm = torch.full((n,), -1, dtype=torch.int64, device=dev)  # step of a candidate's check
         self.land = torch.full((n,), -1, dtype=torch.int64, device=dev)  # step of its last-step state
         self.ref: torch.Tensor | None = None  # a candidate's iterate when it became one (rows of the batch)
+        self.pending: set[int] = set()  # steps at which some candidate is checked or lands
 
     def _hash(self, cur: torch.Tensor) -> torch.Tensor:
         v = cur.view(self.bits).to(torch.int64) * self.keys
         v = v ^ (v >> 29)
         return v.sum(dim=tuple(range(1, v.ndim)))
 
-    def step(self, k: int, cur: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def step(self, k: int, cur: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
         """``(keep, done)`` over the active rows at iterate ``k``: ``keep`` rows hold the state the full
-        run ends on (store it as their result), ``done`` rows are in a confirmed cycle (they leave)."""
+        run ends on (store it as their result), ``done`` rows are in a confirmed cycle (they leave).
+        None when nothing happens at ``k`` (not a hashed step, no candidate checked or landing)."""
+        hashed = k % self.stride == 0
+        if not hashed and k not in self.pending:
+            return None
         done = torch.zeros(rows.shape[0], dtype=torch.bool, device=cur.device)
         conf = self.confirm[rows]
-        at = (conf == k).nonzero().squeeze(1)
-        if at.numel():
-            assert self.ref is not None
-            same = (cur[at].view(self.bits) == self.ref[rows[at]].view(self.bits)).flatten(1).all(1)
-            done[at[same]] = True
-            self.confirm[rows[at[~same]]] = -1  # a hash collision, not a cycle: walk on
-            conf = self.confirm[rows]
-        h = self._hash(cur)
-        if k > 0:
-            self._candidates(k, cur, rows, h, (conf < 0).nonzero().squeeze(1))
-        self.hashes[rows, k] = h
+        if k in self.pending:
+            at = (conf == k).nonzero().squeeze(1)
+            if at.numel():
+                assert self.ref is not None
+                same = (cur[at].view(self.bits) == self.ref[rows[at]].view(self.bits)).flatten(1).all(1)
+                done[at[same]] = True
+                self.confirm[rows[at[~same]]] = -1  # a hash collision, not a cycle: walk on
+                conf = self.confirm[rows]
+        if hashed:
+            h = self._hash(cur)
+            if k > 0:
+                self._candidates(k, cur, rows, h, (conf < 0).nonzero().squeeze(1))
+            self.hashes[rows, k // self.stride] = h
         keep = (self.land[rows] == k) & (self.confirm[rows] >= 0) & ~done
         return keep, done
 
     def _candidates(self, k: int, cur: torch.Tensor, rows: torch.Tensor, h: torch.Tensor,
                     free: torch.Tensor) -> None:
-        """Rows ``free`` (positions in the active set) whose hash at ``k`` equals an earlier one of theirs
-        become candidates of period ``p`` (the nearest match), when checking one still saves steps."""
+        """Rows ``free`` (positions in the active set) whose hash at ``k`` equals an earlier hashed one of
+        theirs become candidates of period ``p`` (the nearest match, a multiple of the stride), when
+        checking one still saves steps."""
         if free.numel() == 0:
             return
-        eq = self.hashes[rows[free], :k] == h[free, None]
+        j = k // self.stride
+        eq = self.hashes[rows[free], :j] == h[free, None]
         hit = eq.any(dim=1)
         if not bool(hit.any()):
             return
         free, eq = free[hit], eq[hit]
-        p = eq.flip(1).to(torch.uint8).argmax(dim=1) + 1  # the nearest earlier match, p steps ago
+        p = (eq.flip(1).to(torch.uint8).argmax(dim=1) + 1) * self.stride  # the nearest earlier match
         worth = k + p < self.steps
         free, p = free[worth], p[worth]
         if free.numel() == 0:
@@ -168,3 +189,7 @@ class CycleTracker:
         self.ref[r] = cur[free]
         self.confirm[r] = k + p
         self.land[r] = k + (self.steps - k) % p
+        self.pending.update((k + p).tolist())
+        self.pending.update(self.land[r].tolist())
+
+

@@ -163,8 +163,9 @@ def _ascent(model: nn.Module, xa: torch.Tensor, la: torch.Tensor, idx: torch.Ten
     track = CycleTracker(cur, steps) if cycles and bounds is not None and steps > 2 else None
     run = 0
     for k in range(steps):
-        if track is not None:
-            land, done = track.step(k, a.cur, a.rows)
+        seen = track.step(k, a.cur, a.rows) if track is not None else None
+        if seen is not None:
+            land, done = seen
             if bool(land.any()):
                 out = _store(out, a, land)
             if bool(done.any()):

@@ -64,6 +64,21 @@ def test_fused_loop_with_cycles_equals_without(lin):
         assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("stride", [3, 4])
+def test_hashing_every_few_iterates_returns_the_full_runs_iterates(lin, monkeypatch, stride):
+    """Long runs hash every few iterates only: cycles are still found (later) and the results are exact."""
+    import classwise.attacks.cycles as C
+
+    model, x, y = lin
+    monkeypatch.setattr(C, "hash_stride", lambda steps: stride)
+    on, off, work = _both(lambda **k: pgd(model, x, y, eps=EPS, alpha=ALPHA, steps=STEPS, **k))
+    assert work.cycled > 20 and torch.equal(on, off)
+    monkeypatch.undo()
+    with count_steps() as every:
+        pgd(model, x, y, eps=EPS, alpha=ALPHA, steps=STEPS, cycles=True, generator=torch.Generator().manual_seed(0))
+    assert every.run <= work.run  # hashing every iterate finds each cycle no later
+
+
 def test_hash_collisions_cannot_change_results(lin, monkeypatch):
     """Every iterate hashed alike: every sample is a candidate at every step, only the exact comparison
     decides; the results are still the full run's."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 import inspect
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
@@ -273,23 +273,20 @@ def check_attack_order(outcomes: Outcomes | None) -> Flag | None:
                 "loss or AutoAttack, and trust the lowest number", gap)
 
 
-def check_eps_monotone(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str | Norm = "linf",
-                       steps: int = 10, batch_size: int = 200) -> Flag | None:
-    """Deterministic PGD-10 at eps/2, eps, 2*eps: robust accuracy rising with eps (by more than one
-    sample), or not falling at all from eps/2 to 2*eps while above 0, -> warning."""
-    n = len(y)
-    if n == 0 or not eps > 0:
-        return None
-    norm = Norm.parse(norm)
-    levels = [eps / 2, eps, 2 * eps]
+def _monotone_counts(model: nn.Module, x: torch.Tensor, y: torch.Tensor, levels: list[float], norm: Norm,
+                     steps: int, batch_size: int) -> list[int]:
     counts = []
     with _eval_mode(model):
         for e in levels:
             c = 0
-            for s in _chunks(n, batch_size):
+            for s in _chunks(len(y), batch_size):
                 x_adv = pgd(model, x[s], y[s], eps=e, steps=steps, norm=norm, random_start=False)
                 c += _robust_count(model, x_adv, y[s])
             counts.append(c)
+    return counts
+
+
+def _monotone_flag(levels: list[float], counts: list[int], n: int, steps: int) -> Flag | None:
     curve = ", ".join(f"{e:.4g}: {c / n:.1%}" for e, c in zip(levels, counts, strict=True))
     rise = max(counts[1] - counts[0], counts[2] - counts[1])
     if rise > MONOTONE_SLACK:
@@ -305,20 +302,33 @@ def check_eps_monotone(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, ep
     return None
 
 
-def check_unbounded(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str | Norm = "linf",
-                    steps: int = 50, batch_size: int = 200) -> Flag | None:
-    """PGD-50 with a budget covering the whole [0, 1] box (linf eps 1, step 0.1; l2 eps sqrt(d), step
-    0.1*sqrt(d)) and no random start: robust accuracy above 1% -> error."""
+def check_eps_monotone(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str | Norm = "linf",
+                       steps: int = 10, batch_size: int = 200) -> Flag | None:
+    """Deterministic PGD-10 at eps/2, eps, 2*eps: robust accuracy rising with eps (by more than one
+    sample), or not falling at all from eps/2 to 2*eps while above 0, -> warning."""
     n = len(y)
-    if n == 0:
+    if n == 0 or not eps > 0:
         return None
-    norm = Norm.parse(norm)
-    scale = 1.0 if norm is Norm.LINF else math.sqrt(x[0].numel())
+    levels = [eps / 2, eps, 2 * eps]
+    return _monotone_flag(levels, _monotone_counts(model, x, y, levels, Norm.parse(norm), steps, batch_size), n, steps)
+
+
+def _unbounded_scale(x: torch.Tensor, norm: Norm) -> float:
+    return 1.0 if norm is Norm.LINF else math.sqrt(x[0].numel())
+
+
+def _unbounded_count(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: Norm, steps: int,
+                     batch_size: int) -> int:
+    scale = _unbounded_scale(x, norm)
     c = 0
     with _eval_mode(model):
-        for s in _chunks(n, batch_size):
+        for s in _chunks(len(y), batch_size):
             x_adv = pgd(model, x[s], y[s], eps=scale, alpha=0.1 * scale, steps=steps, norm=norm, random_start=False)
             c += _robust_count(model, x_adv, y[s])
+    return c
+
+
+def _unbounded_flag(c: int, n: int, norm: Norm, scale: float, steps: int) -> Flag | None:
     if c / n > UNBOUNDED_MAX:
         return Flag("unbounded", "error",
                     f"PGD-{steps} with an unbounded budget ({norm.value} eps={scale:.4g}) leaves {c / n:.1%} robust "
@@ -327,7 +337,228 @@ def check_unbounded(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm:
     return None
 
 
+def check_unbounded(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str | Norm = "linf",
+                    steps: int = 50, batch_size: int = 200) -> Flag | None:
+    """PGD-50 with a budget covering the whole [0, 1] box (linf eps 1, step 0.1; l2 eps sqrt(d), step
+    0.1*sqrt(d)) and no random start: robust accuracy above 1% -> error."""
+    n = len(y)
+    if n == 0:
+        return None
+    norm = Norm.parse(norm)
+    c = _unbounded_count(model, x, y, norm, steps, batch_size)
+    return _unbounded_flag(c, n, norm, _unbounded_scale(x, norm), steps)
+
+
 # --- all together ---------------------------------------------------------------------------------
+
+CHECK_MODES = ("auto", "full", "off")
+CHECK_SHARE = 0.25  # auto: the expensive checks may use this share of the model passes the attacks made
+MONOTONE_STEPS = 10
+UNBOUNDED_STEPS = 50
+# worst-case model passes per image (an attack step is one forward + backward, then the robust count)
+_WORST = {"unbounded": UNBOUNDED_STEPS + 2, "eps_monotone": 3 * (MONOTONE_STEPS + 2)}
+
+
+class _Counted(nn.Module):
+    """The model, counting the images of every forward pass (each attack step is one)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.rows = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.rows += int(x.shape[0])
+        return self.model(x)
+
+
+def attack_passes(outcomes: Outcomes | None) -> int:
+    """The model passes of the evaluation behind ``outcomes``, estimated from its specs: per image, one
+    clean pass and, per attack, steps x restarts (1 for a single-step attack) plus one prediction.
+    Early stopping makes the real count lower; 0 without outcomes."""
+    if outcomes is None:
+        return 0
+    per = 1
+    for a in outcomes.attacks:
+        spec = outcomes.specs.get(a) or {}
+        name = str(spec.get("name", "")).lower()
+        defaults = {k: v for k, v in attack_params(name).items() if v is not inspect.Parameter.empty} \
+            if name in ATTACKS else {}
+        full = {**defaults, **dict(spec.get("params") or {})}
+        try:
+            steps = max(1, int(full.get("steps", 1)))
+            restarts = max(1, int(full.get("restarts", full.get("n_restarts", 1))))
+        except (TypeError, ValueError):
+            steps = restarts = 1
+        per += steps * restarts + 1
+    return per * len(outcomes)
+
+
+@dataclass
+class CheckRecord:
+    """One check of a :class:`CheckReport`: the images it ran on, the model passes (images x forward
+    passes) it used, and why it did not run (None: it ran)."""
+
+    name: str
+    samples: int
+    passes: int
+    skipped: str | None = None
+
+
+@dataclass
+class CheckReport:
+    """What :func:`check_suite` ran (``metrics["checks_run"]``, :meth:`to_json`) and the flags that fired."""
+
+    mode: str
+    flags: list[Flag]
+    checks: list[CheckRecord]
+    sample: int = 0
+    attack_passes: int | None = None
+    budget: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"mode": self.mode, "sample": self.sample}
+        if self.mode == "auto":
+            out.update(share=CHECK_SHARE, attack_passes=self.attack_passes, budget_passes=self.budget)
+        out["checks"] = [asdict(c) for c in self.checks]
+        return out
+
+    def skipped(self) -> list[CheckRecord]:
+        return [c for c in self.checks if c.skipped]
+
+
+def _round_robin(y: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """An order of the sample in which every prefix of k * classes images holds k of each class (while
+    they last), and the number of classes."""
+    rank = torch.zeros_like(y)
+    classes = torch.unique(y)
+    for c in classes:
+        where = (y == c).nonzero().squeeze(1)
+        rank[where] = torch.arange(len(where), device=y.device)
+    return torch.argsort(rank * (int(y.max()) + 1 if len(y) else 1) + y, stable=True), max(1, len(classes))
+
+
+def _budgeted(counted: _Counted, n: int, k: int, budget: float, worst: int, first_free: bool,
+              run: Callable[[slice], None]) -> tuple[int, int]:
+    """Run ``run`` on growing prefixes' increments (k, k, 2k, 4k ... images) while each increment's
+    worst case (``worst`` passes per image) fits in what is left of ``budget``; the first always runs
+    with ``first_free``. Returns (images done, passes used)."""
+    start, done = counted.rows, 0
+    while done < n:
+        left = budget - (counted.rows - start)
+        size = min(n - done, max(k, done))
+        if not (first_free and done == 0):
+            size = min(size, int(left // worst) // k * k if left >= worst * k else 0)
+        if size <= 0:
+            break
+        run(slice(done, done + size))
+        done += size
+    return done, counted.rows - start
+
+
+def _expensive(counted: _Counted, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: Norm, mode: str,
+               budget: float, batch_size: int) -> tuple[list[Flag | None], list[CheckRecord]]:
+    """unbounded, then eps_monotone: on the whole sample (``full``), or (``auto``) on stratified prefixes
+    within ``budget`` passes: unbounded always on one image per class, then within half the budget;
+    eps_monotone within what is left."""
+    n = len(y)
+    order, k = _round_robin(y)
+    x, y = x[order], y[order]
+    full = mode == "full"
+    robust = [0]
+    done, used = _budgeted(counted, n, n if full else k, math.inf if full else budget / 2, _WORST["unbounded"],
+                           True, lambda s: robust.__setitem__(0, robust[0] + _unbounded_count(
+                               counted, x[s], y[s], norm, UNBOUNDED_STEPS, batch_size)))
+    flags = [_unbounded_flag(robust[0], done, norm, _unbounded_scale(x, norm), UNBOUNDED_STEPS) if done else None]
+    records = [CheckRecord("unbounded", done, used)]
+    if not eps > 0:
+        records.append(CheckRecord("eps_monotone", 0, 0, "eps is 0: no budget to grow"))
+        return flags, records
+    levels = [eps / 2, eps, 2 * eps]
+    counts = [0, 0, 0]
+
+    def mono(s: slice) -> None:
+        got = _monotone_counts(counted, x[s], y[s], levels, norm, MONOTONE_STEPS, batch_size)
+        counts[:] = [a + b for a, b in zip(counts, got, strict=True)]
+
+    left = math.inf if full else budget - used
+    m_done, m_used = _budgeted(counted, n, n if full else k, left, _WORST["eps_monotone"], full, mono)
+    flags.append(_monotone_flag(levels, counts, m_done, MONOTONE_STEPS) if m_done else None)
+    why = None if m_done else (f"its first {k} images need up to {k * _WORST['eps_monotone']} passes, more than "
+                               f"the {max(0, int(left))} left of the budget; --checks full runs it")
+    records.append(CheckRecord("eps_monotone", m_done, m_used, why))
+    return flags, records
+
+
+def _cheap(counted: _Counted, x: torch.Tensor, y: torch.Tensor, outcomes: Outcomes | None,
+           was_training: bool, batch_size: int) -> tuple[list[Flag | None], list[CheckRecord]]:
+    flags: list[Flag | None] = [check_train_mode(was_training), check_attack_order(outcomes)]
+    n_out = len(outcomes) if outcomes is not None else 0
+    records = [CheckRecord("train_mode", 0, 0), CheckRecord("attack_order", n_out, 0)]
+    for name, fn in (("gradients", lambda: check_gradients(counted, x, y, batch_size=batch_size)),
+                     ("probabilities", lambda: check_probabilities(counted, x)),
+                     ("randomness", lambda: check_randomness(counted, x)),
+                     ("nonfinite_outputs", lambda: check_nonfinite(counted, x, outcomes))):
+        before = counted.rows
+        flags.append(fn())
+        records.append(CheckRecord(name, len(y), counted.rows - before))
+    return flags, records
+
+
+def check_suite(
+    model: nn.Module,
+    data: ImageData,
+    outcomes: Outcomes | None = None,
+    *,
+    eps: float,
+    norm: str = "linf",
+    device: str | torch.device = "auto",
+    sample: int = 200,
+    seed: int = 0,
+    was_training: bool | None = None,
+    batch_size: int = 200,
+    mode: str = "auto",
+) -> CheckReport:
+    """The checks on a class-stratified sample of at most ``sample`` images of ``data``, by ``mode``:
+    ``full`` runs every check on the whole sample; ``auto`` runs the cheap ones (train_mode,
+    attack_order, gradients, probabilities, randomness, nonfinite_outputs) on the whole sample and the
+    expensive ones (unbounded, eps_monotone) on stratified parts of it, within :data:`CHECK_SHARE` of the
+    model passes the evaluation made (:func:`attack_passes`); ``off`` runs nothing. The report says
+    what ran, on how many images, at what cost; see :func:`run_checks` for what is left as found."""
+    if mode not in CHECK_MODES:
+        raise ClasswiseError(f"unknown checks mode {mode!r}; choose one of: {', '.join(CHECK_MODES)}")
+    if mode == "off":
+        return CheckReport("off", [], [])
+    if sample < 1:
+        raise ClasswiseError(f"sample must be >= 1, got {sample}")
+    eps = parse_number(eps, name="eps")
+    norm_ = Norm.parse(norm)
+    if was_training is None:
+        was_training = model.training
+    home = _model_device(model)
+    dev = (home or resolve_device("auto")) if str(device) == "auto" else resolve_device(device)
+    x, y = data.take(sample, seed=seed).tensors(device=dev)
+    moved = home is not None and home != dev
+    cuda = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == "cuda" else []
+    passes = attack_passes(outcomes)
+    budget = int(CHECK_SHARE * passes)
+    counted = _Counted(model)
+    try:
+        if moved:
+            model.to(dev)
+        with torch.random.fork_rng(devices=cuda), _eval_mode(model):
+            flags, records = _cheap(counted, x, y, outcomes, was_training, batch_size)
+            more, more_records = _expensive(counted, x, y, eps=eps, norm=norm_, mode=mode, budget=budget,
+                                            batch_size=batch_size) if len(y) else ([], [])
+    finally:
+        if moved:
+            model.to(home)
+    order = {"error": 0, "warning": 1}
+    fired = sorted((f for f in [*flags, *more] if f is not None), key=lambda f: order[f.severity])
+    for f in fired:
+        log.info("%s", f)
+    return CheckReport(mode, fired, [*records, *more_records], len(y), passes if mode == "auto" else None,
+                       budget if mode == "auto" else None)
 
 
 def run_checks(
@@ -342,51 +573,23 @@ def run_checks(
     seed: int = 0,
     was_training: bool | None = None,
     batch_size: int = 200,
+    mode: str = "full",
 ) -> list[Flag]:
-    """Run every check on a class-stratified sample of at most ``sample`` images of ``data``; return the
-    flags that fired (``[]``: nothing suspicious).
+    """Run the checks (every one by default, ``mode="full"``; ``"auto"``: :func:`check_suite`) on a
+    class-stratified sample of at most ``sample`` images of ``data``; return the flags that fired
+    (``[]``: nothing suspicious).
 
     ``was_training`` says whether the model was in train mode when handed to the evaluation (default:
     its mode now). ``device="auto"`` uses the model's own device. The model is left exactly as found:
     its mode, its device, its parameters and their ``.grad`` (gradients are taken with
     ``torch.autograd.grad`` with respect to inputs only); the global RNG state is restored too.
     """
-    if sample < 1:
-        raise ClasswiseError(f"sample must be >= 1, got {sample}")
-    eps = parse_number(eps, name="eps")
-    norm_ = Norm.parse(norm)
-    if was_training is None:
-        was_training = model.training
-    home = _model_device(model)
-    dev = (home or resolve_device("auto")) if str(device) == "auto" else resolve_device(device)
-    part = data.take(sample, seed=seed)
-    x, y = part.tensors(device=dev)
-    moved = home is not None and home != dev
-    flags: list[Flag | None] = [check_train_mode(was_training), check_attack_order(outcomes)]
-    cuda = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == "cuda" else []
-    try:
-        if moved:
-            model.to(dev)
-        with torch.random.fork_rng(devices=cuda), _eval_mode(model):
-            flags.append(check_gradients(model, x, y, batch_size=batch_size))
-            flags.append(check_probabilities(model, x))
-            flags.append(check_randomness(model, x))
-            flags.append(check_nonfinite(model, x, outcomes))
-            flags.append(check_eps_monotone(model, x, y, eps=eps, norm=norm_, batch_size=batch_size))
-            flags.append(check_unbounded(model, x, y, norm=norm_, batch_size=batch_size))
-    finally:
-        if moved:
-            model.to(home)
-    fired = [f for f in flags if f is not None]
-    order = {"error": 0, "warning": 1}
-    fired.sort(key=lambda f: order[f.severity])
-    for f in fired:
-        log.info("%s", f)
-    return fired
+    return check_suite(model, data, outcomes, eps=eps, norm=norm, device=device, sample=sample, seed=seed,
+                       was_training=was_training, batch_size=batch_size, mode=mode).flags
 
 
 __all__ = [
-    "Flag", "run_checks", "flags_to_json",
+    "Flag", "run_checks", "flags_to_json", "check_suite", "CheckReport", "CheckRecord", "attack_passes", "CHECK_MODES",
     "check_gradients", "check_probabilities", "check_randomness", "check_nonfinite", "check_train_mode",
     "check_attack_order", "check_eps_monotone", "check_unbounded",
 ]

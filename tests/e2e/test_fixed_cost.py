@@ -14,7 +14,7 @@ from tests.helpers import cli_env
 
 HEAVY = ("sklearn", "scipy", "pandas", "matplotlib", "torchvision")
 
-_PROBE = """
+_PROBE = f"HEAVY = {HEAVY!r}\n" + """
 import sys
 from classwise.cli.main import main
 sys.argv = ["classwise", *sys.argv[1:]]
@@ -22,8 +22,8 @@ try:
     main()
 except SystemExit as e:
     assert not e.code, e.code
-print("HEAVY=" + ",".join(sorted({m.split(".")[0] for m in sys.modules} & set(%r))))
-""" % (HEAVY,)
+print("HEAVY=" + ",".join(sorted({m.split(".")[0] for m in sys.modules} & set(HEAVY))))
+"""
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from classwise.cli import _common as C
-from classwise.cli._print import err_console, info, show_results
+from classwise.cli._print import err_console, info, is_quiet, show_results
 from classwise.cli._progress import configure_output, evaluate_with_progress, stage
 from classwise.errors import ClasswiseError
 
@@ -374,8 +374,9 @@ def _run_checks(net: Any, data: Any, outcomes: Any, c: _Checked, a: EvaluateArgs
     for f in report.flags:
         err_console.print(str(f), markup=False, highlight=False, soft_wrap=True)
     skipped = report.skipped()
-    if skipped:
-        info(f"note: checks not run: {'; '.join(f'{r.name} ({r.skipped})' for r in skipped)}", markup=False)
+    if skipped and not is_quiet():  # beside the checks' stage lines (stderr); metrics.json says it in any case
+        err_console.print(f"note: checks not run: {'; '.join(f'{r.name} ({r.skipped})' for r in skipped)}",
+                          markup=False, highlight=False, soft_wrap=True)
     return flags_to_json(report.flags), report.to_json()
 
 

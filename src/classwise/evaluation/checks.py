@@ -18,7 +18,7 @@ from __future__ import annotations
 import inspect
 import logging
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
@@ -33,6 +33,16 @@ from classwise.attacks.pgd import pgd
 from classwise.core import Norm, parse_number, resolve_device
 from classwise.data.base import ImageData
 from classwise.errors import ClasswiseError
+from classwise.evaluation.check_budget import (
+    CHECK_MODES,
+    CHECK_SHARE,
+    CheckRecord,
+    CheckReport,
+    _budgeted,
+    _Counted,
+    _round_robin,
+    attack_passes,
+)
 from classwise.models.modes import eval_mode
 from classwise.outcomes import Outcomes
 
@@ -106,43 +116,52 @@ def _chunks(n: int, size: int) -> Iterator[slice]:
 # --- the checks: each returns a Flag when it fires, else None ----------------------------------------
 
 
-def check_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 200) -> Flag | None:
-    """Input gradients of the per-sample CE loss: non-finite anywhere -> error; all-zero for more than
-    10% of the samples -> warning. ``x``: (N, C, H, W) in [0, 1]; ``y``: (N,)."""
+def _gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> tuple[Flag | None, torch.Tensor]:
+    """:func:`check_gradients`'s flag, and the logits of its forward pass (float32, detached) for the
+    checks that need no more than one clean forward."""
     n = len(y)
-    if n == 0:
-        return None
     nonfinite = zero = 0
+    logits = []
     with _eval_mode(model):
         for s in _chunks(n, batch_size):
             xs = x[s].detach().clone().requires_grad_(True)
-            loss = F.cross_entropy(model(xs), y[s], reduction="sum")
-            (g,) = torch.autograd.grad(loss, xs)
+            out = model(xs)
+            logits.append(out.detach().float())
+            (g,) = torch.autograd.grad(F.cross_entropy(out, y[s], reduction="sum"), xs)
             g = g.flatten(1)
             bad = ~torch.isfinite(g).all(dim=1)
             nonfinite += int(bad.sum())
             zero += int(((g == 0).all(dim=1) & ~bad).sum())
+    z = torch.cat(logits) if logits else x.new_zeros((0, 0))
     if nonfinite:
         return Flag("gradients", "error",
                     f"input gradients are NaN/inf for {nonfinite}/{n} samples: gradient attacks are meaningless "
                     "here; find the non-differentiable op (sqrt/log/division at 0) and fix or smooth it",
-                    nonfinite / n)
-    if zero / n > ZERO_GRAD_SHARE:
+                    nonfinite / n), z
+    if n and zero / n > ZERO_GRAD_SHARE:
         return Flag("gradients", "warning",
                     f"the input gradient is exactly zero for {zero}/{n} samples ({zero / n:.0%}): gradient masking "
                     "or non-differentiable layers (rounding, quantization, saturated softmax); also evaluate "
                     "with an attack that needs no gradient (e.g. Square via torchattacks) or a margin loss (cw)",
-                    zero / n)
-    return None
+                    zero / n), z
+    return None, z
+
+
+def check_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 200) -> Flag | None:
+    """Input gradients of the per-sample CE loss: non-finite anywhere -> error; all-zero for more than
+    10% of the samples -> warning. ``x``: (N, C, H, W) in [0, 1]; ``y``: (N,)."""
+    return _gradients(model, x, y, batch_size)[0] if len(y) else None
 
 
 @torch.no_grad()
-def check_probabilities(model: nn.Module, x: torch.Tensor) -> Flag | None:
-    """Outputs all in [0, 1] with rows summing to 1 (within 1e-3) -> warning: the model ends with a softmax."""
-    if len(x) == 0:
-        return None
+def _clean_logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     with _eval_mode(model):
-        out = model(x).float()
+        return model(x).float()
+
+
+def _probabilities_flag(out: torch.Tensor) -> Flag | None:
+    if len(out) == 0:
+        return None
     dev = (out.sum(dim=1) - 1).abs().max().item()
     if bool(((out >= 0) & (out <= 1)).all()) and dev <= PROB_TOL:
         return Flag("probabilities", "warning",
@@ -152,13 +171,14 @@ def check_probabilities(model: nn.Module, x: torch.Tensor) -> Flag | None:
     return None
 
 
-@torch.no_grad()
-def check_randomness(model: nn.Module, x: torch.Tensor) -> Flag | None:
-    """Two clean forward passes in eval mode differing by more than 1e-5 (max abs, logits) -> warning."""
-    if len(x) == 0:
+def check_probabilities(model: nn.Module, x: torch.Tensor) -> Flag | None:
+    """Outputs all in [0, 1] with rows summing to 1 (within 1e-3) -> warning: the model ends with a softmax."""
+    return _probabilities_flag(_clean_logits(model, x)) if len(x) else None
+
+
+def _randomness_flag(a: torch.Tensor, b: torch.Tensor) -> Flag | None:
+    if len(a) == 0:
         return None
-    with _eval_mode(model):
-        a, b = model(x).float(), model(x).float()
     fa, fb = torch.isfinite(a).all(dim=1), torch.isfinite(b).all(dim=1)
     if not bool((fa == fb).all()):
         diff = math.inf  # a sample finite in one pass and not in the other: the forward is stochastic
@@ -174,15 +194,17 @@ def check_randomness(model: nn.Module, x: torch.Tensor) -> Flag | None:
     return None
 
 
-@torch.no_grad()
-def check_nonfinite(model: nn.Module, x: torch.Tensor, outcomes: Outcomes | None = None) -> Flag | None:
-    """Any NaN/Inf logit, on the checked sample ``x`` or in ``outcomes`` (predictions of -1) -> error."""
+def check_randomness(model: nn.Module, x: torch.Tensor) -> Flag | None:
+    """Two clean forward passes in eval mode differing by more than 1e-5 (max abs, logits) -> warning."""
+    return _randomness_flag(_clean_logits(model, x), _clean_logits(model, x)) if len(x) else None
+
+
+def _nonfinite_flag(out: torch.Tensor | None, outcomes: Outcomes | None) -> Flag | None:
     n_bad = n = 0
     where = []
-    if len(x):
-        with _eval_mode(model):
-            rows = ~torch.isfinite(model(x).float()).all(dim=1)
-        n_bad, n = int(rows.sum()), len(x)
+    if out is not None and len(out):
+        rows = ~torch.isfinite(out).all(dim=1)
+        n_bad, n = int(rows.sum()), len(out)
         if n_bad:
             where.append(f"{n_bad}/{n} checked samples")
     if outcomes is not None and len(outcomes):
@@ -197,6 +219,11 @@ def check_nonfinite(model: nn.Module, x: torch.Tensor, outcomes: Outcomes | None
                 f"the model returns NaN/Inf logits ({'; '.join(where)}): those samples count as wrong (no class) "
                 "and accuracies say little; find the overflow or the invalid op (log/sqrt/division at 0, "
                 "a diverged checkpoint) and fix it", n_bad / n)
+
+
+def check_nonfinite(model: nn.Module, x: torch.Tensor, outcomes: Outcomes | None = None) -> Flag | None:
+    """Any NaN/Inf logit, on the checked sample ``x`` or in ``outcomes`` (predictions of -1) -> error."""
+    return _nonfinite_flag(_clean_logits(model, x) if len(x) else None, outcomes)
 
 
 def check_train_mode(was_training: bool | None) -> Flag | None:
@@ -351,109 +378,10 @@ def check_unbounded(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm:
 
 # --- all together ---------------------------------------------------------------------------------
 
-CHECK_MODES = ("auto", "full", "off")
-CHECK_SHARE = 0.25  # auto: the expensive checks may use this share of the model passes the attacks made
 MONOTONE_STEPS = 10
 UNBOUNDED_STEPS = 50
 # worst-case model passes per image (an attack step is one forward + backward, then the robust count)
 _WORST = {"unbounded": UNBOUNDED_STEPS + 2, "eps_monotone": 3 * (MONOTONE_STEPS + 2)}
-
-
-class _Counted(nn.Module):
-    """The model, counting the images of every forward pass (each attack step is one)."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-        self.rows = 0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.rows += int(x.shape[0])
-        return self.model(x)
-
-
-def attack_passes(outcomes: Outcomes | None) -> int:
-    """The model passes of the evaluation behind ``outcomes``, estimated from its specs: per image, one
-    clean pass and, per attack, steps x restarts (1 for a single-step attack) plus one prediction.
-    Early stopping makes the real count lower; 0 without outcomes."""
-    if outcomes is None:
-        return 0
-    per = 1
-    for a in outcomes.attacks:
-        spec = outcomes.specs.get(a) or {}
-        name = str(spec.get("name", "")).lower()
-        defaults = {k: v for k, v in attack_params(name).items() if v is not inspect.Parameter.empty} \
-            if name in ATTACKS else {}
-        full = {**defaults, **dict(spec.get("params") or {})}
-        try:
-            steps = max(1, int(full.get("steps", 1)))
-            restarts = max(1, int(full.get("restarts", full.get("n_restarts", 1))))
-        except (TypeError, ValueError):
-            steps = restarts = 1
-        per += steps * restarts + 1
-    return per * len(outcomes)
-
-
-@dataclass
-class CheckRecord:
-    """One check of a :class:`CheckReport`: the images it ran on, the model passes (images x forward
-    passes) it used, and why it did not run (None: it ran)."""
-
-    name: str
-    samples: int
-    passes: int
-    skipped: str | None = None
-
-
-@dataclass
-class CheckReport:
-    """What :func:`check_suite` ran (``metrics["checks_run"]``, :meth:`to_json`) and the flags that fired."""
-
-    mode: str
-    flags: list[Flag]
-    checks: list[CheckRecord]
-    sample: int = 0
-    attack_passes: int | None = None
-    budget: int | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"mode": self.mode, "sample": self.sample}
-        if self.mode == "auto":
-            out.update(share=CHECK_SHARE, attack_passes=self.attack_passes, budget_passes=self.budget)
-        out["checks"] = [asdict(c) for c in self.checks]
-        return out
-
-    def skipped(self) -> list[CheckRecord]:
-        return [c for c in self.checks if c.skipped]
-
-
-def _round_robin(y: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """An order of the sample in which every prefix of k * classes images holds k of each class (while
-    they last), and the number of classes."""
-    rank = torch.zeros_like(y)
-    classes = torch.unique(y)
-    for c in classes:
-        where = (y == c).nonzero().squeeze(1)
-        rank[where] = torch.arange(len(where), device=y.device)
-    return torch.argsort(rank * (int(y.max()) + 1 if len(y) else 1) + y, stable=True), max(1, len(classes))
-
-
-def _budgeted(counted: _Counted, n: int, k: int, budget: float, worst: int, first_free: bool,
-              run: Callable[[slice], None]) -> tuple[int, int]:
-    """Run ``run`` on growing prefixes' increments (k, k, 2k, 4k ... images) while each increment's
-    worst case (``worst`` passes per image) fits in what is left of ``budget``; the first always runs
-    with ``first_free``. Returns (images done, passes used)."""
-    start, done = counted.rows, 0
-    while done < n:
-        left = budget - (counted.rows - start)
-        size = min(n - done, max(k, done))
-        if not (first_free and done == 0):
-            size = min(size, int(left // worst) // k * k if left >= worst * k else 0)
-        if size <= 0:
-            break
-        run(slice(done, done + size))
-        done += size
-    return done, counted.rows - start
 
 
 def _expensive(counted: _Counted, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: Norm, mode: str,
@@ -492,16 +420,19 @@ def _expensive(counted: _Counted, x: torch.Tensor, y: torch.Tensor, *, eps: floa
 
 def _cheap(counted: _Counted, x: torch.Tensor, y: torch.Tensor, outcomes: Outcomes | None,
            was_training: bool, batch_size: int) -> tuple[list[Flag | None], list[CheckRecord]]:
-    flags: list[Flag | None] = [check_train_mode(was_training), check_attack_order(outcomes)]
+    """The cheap checks, on two passes over the sample: the gradients' forward-backward (whose logits
+    probabilities and nonfinite_outputs read) and one more clean forward (randomness compares the two)."""
     n_out = len(outcomes) if outcomes is not None else 0
+    flags: list[Flag | None] = [check_train_mode(was_training), check_attack_order(outcomes)]
     records = [CheckRecord("train_mode", 0, 0), CheckRecord("attack_order", n_out, 0)]
-    for name, fn in (("gradients", lambda: check_gradients(counted, x, y, batch_size=batch_size)),
-                     ("probabilities", lambda: check_probabilities(counted, x)),
-                     ("randomness", lambda: check_randomness(counted, x)),
-                     ("nonfinite_outputs", lambda: check_nonfinite(counted, x, outcomes))):
-        before = counted.rows
-        flags.append(fn())
-        records.append(CheckRecord(name, len(y), counted.rows - before))
+    start = counted.rows
+    grad, first = _gradients(counted, x, y, batch_size)
+    mid = counted.rows
+    second = _clean_logits(counted, x)
+    flags += [grad, _probabilities_flag(first), _randomness_flag(first, second), _nonfinite_flag(first, outcomes)]
+    n = len(y)
+    records += [CheckRecord("gradients", n, mid - start), CheckRecord("probabilities", n, 0),
+                CheckRecord("randomness", n, counted.rows - mid), CheckRecord("nonfinite_outputs", n, 0)]
     return flags, records
 
 

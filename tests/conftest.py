@@ -26,6 +26,19 @@ def pytest_configure(config):
     settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("fast" if fast else "full"))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _decoded_cache(tmp_path_factory):
+    """No test reads or writes the user's decoded-dataset cache (classwise.data.cache): one per session
+    (CLI subprocesses inherit it)."""
+    old = os.environ.get("CLASSWISE_CACHE")
+    os.environ["CLASSWISE_CACHE"] = str(tmp_path_factory.mktemp("decoded-cache"))
+    yield
+    if old is None:
+        os.environ.pop("CLASSWISE_CACHE", None)
+    else:
+        os.environ["CLASSWISE_CACHE"] = old
+
+
 @pytest.fixture(scope="session")
 def digits():
     from classwise.data import load_dataset

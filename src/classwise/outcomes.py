@@ -10,15 +10,17 @@ import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from classwise.analysis.accuracy import confusion_matrix, disparity, dominant_targets, rate
 from classwise.analysis.labels import WORST_CASE
 from classwise.errors import ClasswiseError
 from classwise.io import atomic_write_bytes
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @dataclass
@@ -96,25 +98,38 @@ class Outcomes:
             out[hit] = a
         return out
 
-    def broken_by_table(self) -> pd.DataFrame:
-        """Counts per class of what broke each sample: columns clean, each attack, robust."""
+    def broken_by_columns(self) -> dict[str, Any]:
+        """Counts per class of what broke each sample (no pandas): class, name, clean, each attack, robust."""
         by = self.broken_by()
         cols = ["clean", *self.attacks, ""]
         data = {("robust" if c == "" else c): np.bincount(self.labels[by == c], minlength=self.num_classes)
                 for c in cols}
-        return pd.DataFrame({"class": np.arange(self.num_classes), "name": self.class_names, **data})
+        return {"class": np.arange(self.num_classes), "name": list(self.class_names), **data}
+
+    def broken_by_table(self) -> pd.DataFrame:
+        """:meth:`broken_by_columns` as a DataFrame."""
+        import pandas as pd
+
+        return pd.DataFrame(self.broken_by_columns())
 
     # --- class-wise views -------------------------------------------------------------------------
 
-    def class_table(self, *, worst_case: bool = True) -> pd.DataFrame:
-        """One row per class: class, name, support, clean_acc, then robust accuracy under each attack."""
+    def class_columns(self, *, worst_case: bool = True) -> dict[str, Any]:
+        """One entry per column, one value per class (no pandas): class, name, support, clean_acc, then
+        robust accuracy under each attack (and the worst case with 2+ attacks and ``worst_case``)."""
         k = self.num_classes
         clean, support = class_accuracy(self.labels, self.clean_pred, k)  # -1 (non-finite) counts as wrong
-        df = pd.DataFrame({"class": np.arange(k), "name": self.class_names, "support": support, "clean_acc": clean})
-        cols = self.attacks + ([WORST_CASE] if worst_case and len(self.attacks) > 1 else [])
-        for a in cols:
-            df[a] = class_accuracy(self.labels, self.pred(a), k)[0]
-        return df
+        out: dict[str, Any] = {"class": np.arange(k), "name": list(self.class_names), "support": support,
+                               "clean_acc": clean}
+        for a in self.attacks + ([WORST_CASE] if worst_case and len(self.attacks) > 1 else []):
+            out[a] = class_accuracy(self.labels, self.pred(a), k)[0]
+        return out
+
+    def class_table(self, *, worst_case: bool = True) -> pd.DataFrame:
+        """:meth:`class_columns` as a DataFrame (one row per class)."""
+        import pandas as pd
+
+        return pd.DataFrame(self.class_columns(worst_case=worst_case))
 
     def confusion(self, attack: str, *, normalize: bool = True) -> np.ndarray:
         """M[c, j]: samples of class c predicted j (normalized: share of class c's support). Samples
@@ -162,7 +177,7 @@ class Outcomes:
             by = self.broken_by()
             out["broken_by"] = {
                 "overall": {("robust" if c == "" else c): int((by == c).sum()) for c in ["clean", *self.attacks, ""]},
-                "per_class": json_records(self.broken_by_table()),
+                "per_class": _records(self.broken_by_columns()),
             }
         for a in attacks:
             rob_acc, _ = class_accuracy(self.labels, self.pred(a), k)
@@ -221,6 +236,19 @@ class Outcomes:
                            meta.get("split", "test"), meta.get("mode", "independent"))
         except (OSError, ValueError, KeyError) as e:
             raise ClasswiseError(f"cannot read outcomes {path}: {e}") from None
+
+
+def _records(cols: dict[str, Any]) -> list[dict[str, Any]]:
+    """Columns as JSON-ready records, as :func:`json_records` writes a DataFrame (NaN: None)."""
+    def py(v: Any) -> Any:
+        if isinstance(v, (np.integer, np.bool_)):
+            return v.item()
+        if isinstance(v, (float, np.floating)):
+            return None if np.isnan(v) else float(v)
+        return v
+
+    n = len(next(iter(cols.values()))) if cols else 0
+    return [{k: py(v[i]) for k, v in cols.items()} for i in range(n)]
 
 
 def json_records(df: pd.DataFrame) -> list[dict[str, Any]]:

@@ -37,6 +37,8 @@ CASES = [
     ("ev-limit-text", [*EVA, "--limit", "abc"], ["--limit"]),
     ("ev-limit-negative", [*EVA, "--limit", "-5"], ["--limit"]),
     ("ev-unknown-option", [*EVA, "--bogus"], ["--bogus"]),
+    ("ev-checks-mode", [*EVA, "--checks", "some"], ["--checks", "some", "auto, full, off"]),
+    ("ev-checks-and-no-checks", [*EVA, "--checks", "full", "--no-checks"], ["--no-checks", "--checks full"]),
     ("ev-missing-checkpoint-option", ["evaluate", "--attack", "fgsm:eps=0.1"], ["--checkpoint"]),
     ("ev-seed-text", [*EVA, "--seed", "x"], ["--seed"]),
     # evaluate: attacks

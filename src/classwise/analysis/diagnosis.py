@@ -4,17 +4,42 @@ disparity statistics on the training and the test split side by side."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
-import pandas as pd
 
 from classwise.analysis._common import as_int, bottom_k_indices, default_bottom_k, names_for
 from classwise.analysis.accuracy import _label_counts, rate
 from classwise.analysis.stats import DISPARITY_STATS, disparity_stats, newcombe_interval, wilson_interval
 
-__all__ = ["class_gap", "class_report", "split_disparity"]
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["class_gap", "class_rates", "class_report", "split_disparity"]
+
+
+def class_rates(labels: npt.ArrayLike, clean_pred: npt.ArrayLike, adv_pred: npt.ArrayLike,
+                class_names: Sequence[str], *, confidence: float = 0.95) -> dict[str, np.ndarray]:
+    """The columns of :func:`class_report` up to attack_success_rate, as numpy arrays (no pandas: the
+    per_class.csv of every evaluation is written from them)."""
+    y, c, p = as_int(labels, "labels"), as_int(clean_pred, "clean_pred"), as_int(adv_pred, "adv_pred")
+    if not (y.shape == c.shape == p.shape):
+        raise ValueError(f"labels {y.shape}, clean_pred {c.shape} and adv_pred {p.shape} differ in shape")
+    k = len(class_names)
+    names = names_for(class_names, k)
+    support, clean_correct = _label_counts(y, c, k)  # a prediction outside [0, K) (-1) is wrong
+    # robust = correct under the attack AND clean-correct: a clean mistake never counts as robust, even if
+    # a tool's adversarial prediction happened to land on the label.
+    robust_mask = (p == y) & (c == y)
+    robust_correct = np.bincount(y[robust_mask], minlength=k)
+    broken = np.bincount(y[(c == y) & ~robust_mask], minlength=k)
+    clean_lo, clean_hi = wilson_interval(clean_correct, support, confidence)
+    robust_lo, robust_hi = wilson_interval(robust_correct, support, confidence)
+    return {"class": np.arange(k), "name": np.asarray(names, dtype=object), "support": support,
+            "clean_acc": rate(clean_correct, support), "clean_lo": clean_lo, "clean_hi": clean_hi,
+            "robust_acc": rate(robust_correct, support), "robust_lo": robust_lo, "robust_hi": robust_hi,
+            "attack_success_rate": rate(broken, clean_correct)}
 
 
 def class_report(labels: npt.ArrayLike, clean_pred: npt.ArrayLike, adv_pred: npt.ArrayLike,
@@ -28,33 +53,16 @@ def class_report(labels: npt.ArrayLike, clean_pred: npt.ArrayLike, adv_pred: npt
     class), vulnerable (in the bottom-k by robust accuracy, k = ``max(1, K // 5)`` unless ``bottom_k``;
     never an empty class). Clean mistakes count as non-robust. Accuracies of an empty class are NaN.
     """
-    y, c, p = as_int(labels, "labels"), as_int(clean_pred, "clean_pred"), as_int(adv_pred, "adv_pred")
-    if not (y.shape == c.shape == p.shape):
-        raise ValueError(f"labels {y.shape}, clean_pred {c.shape} and adv_pred {p.shape} differ in shape")
-    k = len(class_names)
-    names = names_for(class_names, k)
-    support, clean_correct = _label_counts(y, c, k)  # a prediction outside [0, K) (-1) is wrong
-    # robust = correct under the attack AND clean-correct: a clean mistake never counts as robust, even if
-    # a tool's adversarial prediction happened to land on the label.
-    robust_mask = (p == y) & (c == y)
-    robust_correct = np.bincount(y[robust_mask], minlength=k)
-    broken = np.bincount(y[(c == y) & ~robust_mask], minlength=k)
-    clean_acc, robust_acc = rate(clean_correct, support), rate(robust_correct, support)
-    clean_lo, clean_hi = wilson_interval(clean_correct, support, confidence)
-    robust_lo, robust_hi = wilson_interval(robust_correct, support, confidence)
-    asr = rate(broken, clean_correct)
+    import pandas as pd
 
-    order = bottom_k_indices(robust_acc, k)
+    cols = class_rates(labels, clean_pred, adv_pred, class_names, confidence=confidence)
+    k = len(class_names)
+    order = bottom_k_indices(cols["robust_acc"], k)
     rank = pd.array([pd.NA] * k, dtype="Int64")
     rank[order] = np.arange(1, len(order) + 1)
     vulnerable = np.zeros(k, dtype=bool)
     vulnerable[order[:default_bottom_k(k, bottom_k)]] = True
-    return pd.DataFrame({
-        "class": np.arange(k), "name": names, "support": support,
-        "clean_acc": clean_acc, "clean_lo": clean_lo, "clean_hi": clean_hi,
-        "robust_acc": robust_acc, "robust_lo": robust_lo, "robust_hi": robust_hi,
-        "attack_success_rate": asr, "rank": rank, "vulnerable": vulnerable,
-    })
+    return pd.DataFrame({**cols, "name": list(cols["name"]), "rank": rank, "vulnerable": vulnerable})
 
 
 def _split_stats(split: Mapping[str, Any], which: str) -> dict[str, np.ndarray]:
@@ -72,6 +80,8 @@ def split_disparity(train: Mapping[str, Any], test: Mapping[str, Any]) -> pd.Dat
     ``train`` / ``test``: ``{"labels": (N,), "preds": (N,), "num_classes": K}``; pass adversarial
     predictions for robust disparity, clean ones for clean disparity.
     """
+    import pandas as pd
+
     a, b = _split_stats(train, "train"), _split_stats(test, "test")
     df = pd.DataFrame({"train": [float(a[s]) for s in DISPARITY_STATS],
                        "test": [float(b[s]) for s in DISPARITY_STATS]},
@@ -88,6 +98,8 @@ def class_gap(train_correct: npt.ArrayLike, train_support: npt.ArrayLike, test_c
     interval at ``confidence``, :func:`~classwise.analysis.stats.newcombe_interval`). NaN for a class
     absent from either split. The null of "no gap" is excluded where the interval excludes 0.
     """
+    import pandas as pd
+
     kt, nt, ks, ns = (np.asarray(a, dtype=np.int64) for a in (train_correct, train_support, test_correct,
                                                                test_support))
     lo, hi = newcombe_interval(kt, nt, ks, ns, confidence)

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import warnings
 from statistics import NormalDist
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
-import pandas as pd
 
 from classwise.analysis.accuracy import _as_int, _label_counts, rate
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 DISPARITY_STATS = ["worst_acc", "best_acc", "gap", "std", "normalized_std", "mean"]
 
@@ -120,4 +123,6 @@ def bootstrap_disparity(labels: npt.ArrayLike, preds: npt.ArrayLike, num_classes
             warnings.simplefilter("ignore", RuntimeWarning)
             lo, hi = np.nanquantile(dist[s], [alpha / 2, 1 - alpha / 2])
         rows.append((float(point[s]), float(lo), float(hi)))
+    import pandas as pd
+
     return pd.DataFrame(rows, index=pd.Index(DISPARITY_STATS, name="stat"), columns=["value", "lo", "hi"])

@@ -50,7 +50,7 @@ def show_results(outcomes: Any, metrics: dict, files: Mapping[str, Any]) -> None
     from classwise.report.header import CASCADE_NOTE, MEAN_NOTE, setting_labels
     from classwise.report.tables import class_table, summary_table
 
-    df = outcomes.class_table()
+    df = outcomes.class_columns()  # no pandas on the way to the terminal
     worst_by = primary_attack(outcomes) or "clean_acc"
     console.print(class_table(df, worst_by=worst_by, labels=setting_labels(outcomes.attacks, outcomes.mode),
                               title=f"Per-class accuracy (%) on {outcomes.dataset} {outcomes.split}, "

@@ -113,7 +113,7 @@ class ImageData:
             raise ValueError("limit must be positive")
         if not stratified:
             return self.subset(torch.arange(limit))
-        from sklearn.model_selection import train_test_split
+        from classwise.data.split import train_indices  # scikit-learn's draw, without importing it
 
         counts = torch.bincount(self.labels, minlength=self.num_classes)
         present = int((counts > 0).sum())
@@ -124,9 +124,8 @@ class ImageData:
             logger.warning("%s %s: a stratified subset of %d needs >= 2 images per class and at least %d images "
                            "kept and left out; drawing %d at random (seed %d) instead", self.name, self.split, limit,
                            present, limit, seed)
-        idx, _ = train_test_split(torch.arange(len(self)).numpy(), train_size=limit, random_state=seed,
-                                  stratify=strat)
-        return self.subset(torch.as_tensor(sorted(idx.tolist())))
+        idx = train_indices(len(self), limit, seed, strat)
+        return self.subset(torch.as_tensor(idx.tolist()))
 
     def batches(
         self,

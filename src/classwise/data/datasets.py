@@ -8,7 +8,9 @@ Formats: MNIST/Fashion-MNIST are IDX files (raw or .gz, flat folder or torchvisi
 CIFAR is the official python-pickle batches, read only from the user's data root and only through a
 restricted unpickler (numpy arrays, lists, strings); SVHN (.mat) and STL-10 (binary) are parsed by
 torchvision with its md5 check relaxed to "the files exist", so locally prepared copies load too
-(downloads are still md5-checked by torchvision).
+(downloads are still md5-checked by torchvision). The decoded arrays of digits and the IDX sets are kept
+in the on-disk cache of :mod:`classwise.data.cache` (keyed by the source files' checksums), so a second
+load reads them back instead of decoding (and, for digits, instead of importing scikit-learn).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import numpy as np
 import torch
 
 from classwise.data.base import ImageData, to_float
+from classwise.data.cache import cached
 from classwise.data.folder import load_imagefolder, place_imagefolder
 from classwise.data.formats import load_array_pickle, read_idx
 from classwise.data.places import Place, Placer, find
@@ -218,7 +221,21 @@ def _tensor_data(name: str, split: str, class_names: Sequence[str], images: np.n
 
 # --- digits (scikit-learn, bundled) ---------------------------------------------------------------
 
-def _load_digits(split: str, root: Path | None, download: bool, image_size: int | None) -> ImageData:
+def _digits_sources() -> list[Path] | None:
+    """The files digits is decoded from, found without importing scikit-learn (importing it costs about
+    half a second): the bundled ``digits.csv.gz`` and the module of ``train_test_split``, so that another
+    scikit-learn's split is decoded afresh; None when scikit-learn is not installed."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    pkg = Path(next(iter(spec.submodule_search_locations)))
+    files = [pkg / "datasets" / "data" / "digits.csv.gz", pkg / "model_selection" / "_split.py"]
+    return files if all(f.is_file() for f in files) else None
+
+
+def _decode_digits(split: str) -> tuple[np.ndarray, np.ndarray]:
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -228,8 +245,20 @@ def _load_digits(split: str, root: Path | None, download: bool, image_size: int 
     train_idx, test_idx = train_test_split(np.arange(len(y)), test_size=DIGITS_TEST_SIZE,
                                            random_state=DIGITS_SEED, stratify=y)
     idx = np.sort(train_idx if split == "train" else test_idx)
-    return ImageData("digits", split, list(DIGIT_NAMES), torch.from_numpy(y[idx]),
-                     images=torch.from_numpy(np.ascontiguousarray(x[idx])),
+    return np.ascontiguousarray(x[idx]), y[idx]
+
+
+def _load_digits(split: str, root: Path | None, download: bool, image_size: int | None) -> ImageData:
+    sources = _digits_sources()
+    if sources is None:
+        x, y = _decode_digits(split)  # the import error of scikit-learn, as before
+    else:
+        x, y = cached("digits", split, sources, lambda: _decode_digits(split),
+                      extra=f"test_size={DIGITS_TEST_SIZE},seed={DIGITS_SEED}")
+    if x.dtype != np.float32 or x.shape[1:] != (1, 8, 8) or y.shape != (len(x),):
+        raise ClasswiseError(f"digits {split}: decoded arrays of unexpected shape {x.shape}, {y.shape}")
+    return ImageData("digits", split, list(DIGIT_NAMES), torch.from_numpy(y.astype(np.int64)),
+                     images=torch.from_numpy(x),
                      meta={"root": None, "source": "sklearn.datasets.load_digits", "test_size": DIGITS_TEST_SIZE,
                            "split_seed": DIGITS_SEED})
 
@@ -269,6 +298,14 @@ def _idx_place(name: str, tv_class: str) -> Placer:
     return place
 
 
+def _decode_idx(img_path: Path, lbl_path: Path, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    images = read_idx(img_path)
+    if images.ndim != 3:
+        raise ClasswiseError(f"corrupt IDX file {img_path}: expected 3 dimensions, got shape {images.shape}")
+    images = _check_images(images[:, None], (1, 28, 28), str(img_path))
+    return images, _check_labels(read_idx(lbl_path), len(images), num_classes, str(lbl_path))
+
+
 def _idx_loader(name: str, tv_class: str, class_names: list[str]) -> Loader:
     placer = _idx_place(name, tv_class)
 
@@ -276,11 +313,10 @@ def _idx_loader(name: str, tv_class: str, class_names: list[str]) -> Loader:
         d = find(name, split, placer(split, root), download)
         img_path, lbl_path = (_idx_file(d, s) for s in _IDX_STEMS[split])
         assert img_path is not None and lbl_path is not None
-        images = read_idx(img_path)
-        if images.ndim != 3:
-            raise ClasswiseError(f"corrupt IDX file {img_path}: expected 3 dimensions, got shape {images.shape}")
-        images = _check_images(images[:, None], (1, 28, 28), str(img_path))
-        labels = _check_labels(read_idx(lbl_path), len(images), len(class_names), str(lbl_path))
+        images, labels = cached(name, split, [img_path, lbl_path],
+                                lambda: _decode_idx(img_path, lbl_path, len(class_names)))
+        images = _check_images(images, (1, 28, 28), str(img_path))
+        labels = _check_labels(labels, len(images), len(class_names), str(lbl_path))
         return _tensor_data(name, split, class_names, images, labels, root=str(d),
                             files=[str(img_path), str(lbl_path)])
 

@@ -9,7 +9,7 @@ checked before anything is loaded and recorded in the run's ``config.toml``. Eve
   numbers on "the first N test images" are reproduced with it). For ``imagefolder`` that order is
   class folder by class folder, so the first N images may all be of one class.
 * ``stratified`` (the default): N images drawn with a seed so that every class keeps its share of the
-  split (sklearn's stratified split), in file order. Class-wise numbers need every class represented.
+  split (scikit-learn's stratified split, replayed by classwise.data.split), in file order. Class-wise numbers need every class represented.
 * indices: exactly the images at those positions, in the order given.
 
 See docs/data.md.

@@ -33,6 +33,16 @@ from classwise.attacks.pgd import pgd
 from classwise.core import Norm, parse_number, resolve_device
 from classwise.data.base import ImageData
 from classwise.errors import ClasswiseError
+from classwise.evaluation.check_budget import (
+    CHECK_MODES,
+    CHECK_SHARE,
+    CheckRecord,
+    CheckReport,
+    _budgeted,
+    _Counted,
+    _round_robin,
+    attack_passes,
+)
 from classwise.models.modes import eval_mode
 from classwise.outcomes import Outcomes
 
@@ -106,43 +116,52 @@ def _chunks(n: int, size: int) -> Iterator[slice]:
 # --- the checks: each returns a Flag when it fires, else None ----------------------------------------
 
 
-def check_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 200) -> Flag | None:
-    """Input gradients of the per-sample CE loss: non-finite anywhere -> error; all-zero for more than
-    10% of the samples -> warning. ``x``: (N, C, H, W) in [0, 1]; ``y``: (N,)."""
+def _gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> tuple[Flag | None, torch.Tensor]:
+    """:func:`check_gradients`'s flag, and the logits of its forward pass (float32, detached) for the
+    checks that need no more than one clean forward."""
     n = len(y)
-    if n == 0:
-        return None
     nonfinite = zero = 0
+    logits = []
     with _eval_mode(model):
         for s in _chunks(n, batch_size):
             xs = x[s].detach().clone().requires_grad_(True)
-            loss = F.cross_entropy(model(xs), y[s], reduction="sum")
-            (g,) = torch.autograd.grad(loss, xs)
+            out = model(xs)
+            logits.append(out.detach().float())
+            (g,) = torch.autograd.grad(F.cross_entropy(out, y[s], reduction="sum"), xs)
             g = g.flatten(1)
             bad = ~torch.isfinite(g).all(dim=1)
             nonfinite += int(bad.sum())
             zero += int(((g == 0).all(dim=1) & ~bad).sum())
+    z = torch.cat(logits) if logits else x.new_zeros((0, 0))
     if nonfinite:
         return Flag("gradients", "error",
                     f"input gradients are NaN/inf for {nonfinite}/{n} samples: gradient attacks are meaningless "
                     "here; find the non-differentiable op (sqrt/log/division at 0) and fix or smooth it",
-                    nonfinite / n)
-    if zero / n > ZERO_GRAD_SHARE:
+                    nonfinite / n), z
+    if n and zero / n > ZERO_GRAD_SHARE:
         return Flag("gradients", "warning",
                     f"the input gradient is exactly zero for {zero}/{n} samples ({zero / n:.0%}): gradient masking "
                     "or non-differentiable layers (rounding, quantization, saturated softmax); also evaluate "
                     "with an attack that needs no gradient (e.g. Square via torchattacks) or a margin loss (cw)",
-                    zero / n)
-    return None
+                    zero / n), z
+    return None, z
+
+
+def check_gradients(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: int = 200) -> Flag | None:
+    """Input gradients of the per-sample CE loss: non-finite anywhere -> error; all-zero for more than
+    10% of the samples -> warning. ``x``: (N, C, H, W) in [0, 1]; ``y``: (N,)."""
+    return _gradients(model, x, y, batch_size)[0] if len(y) else None
 
 
 @torch.no_grad()
-def check_probabilities(model: nn.Module, x: torch.Tensor) -> Flag | None:
-    """Outputs all in [0, 1] with rows summing to 1 (within 1e-3) -> warning: the model ends with a softmax."""
-    if len(x) == 0:
-        return None
+def _clean_logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     with _eval_mode(model):
-        out = model(x).float()
+        return model(x).float()
+
+
+def _probabilities_flag(out: torch.Tensor) -> Flag | None:
+    if len(out) == 0:
+        return None
     dev = (out.sum(dim=1) - 1).abs().max().item()
     if bool(((out >= 0) & (out <= 1)).all()) and dev <= PROB_TOL:
         return Flag("probabilities", "warning",
@@ -152,13 +171,14 @@ def check_probabilities(model: nn.Module, x: torch.Tensor) -> Flag | None:
     return None
 
 
-@torch.no_grad()
-def check_randomness(model: nn.Module, x: torch.Tensor) -> Flag | None:
-    """Two clean forward passes in eval mode differing by more than 1e-5 (max abs, logits) -> warning."""
-    if len(x) == 0:
+def check_probabilities(model: nn.Module, x: torch.Tensor) -> Flag | None:
+    """Outputs all in [0, 1] with rows summing to 1 (within 1e-3) -> warning: the model ends with a softmax."""
+    return _probabilities_flag(_clean_logits(model, x)) if len(x) else None
+
+
+def _randomness_flag(a: torch.Tensor, b: torch.Tensor) -> Flag | None:
+    if len(a) == 0:
         return None
-    with _eval_mode(model):
-        a, b = model(x).float(), model(x).float()
     fa, fb = torch.isfinite(a).all(dim=1), torch.isfinite(b).all(dim=1)
     if not bool((fa == fb).all()):
         diff = math.inf  # a sample finite in one pass and not in the other: the forward is stochastic
@@ -174,15 +194,17 @@ def check_randomness(model: nn.Module, x: torch.Tensor) -> Flag | None:
     return None
 
 
-@torch.no_grad()
-def check_nonfinite(model: nn.Module, x: torch.Tensor, outcomes: Outcomes | None = None) -> Flag | None:
-    """Any NaN/Inf logit, on the checked sample ``x`` or in ``outcomes`` (predictions of -1) -> error."""
+def check_randomness(model: nn.Module, x: torch.Tensor) -> Flag | None:
+    """Two clean forward passes in eval mode differing by more than 1e-5 (max abs, logits) -> warning."""
+    return _randomness_flag(_clean_logits(model, x), _clean_logits(model, x)) if len(x) else None
+
+
+def _nonfinite_flag(out: torch.Tensor | None, outcomes: Outcomes | None) -> Flag | None:
     n_bad = n = 0
     where = []
-    if len(x):
-        with _eval_mode(model):
-            rows = ~torch.isfinite(model(x).float()).all(dim=1)
-        n_bad, n = int(rows.sum()), len(x)
+    if out is not None and len(out):
+        rows = ~torch.isfinite(out).all(dim=1)
+        n_bad, n = int(rows.sum()), len(out)
         if n_bad:
             where.append(f"{n_bad}/{n} checked samples")
     if outcomes is not None and len(outcomes):
@@ -197,6 +219,11 @@ def check_nonfinite(model: nn.Module, x: torch.Tensor, outcomes: Outcomes | None
                 f"the model returns NaN/Inf logits ({'; '.join(where)}): those samples count as wrong (no class) "
                 "and accuracies say little; find the overflow or the invalid op (log/sqrt/division at 0, "
                 "a diverged checkpoint) and fix it", n_bad / n)
+
+
+def check_nonfinite(model: nn.Module, x: torch.Tensor, outcomes: Outcomes | None = None) -> Flag | None:
+    """Any NaN/Inf logit, on the checked sample ``x`` or in ``outcomes`` (predictions of -1) -> error."""
+    return _nonfinite_flag(_clean_logits(model, x) if len(x) else None, outcomes)
 
 
 def check_train_mode(was_training: bool | None) -> Flag | None:
@@ -273,23 +300,20 @@ def check_attack_order(outcomes: Outcomes | None) -> Flag | None:
                 "loss or AutoAttack, and trust the lowest number", gap)
 
 
-def check_eps_monotone(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str | Norm = "linf",
-                       steps: int = 10, batch_size: int = 200) -> Flag | None:
-    """Deterministic PGD-10 at eps/2, eps, 2*eps: robust accuracy rising with eps (by more than one
-    sample), or not falling at all from eps/2 to 2*eps while above 0, -> warning."""
-    n = len(y)
-    if n == 0 or not eps > 0:
-        return None
-    norm = Norm.parse(norm)
-    levels = [eps / 2, eps, 2 * eps]
+def _monotone_counts(model: nn.Module, x: torch.Tensor, y: torch.Tensor, levels: list[float], norm: Norm,
+                     steps: int, batch_size: int) -> list[int]:
     counts = []
     with _eval_mode(model):
         for e in levels:
             c = 0
-            for s in _chunks(n, batch_size):
+            for s in _chunks(len(y), batch_size):
                 x_adv = pgd(model, x[s], y[s], eps=e, steps=steps, norm=norm, random_start=False)
                 c += _robust_count(model, x_adv, y[s])
             counts.append(c)
+    return counts
+
+
+def _monotone_flag(levels: list[float], counts: list[int], n: int, steps: int) -> Flag | None:
     curve = ", ".join(f"{e:.4g}: {c / n:.1%}" for e, c in zip(levels, counts, strict=True))
     rise = max(counts[1] - counts[0], counts[2] - counts[1])
     if rise > MONOTONE_SLACK:
@@ -305,20 +329,33 @@ def check_eps_monotone(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, ep
     return None
 
 
-def check_unbounded(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str | Norm = "linf",
-                    steps: int = 50, batch_size: int = 200) -> Flag | None:
-    """PGD-50 with a budget covering the whole [0, 1] box (linf eps 1, step 0.1; l2 eps sqrt(d), step
-    0.1*sqrt(d)) and no random start: robust accuracy above 1% -> error."""
+def check_eps_monotone(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str | Norm = "linf",
+                       steps: int = 10, batch_size: int = 200) -> Flag | None:
+    """Deterministic PGD-10 at eps/2, eps, 2*eps: robust accuracy rising with eps (by more than one
+    sample), or not falling at all from eps/2 to 2*eps while above 0, -> warning."""
     n = len(y)
-    if n == 0:
+    if n == 0 or not eps > 0:
         return None
-    norm = Norm.parse(norm)
-    scale = 1.0 if norm is Norm.LINF else math.sqrt(x[0].numel())
+    levels = [eps / 2, eps, 2 * eps]
+    return _monotone_flag(levels, _monotone_counts(model, x, y, levels, Norm.parse(norm), steps, batch_size), n, steps)
+
+
+def _unbounded_scale(x: torch.Tensor, norm: Norm) -> float:
+    return 1.0 if norm is Norm.LINF else math.sqrt(x[0].numel())
+
+
+def _unbounded_count(model: nn.Module, x: torch.Tensor, y: torch.Tensor, norm: Norm, steps: int,
+                     batch_size: int) -> int:
+    scale = _unbounded_scale(x, norm)
     c = 0
     with _eval_mode(model):
-        for s in _chunks(n, batch_size):
+        for s in _chunks(len(y), batch_size):
             x_adv = pgd(model, x[s], y[s], eps=scale, alpha=0.1 * scale, steps=steps, norm=norm, random_start=False)
             c += _robust_count(model, x_adv, y[s])
+    return c
+
+
+def _unbounded_flag(c: int, n: int, norm: Norm, scale: float, steps: int) -> Flag | None:
     if c / n > UNBOUNDED_MAX:
         return Flag("unbounded", "error",
                     f"PGD-{steps} with an unbounded budget ({norm.value} eps={scale:.4g}) leaves {c / n:.1%} robust "
@@ -327,7 +364,132 @@ def check_unbounded(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm:
     return None
 
 
+def check_unbounded(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, norm: str | Norm = "linf",
+                    steps: int = 50, batch_size: int = 200) -> Flag | None:
+    """PGD-50 with a budget covering the whole [0, 1] box (linf eps 1, step 0.1; l2 eps sqrt(d), step
+    0.1*sqrt(d)) and no random start: robust accuracy above 1% -> error."""
+    n = len(y)
+    if n == 0:
+        return None
+    norm = Norm.parse(norm)
+    c = _unbounded_count(model, x, y, norm, steps, batch_size)
+    return _unbounded_flag(c, n, norm, _unbounded_scale(x, norm), steps)
+
+
 # --- all together ---------------------------------------------------------------------------------
+
+MONOTONE_STEPS = 10
+UNBOUNDED_STEPS = 50
+# worst-case model passes per image (an attack step is one forward + backward, then the robust count)
+_WORST = {"unbounded": UNBOUNDED_STEPS + 2, "eps_monotone": 3 * (MONOTONE_STEPS + 2)}
+
+
+def _expensive(counted: _Counted, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: Norm, mode: str,
+               budget: float, batch_size: int) -> tuple[list[Flag | None], list[CheckRecord]]:
+    """unbounded, then eps_monotone: on the whole sample (``full``), or (``auto``) on stratified prefixes
+    within ``budget`` passes: unbounded always on one image per class, then within half the budget;
+    eps_monotone within what is left."""
+    n = len(y)
+    order, k = _round_robin(y)
+    x, y = x[order], y[order]
+    full = mode == "full"
+    robust = [0]
+    done, used = _budgeted(counted, n, n if full else k, math.inf if full else budget / 2, _WORST["unbounded"],
+                           True, lambda s: robust.__setitem__(0, robust[0] + _unbounded_count(
+                               counted, x[s], y[s], norm, UNBOUNDED_STEPS, batch_size)))
+    flags = [_unbounded_flag(robust[0], done, norm, _unbounded_scale(x, norm), UNBOUNDED_STEPS) if done else None]
+    records = [CheckRecord("unbounded", done, used)]
+    if not eps > 0:
+        records.append(CheckRecord("eps_monotone", 0, 0, "eps is 0: no budget to grow"))
+        return flags, records
+    levels = [eps / 2, eps, 2 * eps]
+    counts = [0, 0, 0]
+
+    def mono(s: slice) -> None:
+        got = _monotone_counts(counted, x[s], y[s], levels, norm, MONOTONE_STEPS, batch_size)
+        counts[:] = [a + b for a, b in zip(counts, got, strict=True)]
+
+    left = math.inf if full else budget - used
+    m_done, m_used = _budgeted(counted, n, n if full else k, left, _WORST["eps_monotone"], full, mono)
+    flags.append(_monotone_flag(levels, counts, m_done, MONOTONE_STEPS) if m_done else None)
+    why = None if m_done else (f"its first {k} images need up to {k * _WORST['eps_monotone']} passes, more than "
+                               f"the {max(0, int(left))} left of the budget; --checks full runs it")
+    records.append(CheckRecord("eps_monotone", m_done, m_used, why))
+    return flags, records
+
+
+def _cheap(counted: _Counted, x: torch.Tensor, y: torch.Tensor, outcomes: Outcomes | None,
+           was_training: bool, batch_size: int) -> tuple[list[Flag | None], list[CheckRecord]]:
+    """The cheap checks, on two passes over the sample: the gradients' forward-backward (whose logits
+    probabilities and nonfinite_outputs read) and one more clean forward (randomness compares the two)."""
+    n_out = len(outcomes) if outcomes is not None else 0
+    flags: list[Flag | None] = [check_train_mode(was_training), check_attack_order(outcomes)]
+    records = [CheckRecord("train_mode", 0, 0), CheckRecord("attack_order", n_out, 0)]
+    start = counted.rows
+    grad, first = _gradients(counted, x, y, batch_size)
+    mid = counted.rows
+    second = _clean_logits(counted, x)
+    flags += [grad, _probabilities_flag(first), _randomness_flag(first, second), _nonfinite_flag(first, outcomes)]
+    n = len(y)
+    records += [CheckRecord("gradients", n, mid - start), CheckRecord("probabilities", n, 0),
+                CheckRecord("randomness", n, counted.rows - mid), CheckRecord("nonfinite_outputs", n, 0)]
+    return flags, records
+
+
+def check_suite(
+    model: nn.Module,
+    data: ImageData,
+    outcomes: Outcomes | None = None,
+    *,
+    eps: float,
+    norm: str = "linf",
+    device: str | torch.device = "auto",
+    sample: int = 200,
+    seed: int = 0,
+    was_training: bool | None = None,
+    batch_size: int = 200,
+    mode: str = "auto",
+) -> CheckReport:
+    """The checks on a class-stratified sample of at most ``sample`` images of ``data``, by ``mode``:
+    ``full`` runs every check on the whole sample; ``auto`` runs the cheap ones (train_mode,
+    attack_order, gradients, probabilities, randomness, nonfinite_outputs) on the whole sample and the
+    expensive ones (unbounded, eps_monotone) on stratified parts of it, within :data:`CHECK_SHARE` of the
+    model passes the evaluation made (:func:`attack_passes`); ``off`` runs nothing. The report says
+    what ran, on how many images, at what cost; see :func:`run_checks` for what is left as found."""
+    if mode not in CHECK_MODES:
+        raise ClasswiseError(f"unknown checks mode {mode!r}; choose one of: {', '.join(CHECK_MODES)}")
+    if mode == "off":
+        return CheckReport("off", [], [])
+    if sample < 1:
+        raise ClasswiseError(f"sample must be >= 1, got {sample}")
+    eps = parse_number(eps, name="eps")
+    norm_ = Norm.parse(norm)
+    if was_training is None:
+        was_training = model.training
+    home = _model_device(model)
+    dev = (home or resolve_device("auto")) if str(device) == "auto" else resolve_device(device)
+    x, y = data.take(sample, seed=seed).tensors(device=dev)
+    moved = home is not None and home != dev
+    cuda = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == "cuda" else []
+    passes = attack_passes(outcomes)
+    budget = int(CHECK_SHARE * passes)
+    counted = _Counted(model)
+    try:
+        if moved:
+            model.to(dev)
+        with torch.random.fork_rng(devices=cuda), _eval_mode(model):
+            flags, records = _cheap(counted, x, y, outcomes, was_training, batch_size)
+            more, more_records = _expensive(counted, x, y, eps=eps, norm=norm_, mode=mode, budget=budget,
+                                            batch_size=batch_size) if len(y) else ([], [])
+    finally:
+        if moved:
+            model.to(home)
+    order = {"error": 0, "warning": 1}
+    fired = sorted((f for f in [*flags, *more] if f is not None), key=lambda f: order[f.severity])
+    for f in fired:
+        log.info("%s", f)
+    return CheckReport(mode, fired, [*records, *more_records], len(y), passes if mode == "auto" else None,
+                       budget if mode == "auto" else None)
 
 
 def run_checks(
@@ -342,51 +504,23 @@ def run_checks(
     seed: int = 0,
     was_training: bool | None = None,
     batch_size: int = 200,
+    mode: str = "full",
 ) -> list[Flag]:
-    """Run every check on a class-stratified sample of at most ``sample`` images of ``data``; return the
-    flags that fired (``[]``: nothing suspicious).
+    """Run the checks (every one by default, ``mode="full"``; ``"auto"``: :func:`check_suite`) on a
+    class-stratified sample of at most ``sample`` images of ``data``; return the flags that fired
+    (``[]``: nothing suspicious).
 
     ``was_training`` says whether the model was in train mode when handed to the evaluation (default:
     its mode now). ``device="auto"`` uses the model's own device. The model is left exactly as found:
     its mode, its device, its parameters and their ``.grad`` (gradients are taken with
     ``torch.autograd.grad`` with respect to inputs only); the global RNG state is restored too.
     """
-    if sample < 1:
-        raise ClasswiseError(f"sample must be >= 1, got {sample}")
-    eps = parse_number(eps, name="eps")
-    norm_ = Norm.parse(norm)
-    if was_training is None:
-        was_training = model.training
-    home = _model_device(model)
-    dev = (home or resolve_device("auto")) if str(device) == "auto" else resolve_device(device)
-    part = data.take(sample, seed=seed)
-    x, y = part.tensors(device=dev)
-    moved = home is not None and home != dev
-    flags: list[Flag | None] = [check_train_mode(was_training), check_attack_order(outcomes)]
-    cuda = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == "cuda" else []
-    try:
-        if moved:
-            model.to(dev)
-        with torch.random.fork_rng(devices=cuda), _eval_mode(model):
-            flags.append(check_gradients(model, x, y, batch_size=batch_size))
-            flags.append(check_probabilities(model, x))
-            flags.append(check_randomness(model, x))
-            flags.append(check_nonfinite(model, x, outcomes))
-            flags.append(check_eps_monotone(model, x, y, eps=eps, norm=norm_, batch_size=batch_size))
-            flags.append(check_unbounded(model, x, y, norm=norm_, batch_size=batch_size))
-    finally:
-        if moved:
-            model.to(home)
-    fired = [f for f in flags if f is not None]
-    order = {"error": 0, "warning": 1}
-    fired.sort(key=lambda f: order[f.severity])
-    for f in fired:
-        log.info("%s", f)
-    return fired
+    return check_suite(model, data, outcomes, eps=eps, norm=norm, device=device, sample=sample, seed=seed,
+                       was_training=was_training, batch_size=batch_size, mode=mode).flags
 
 
 __all__ = [
-    "Flag", "run_checks", "flags_to_json",
+    "Flag", "run_checks", "flags_to_json", "check_suite", "CheckReport", "CheckRecord", "attack_passes", "CHECK_MODES",
     "check_gradients", "check_probabilities", "check_randomness", "check_nonfinite", "check_train_mode",
     "check_attack_order", "check_eps_monotone", "check_unbounded",
 ]

@@ -9,11 +9,10 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
-from classwise.analysis.flows import attacked_confusion
 from classwise.analysis.labels import WORST_CASE, headline_attack
 from classwise.io import atomic_write, atomic_write_text
 from classwise.outcomes import Outcomes
-from classwise.report.per_class import per_class_table, to_csv
+from classwise.report.per_class import per_class_columns, to_csv
 from classwise.runs import RunDir
 
 if TYPE_CHECKING:
@@ -36,7 +35,7 @@ def write_evaluation(run: RunDir, outcomes: Outcomes, *, attack: str | None = No
     returns the metrics and the files (name -> path; ``parquet`` -> :data:`NO_PARQUET`, a string,
     when pyarrow is missing: the commands print it in their file list).
 
-    ``per_class.csv``: :func:`classwise.report.per_class.per_class_table`; ``outcomes.parquet``:
+    ``per_class.csv``: :func:`classwise.report.per_class.per_class_columns` (no pandas); ``outcomes.parquet``:
     :func:`outcomes_frame` (docs/metrics.md). Figures: ``plots/class_accuracy.png`` (per-class clean vs robust bars, sorted) and
     ``plots/confusion.png`` (heat-map of the attacked samples, clean mistakes in a column of their own) for ``attack`` (default: the worst case).
     """
@@ -44,10 +43,11 @@ def write_evaluation(run: RunDir, outcomes: Outcomes, *, attack: str | None = No
     run.write_metrics(metrics)
     outcomes.save(run.file("outcomes.npz"))
     files: dict[str, Path | str] = {"metrics": run.path / "metrics.json", "outcomes": run.path / "outcomes.npz"}
-    files["per_class"] = atomic_write_text(run.file("per_class.csv"), to_csv(per_class_table(outcomes)))
+    files["per_class"] = atomic_write_text(run.file("per_class.csv"), to_csv(per_class_columns(outcomes)))
     files["parquet"] = write_parquet(outcomes, run.file("outcomes.parquet")) or NO_PARQUET
     attack = attack or primary_attack(outcomes)
     if plots and attack is not None:
+        from classwise.analysis.flows import attacked_confusion
         from classwise.report.plots import plot_class_accuracy, plot_confusion, save_figure
 
         df = outcomes.class_table()
@@ -84,13 +84,34 @@ def write_parquet(outcomes: Outcomes, path: Path) -> Path | None:
         return None
     pa, pq = arrow
     cols = outcomes_frame(outcomes)
-    arrays = {k: (pa.array(v.tolist(), pa.string()).dictionary_encode() if k == "name" else pa.array(v))
-              for k, v in cols.items()}
+    arrays = {k: _arrow(pa, v, dictionary=k == "name") for k, v in cols.items()}
     meta = {"attacks": outcomes.attacks, "specs": outcomes.specs, "class_names": outcomes.class_names,
             "dataset": outcomes.dataset, "split": outcomes.split, "mode": outcomes.mode,
             "format": "classwise-outcomes/1"}
     table = pa.table(arrays).replace_schema_metadata({"classwise": json.dumps(meta)})
     return atomic_write(path, lambda tmp: pq.write_table(table, tmp))
+
+
+def _arrow(pa: Any, v: np.ndarray, *, dictionary: bool = False) -> Any:
+    """An Arrow array of an int64, bool or (``dictionary``) string column, built from its buffers:
+    ``pa.array`` would import pandas (a fifth of a second) to ask whether ``v`` is one of its objects.
+    The same arrays ``pa.array(v)`` and ``pa.array(list(v), pa.string()).dictionary_encode()`` build."""
+    n = len(v)
+    if dictionary:
+        values = [str(x) for x in v.tolist()]
+        first: dict[str, int] = {}
+        codes = np.array([first.setdefault(x, len(first)) for x in values], dtype=np.int32)
+        words = [w.encode() for w in first]
+        offsets = np.cumsum([0, *map(len, words)], dtype=np.int64).astype(np.int32)
+        strings = pa.Array.from_buffers(pa.string(), len(words), [None, pa.py_buffer(offsets),
+                                                                  pa.py_buffer(b"".join(words))])
+        return pa.DictionaryArray.from_arrays(_arrow(pa, codes), strings)
+    if v.dtype == np.bool_:
+        return pa.Array.from_buffers(pa.bool_(), n, [None, pa.py_buffer(np.packbits(v, bitorder="little"))])
+    if v.dtype in (np.int64, np.int32):
+        kind = pa.int64() if v.dtype == np.int64 else pa.int32()
+        return pa.Array.from_buffers(kind, n, [None, pa.py_buffer(np.ascontiguousarray(v))])
+    raise TypeError(f"outcomes.parquet: no column type for {v.dtype}")
 
 
 def _pyarrow() -> tuple[Any, Any] | None:

@@ -1,5 +1,6 @@
 """The per-class table researchers paste: tidy rows for ``per_class.csv``, and the Markdown and LaTeX
-tables of ``classwise export`` (torch-free: numpy, pandas and :mod:`classwise.analysis`).
+tables of ``classwise export`` (torch-free: numpy and :mod:`classwise.analysis`; pandas only for
+:func:`per_class_table`'s DataFrame, not for ``per_class.csv``).
 
 One row per (setting, class). The settings are ``clean`` first, then the run's attacks in run order, then
 ``worst-case`` when the run has two or more attacks (as in ``metrics.json``). Columns: :data:`COLUMNS`.
@@ -13,19 +14,23 @@ attacks share them, else they are empty.
 
 from __future__ import annotations
 
+import csv
+import io
 import math
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
-from classwise.analysis.diagnosis import class_report
+from classwise.analysis.diagnosis import class_rates
 from classwise.analysis.labels import CLEAN, WORST_CASE
 from classwise.errors import ClasswiseError
 from classwise.outcomes import Outcomes
 
-__all__ = ["COLUMNS", "CONFIDENCE", "FORMATS", "per_class_table", "settings_of", "render"]
+if TYPE_CHECKING:
+    import pandas as pd
+
+__all__ = ["COLUMNS", "CONFIDENCE", "FORMATS", "per_class_columns", "per_class_table", "settings_of", "render", "to_csv"]
 
 COLUMNS = ["attack", "eps", "norm", "class", "name", "support", "clean_acc", "robust_acc", "robust_lo", "robust_hi"]
 CONFIDENCE = 0.95
@@ -70,31 +75,58 @@ def _threat(outcomes: Outcomes, setting: str) -> tuple[float, str]:
         return math.nan, ""
 
 
-def per_class_table(outcomes: Outcomes, settings: Sequence[str] | None = None, *,
-                    confidence: float = CONFIDENCE) -> pd.DataFrame:
-    """The tidy per-class table of :data:`COLUMNS` (module docstring) for ``settings`` (default: all)."""
+def per_class_columns(outcomes: Outcomes, settings: Sequence[str] | None = None, *,
+                      confidence: float = CONFIDENCE) -> dict[str, np.ndarray]:
+    """The tidy per-class table as columns (:data:`COLUMNS`, numpy arrays; no pandas)."""
     chosen = list(settings) if settings is not None else settings_of(outcomes)
     unknown = [s for s in chosen if s not in settings_of(outcomes)]
     if unknown:
         raise ClasswiseError(f"no setting {unknown[0]!r} in this run; choose one of: "
                              f"{', '.join(settings_of(outcomes))}")
-    parts = []
+    parts: dict[str, list[np.ndarray]] = {c: [] for c in COLUMNS}
     for s in chosen:
-        rep = class_report(outcomes.labels, outcomes.clean_pred, outcomes.pred(s), outcomes.class_names,
-                           confidence=confidence)
+        rep = class_rates(outcomes.labels, outcomes.clean_pred, outcomes.pred(s), outcomes.class_names,
+                          confidence=confidence)
         eps, norm = _threat(outcomes, s)
-        part = rep[["class", "name", "support", "clean_acc", "robust_acc", "robust_lo", "robust_hi"]].copy()
-        part.insert(0, "norm", norm)
-        part.insert(0, "eps", eps)
-        part.insert(0, "attack", s)
-        parts.append(part)
-    df = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=COLUMNS)
-    return df[COLUMNS]
+        k = len(rep["class"])
+        head = {"attack": np.full(k, s, dtype=object), "eps": np.full(k, eps, dtype=np.float64),
+                "norm": np.full(k, norm, dtype=object)}
+        for c in COLUMNS:
+            parts[c].append(head[c] if c in head else rep[c])
+    return {c: np.concatenate(v) if v else np.zeros(0) for c, v in parts.items()}
 
 
-def to_csv(table: pd.DataFrame) -> str:
-    """The tidy table as CSV text (full precision; an empty cell where a value does not exist)."""
-    return table.to_csv(index=False, lineterminator="\n")
+def per_class_table(outcomes: Outcomes, settings: Sequence[str] | None = None, *,
+                    confidence: float = CONFIDENCE) -> pd.DataFrame:
+    """The tidy per-class table of :data:`COLUMNS` (module docstring) for ``settings`` (default: all)."""
+    import pandas as pd
+
+    cols = per_class_columns(outcomes, settings, confidence=confidence)
+    return pd.DataFrame({c: list(v) if v.dtype == object else v for c, v in cols.items()})[COLUMNS]
+
+
+def _cell(v: Any) -> Any:
+    """A CSV cell as pandas' ``to_csv`` writes it: floats in full (repr) precision, NaN/None empty."""
+    if v is None:
+        return ""
+    if isinstance(v, (float, np.floating)):
+        return "" if math.isnan(v) else repr(float(v))
+    if isinstance(v, np.integer):
+        return int(v)
+    return v
+
+
+def to_csv(table: pd.DataFrame | Mapping[str, Any]) -> str:
+    """The tidy table (a DataFrame or :func:`per_class_columns`) as CSV text: a header row, full
+    precision, an empty cell where a value does not exist (what ``DataFrame.to_csv(index=False)`` writes)."""
+    names = [str(c) for c in table.keys()]
+    cols = [list(table[c]) for c in table.keys()]
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(names)
+    for row in zip(*cols, strict=True):
+        w.writerow([_cell(v) for v in row])
+    return buf.getvalue()
 
 
 # --- wide tables for papers: one row per class, one column per setting ----------------------------------

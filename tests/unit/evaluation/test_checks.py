@@ -252,3 +252,67 @@ def test_nonfinite_outputs_flag_and_randomness_not_blamed():
     fired = check_randomness(Noisy(), x)
     assert fired is not None and fired.name == "randomness" and fired.value < float("inf")
     assert check_nonfinite(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10)), x) is None
+
+
+# --- modes: auto (the default of `classwise evaluate`), full, off ---------------------------------------
+
+def _by_name(report):
+    return {r.name: r for r in report.checks}
+
+
+def test_attack_passes_follow_the_specs(at_model, digits):
+    from classwise.evaluation.checks import attack_passes
+
+    out = evaluate(at_model, digits[1].take(30), ["fgsm:eps=0.1", "pgd:eps=0.1,steps=7,restarts=2", "pgd:eps=0.1"],
+                   device="cpu")
+    # clean 1 + fgsm (1 + 1) + pgd-7x2 (14 + 1) + pgd's default 20 steps (20 + 1)
+    assert attack_passes(out) == 30 * (1 + 2 + 15 + 21)
+    assert attack_passes(None) == 0
+
+
+def test_auto_keeps_the_expensive_checks_within_their_share(at_model, digits):
+    from classwise.evaluation.checks import CHECK_SHARE, check_suite
+
+    test = digits[1]
+    out = evaluate(at_model, test.take(200), [f"pgd:eps={EPS},steps=10"], device="cpu")
+    auto = check_suite(at_model, test, out, eps=EPS, sample=200, mode="auto")
+    full = check_suite(at_model, test, out, eps=EPS, sample=200, mode="full")
+    assert auto.flags == [] and full.flags == []
+    a, f = _by_name(auto), _by_name(full)
+    assert list(a) == list(f) == ["train_mode", "attack_order", "gradients", "probabilities", "randomness",
+                                  "nonfinite_outputs", "unbounded", "eps_monotone"]
+    for cheap in ("gradients", "probabilities", "randomness", "nonfinite_outputs"):  # always on the whole sample
+        assert a[cheap].samples == f[cheap].samples == 200 and a[cheap].passes == f[cheap].passes
+    assert auto.budget == int(CHECK_SHARE * 200 * 12)
+    expensive = a["unbounded"].passes + a["eps_monotone"].passes
+    assert 0 < expensive <= auto.budget < f["unbounded"].passes + f["eps_monotone"].passes
+    assert f["unbounded"].samples == f["eps_monotone"].samples == 200
+    assert 10 <= a["unbounded"].samples and 0 < a["eps_monotone"].samples < 200
+    assert a["unbounded"].samples % 10 == 0 and a["eps_monotone"].samples % 10 == 0  # whole rounds of classes
+    js = json.loads(json.dumps(auto.to_json(), allow_nan=False))
+    assert js["mode"] == "auto" and js["budget_passes"] == auto.budget and len(js["checks"]) == 8
+
+
+def test_auto_skips_what_does_not_fit_and_says_so_but_unbounded_always_runs(rounded, digits):
+    from classwise.evaluation.checks import check_suite
+
+    test = digits[1]
+    out = evaluate(rounded, test.take(50), ["fgsm:eps=0.1"], device="cpu")  # 50 x 3 passes: a budget of 37
+    rep = check_suite(rounded, test, out, eps=0.1, sample=50, mode="auto")
+    r = _by_name(rep)
+    assert r["unbounded"].samples == 10 and r["unbounded"].skipped is None
+    assert r["eps_monotone"].samples == 0 and "--checks full" in (r["eps_monotone"].skipped or "")
+    assert [c.name for c in rep.skipped()] == ["eps_monotone"]
+    assert "unbounded" in names(rep.flags) and "gradients" in names(rep.flags)  # masking found on 10 images
+    assert check_suite(rounded, test, out, eps=0.1, mode="off").checks == []
+    with pytest.raises(Exception, match="choose one of"):
+        check_suite(rounded, test, out, eps=0.1, mode="some")
+
+
+def test_round_robin_prefixes_hold_every_class():
+    from classwise.evaluation.checks import _round_robin
+
+    y = torch.tensor([0] * 7 + [1] * 3 + [2] * 5)
+    order, k = _round_robin(y)
+    assert k == 3 and sorted(order.tolist()) == list(range(15))
+    assert sorted(y[order][:3].tolist()) == [0, 1, 2] and sorted(y[order][3:6].tolist()) == [0, 1, 2]

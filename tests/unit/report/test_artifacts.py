@@ -80,6 +80,20 @@ def test_parquet_equals_outcomes_npz(tmp_path, outcomes):
     assert meta["specs"] == npz.specs and meta["dataset"] == "toy"
 
 
+def test_parquet_columns_are_what_pa_array_builds(outcomes):
+    pa = pytest.importorskip("pyarrow")
+    from classwise.report.artifacts import _arrow, outcomes_frame
+
+    for k, v in outcomes_frame(outcomes).items():
+        want = pa.array(v.tolist(), pa.string()).dictionary_encode() if k == "name" else pa.array(v)
+        got = _arrow(pa, v, dictionary=k == "name")
+        assert got.type == want.type and got.equals(want), k
+    empty = np.zeros(0, dtype=np.int64)
+    assert _arrow(pa, empty).equals(pa.array(empty))
+    odd = np.array([True, False, True, True, False, False, True, False, True])  # not a whole byte
+    assert _arrow(pa, odd).equals(pa.array(odd))
+
+
 def test_without_pyarrow_no_parquet_and_the_file_list_says_so(tmp_path, outcomes, monkeypatch):
     monkeypatch.setitem(sys.modules, "pyarrow", None)  # import pyarrow -> ImportError
     monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)

@@ -122,7 +122,7 @@ def test_precision_resolved_value_and_reason_are_recorded(net_files, tmp_path, a
     else:
         probe = rec["probe"]
         faster = probe["bf16_s"] <= 0.9 * probe["fp32_s"] and probe["pred_agree"] >= 0.99 \
-            and probe["sign_agree"] >= 0.95
+            and probe["ascent"] >= 0.98
         assert rec["value"] == ("bf16" if faster else "fp32"), rec["reason"]
 
 

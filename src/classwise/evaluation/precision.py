@@ -17,8 +17,14 @@
 * **faster** means the bf16 pass takes at most :data:`FASTER` of the fp32 pass (10% less time: a
   smaller difference is within the noise of a shared machine);
 * **holds the answers** means, on the probe batch, the bf16 predictions equal the fp32 predictions on
-  at least :data:`PRED_AGREE` of the rows, and the signs of the input gradient (what a linf attack
-  steps along) agree on at least :data:`SIGN_AGREE` of the entries where either is non-zero.
+  at least :data:`PRED_AGREE` of the rows, and the bf16 gradient signs (what a linf attack steps along)
+  agree with fp32's weighted by the fp32 gradient's magnitude: the *ascent share*, the first-order loss
+  gain of a sign step along the bf16 gradient as a share of one along the fp32 gradient,
+  ``sum(g32 * sign(g16)) / sum(|g32|)`` per image, averages at least :data:`ASCENT_AGREE`. (The
+  plain share of entries whose signs agree is recorded too, ``sign_agree``, but not used: on
+  adversarially trained models many entries are near zero and flip in bf16 without moving the step;
+  the Fashion-MNIST PGD-AT small-cnn agrees on 93.7% of its entries at an ascent share of 0.993, and
+  its robust accuracies in bf16 stay within a few tenths of a point of fp32's.)
 
 The probe has no effect on the results other than the precision it chooses: it runs in eval mode,
 keeps every BatchNorm buffer, draws no random number from any generator the evaluation uses (it runs
@@ -52,7 +58,7 @@ PROBE_PAIRS = 5
 PROBE_BUDGET_S = 0.3
 FASTER = 0.9
 PRED_AGREE = 0.99
-SIGN_AGREE = 0.95
+ASCENT_AGREE = 0.98
 PROBE_WORTH = 50
 
 
@@ -100,6 +106,7 @@ class Probe:
     fp32_s: float
     bf16_s: float
     pred_agree: float
+    ascent: float
     sign_agree: float
     clock: str
 
@@ -113,11 +120,11 @@ class Probe:
 
     @property
     def holds(self) -> bool:
-        return self.pred_agree >= PRED_AGREE and self.sign_agree >= SIGN_AGREE
+        return self.pred_agree >= PRED_AGREE and self.ascent >= ASCENT_AGREE
 
     def text(self) -> str:
         return (f"bf16 {self.bf16_s / self.fp32_s:.2f}x the time of fp32 per forward+backward on {self.rows} rows "
-                f"({self.clock}), predictions agree {self.pred_agree:.1%}, gradient signs {self.sign_agree:.1%}")
+                f"({self.clock}), predictions agree {self.pred_agree:.1%}, ascent share {self.ascent:.3f}")
 
 
 @dataclass(frozen=True)
@@ -190,11 +197,26 @@ def probe(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.devi
                 _pass(net, x, y)
                 best[name] = min(best[name], clock() - t)
             pairs += 1
+    return Probe(len(y), pairs, best["fp32"], best["bf16"], float((p32 == p16).float().mean()),
+                 ascent_share(g32, g16), sign_agreement(g32, g16), clock_name)
+
+
+def ascent_share(g32: torch.Tensor, g16: torch.Tensor) -> float:
+    """Mean over images of ``sum(g32 * sign(g16)) / sum(|g32|)``: 1 when the signs agree wherever fp32's
+    gradient is non-zero, lower the more of the fp32 gradient's weight the flipped entries carry.
+    Images without an fp32 gradient are left out (1.0 when no image has one)."""
+    a, b = g32.flatten(1).float(), g16.flatten(1).float()
+    total = a.abs().sum(1)
+    has = total > 0
+    if not bool(has.any()):
+        return 1.0
+    return float(((a * torch.sign(b)).sum(1)[has] / total[has]).mean())
+
+
+def sign_agreement(g32: torch.Tensor, g16: torch.Tensor) -> float:
+    """The share of gradient entries whose signs agree, among those non-zero in either (recorded only)."""
     either = (g32 != 0) | (g16 != 0)
-    same = (torch.sign(g32) == torch.sign(g16)) & either
-    sign_agree = float(same.sum()) / max(1, int(either.sum()))
-    return Probe(len(y), pairs, best["fp32"], best["bf16"], float((p32 == p16).float().mean()), sign_agree,
-                 clock_name)
+    return float(((torch.sign(g32) == torch.sign(g16)) & either).sum()) / max(1, int(either.sum()))
 
 
 def sample_steps(bound: Sequence[BoundAttack], n: int) -> int:
@@ -216,7 +238,7 @@ def _measured(requested: str, p: Probe) -> PrecisionChoice:
         return PrecisionChoice(requested, "fp32", f"auto: bf16 not faster ({p.text()})", p)
     if not p.holds:
         return PrecisionChoice(requested, "fp32", f"auto: bf16 faster but does not hold the answers ({p.text()}; "
-                                                  f"needs {PRED_AGREE:.0%} / {SIGN_AGREE:.0%})", p)
+                                                  f"needs {PRED_AGREE:.0%} / {ASCENT_AGREE})", p)
     return PrecisionChoice(requested, "bf16", f"auto: bf16 faster and holds the answers ({p.text()})", p)
 
 

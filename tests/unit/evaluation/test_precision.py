@@ -49,7 +49,7 @@ def test_auto_resolves_to_a_measured_valid_precision(batch):
     c = P.resolve_precision("auto", _net(), batch, torch.device("cpu"), work=BIG)
     assert c.value in ("fp32", "bf16") and c.requested == "auto" and c.reason.startswith("auto: ")
     assert c.probe is not None and c.probe.rows == 64 and 1 <= c.probe.pairs <= P.PROBE_PAIRS
-    assert c.probe.fp32_s > 0 and c.probe.bf16_s > 0 and 0 <= c.probe.sign_agree <= 1
+    assert c.probe.fp32_s > 0 and c.probe.bf16_s > 0 and 0 <= c.probe.sign_agree <= 1 and -1 <= c.probe.ascent <= 1
     assert c.value == ("bf16" if c.probe.faster and c.probe.holds else "fp32")
     assert json.loads(json.dumps(c.to_json()))["probe"]["rows"] == 64
     assert c.note is None  # auto never notes
@@ -65,7 +65,7 @@ def test_auto_takes_bf16_only_when_it_is_measured_faster(batch, timed, fp32, bf1
 
 def test_auto_refuses_bf16_that_does_not_hold_the_answers(batch, timed, monkeypatch):
     timed.update(fp32=2.0, bf16=1.0)
-    monkeypatch.setattr(P, "SIGN_AGREE", 1.01)  # no agreement can reach it
+    monkeypatch.setattr(P, "ASCENT_AGREE", 1.01)  # no agreement can reach it
     c = P.resolve_precision("auto", _net(), batch, torch.device("cpu"), work=BIG)
     assert c.value == "fp32" and "does not hold the answers" in c.reason
 
@@ -82,6 +82,16 @@ def test_an_explicit_choice_is_kept_and_noted_only_when_measured_slower(batch, t
         assert f"--precision {choice} measured slower" in c.note and "as asked" in c.note
     else:
         assert c.note is None
+
+
+def test_the_ascent_share_weighs_flips_by_the_fp32_gradient():
+    g32 = torch.tensor([[1.0, -2.0, 1e-6, 0.0], [0.0, 0.0, 0.0, 0.0]])
+    assert P.ascent_share(g32, g32.clone()) == 1.0  # the all-zero row is left out
+    tiny = torch.tensor([[1.0, -2.0, -1e-6, 3.0], [5.0, 0.0, 0.0, 0.0]])  # a near-zero entry flips
+    assert P.ascent_share(g32, tiny) > 0.999 and P.sign_agreement(g32, tiny) < 0.9
+    big = torch.tensor([[1.0, 2.0, 1e-6, 0.0]])  # the largest entry flips: (1 - 2 + 1e-6) / 3
+    assert P.ascent_share(g32[:1], big) == pytest.approx(-1 / 3, abs=1e-5)
+    assert P.ascent_share(torch.zeros(2, 3), torch.ones(2, 3)) == 1.0
 
 
 def test_too_little_work_is_not_probed(batch, timed):

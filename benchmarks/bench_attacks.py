@@ -59,7 +59,7 @@ def bench_model(name, model, x, y, eps, alpha, repeats):
     import torchattacks
 
     from classwise.attacks import pgd
-    from classwise.evaluation.evaluate import Autocast
+    from classwise.evaluation.precision import Autocast
 
     model.eval()
     for p in model.parameters():

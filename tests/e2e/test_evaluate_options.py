@@ -94,3 +94,54 @@ def test_resolved_pgd_parameters_are_recorded():
     assert p["loss"] == "ce" and p["T"] == 1.0 and p["norm"] == "linf" and p["steps"] == 10
     assert p["cycles"] is True  # the default cycle detection, as it runs (linf)
     assert "cycles" not in resolved_attack(build_attack("pgd:eps=0.5,norm=l2"))["params"]  # does not apply
+
+
+def _evaluate_pgd(tmp: Path, d: Path, *extra: str) -> tuple[dict, dict]:
+    """evaluate with enough attack work for the precision probe to run (450 digits x 40 steps)."""
+    from classwise.cli.main import run_cli
+
+    out = tmp / "EVP"
+    code = run_cli(["evaluate", "--checkpoint", str(d / "net.pt"), "--dataset", "digits", "--model-file",
+                    f"{d / 'net.py'}:factory", "--attack", "pgd:eps=0.05,steps=40", "--no-checks", "--quiet",
+                    "--out", str(out), *extra])
+    assert code == 0
+    import json
+
+    return json.loads((out / "metrics.json").read_text()), tomllib.loads((out / "config.toml").read_text())
+
+
+@pytest.mark.parametrize("asked", [None, "fp32", "bf16"])
+def test_precision_resolved_value_and_reason_are_recorded(net_files, tmp_path, asked):
+    metrics, cfg = _evaluate_pgd(tmp_path, net_files[1], *(["--precision", asked] if asked else []))
+    rec = metrics["precision"]
+    assert rec["requested"] == (asked or "auto") == cfg["precision_requested"]
+    assert rec["value"] == cfg["precision"] and rec["value"] in ("fp32", "bf16")
+    assert rec["probe"] is not None and rec["probe"]["rows"] == 256  # 450 x 40 sample-steps: probed
+    if asked:
+        assert rec["value"] == asked
+    else:
+        probe = rec["probe"]
+        faster = probe["bf16_s"] <= 0.9 * probe["fp32_s"] and probe["pred_agree"] >= 0.99 \
+            and probe["ascent"] >= 0.98
+        assert rec["value"] == ("bf16" if faster else "fp32"), rec["reason"]
+
+
+@pytest.mark.parametrize("bf16_cost", [3.0, 1.0])
+def test_explicit_bf16_measured_slower_prints_one_note(net_files, tmp_path, monkeypatch, capsys, bf16_cost):
+    from classwise.evaluation import precision as P
+
+    now = [0.0]
+    real = P._pass
+
+    def fake_pass(model, x, y):
+        now[0] += bf16_cost if isinstance(model, P.Autocast) else 1.0
+        return real(model, x, y)
+
+    monkeypatch.setattr(P, "_clock", lambda device: (lambda: now[0], "fake"))
+    monkeypatch.setattr(P, "_pass", fake_pass)
+    metrics, cfg = _evaluate_pgd(tmp_path, net_files[1], "--precision", "bf16")
+    notes = [ln for ln in capsys.readouterr().err.splitlines() if "measured slower" in ln]
+    assert cfg["precision"] == "bf16" == metrics["precision"]["value"]  # the user's choice, measured or not
+    assert len(notes) == (1 if bf16_cost > 1 else 0)
+    if notes:
+        assert notes[0].startswith("note: --precision bf16 measured slower than fp32")

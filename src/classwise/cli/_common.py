@@ -105,7 +105,7 @@ def check_split(split: str) -> str:
 
 
 def check_precision(precision: str) -> str:
-    from classwise.evaluation.evaluate import PRECISIONS
+    from classwise.evaluation.precision import PRECISIONS
 
     if precision not in PRECISIONS:
         raise ClasswiseError(f"unknown --precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 
@@ -13,6 +13,9 @@ from classwise.cli import _common as C
 from classwise.cli._print import err_console, info, is_quiet, show_results
 from classwise.cli._progress import configure_output, evaluate_with_progress, stage
 from classwise.errors import ClasswiseError
+
+if TYPE_CHECKING:
+    from classwise.evaluation.precision import PrecisionChoice
 
 
 def evaluate(
@@ -66,7 +69,10 @@ def evaluate(
     out: Annotated[Path | None, typer.Option(help="Run directory (default: runs/evaluate-DATASET-TIMESTAMP).")] = None,
     device: C.Device = "auto",
     seed: Annotated[int, typer.Option(help="Seed of the attacks' random starts.")] = 0,
-    precision: Annotated[str, typer.Option(help="fp32, or bf16 (autocast: about 2x faster on recent GPUs).")] = "fp32",
+    precision: Annotated[str, typer.Option(help="auto (default: bf16 autocast only where a short probe on the first "
+                                                "batch finds it faster here and agreeing with fp32; see "
+                                                "docs/metrics.md), fp32, or bf16 (as asked; a note when measured "
+                                                "slower).")] = "auto",
     channels_last: Annotated[bool, typer.Option(help="Use the channels_last memory format.")] = False,
     cascade: Annotated[bool, typer.Option(help="Run the attacks in order on the samples still robust "
                                                "(AutoAttack-style worst case; attack i's column is then the "
@@ -307,6 +313,7 @@ def run_evaluate(a: EvaluateArgs) -> None:
 
         c.bs = auto_batch_size(net, data, c.dev)
     bs: int = c.bs
+    prec = _resolve_precision(a, c, net, data, bs)
     normalization = C.normalization_record(net, c.norm) if c.zoo is None else "inside the model (robustbench)"
     main_proc = dist.is_main_process()
     run = RunDir(a.out or default_run_dir("evaluate", c.ds_name)).open() if main_proc else None
@@ -315,7 +322,7 @@ def run_evaluate(a: EvaluateArgs) -> None:
     t0 = time.perf_counter()
     def run_attacks(attacks: list) -> Any:
         return evaluate_with_progress(net, data, attacks, batch_size=bs, device=c.dev, seed=a.seed,
-                                      precision=a.precision, channels_last=a.channels_last, cascade=a.cascade)
+                                      precision=prec.value, channels_last=a.channels_last, cascade=a.cascade)
 
     outcomes = _eps_grid_outcomes(c, run_attacks) if c.grid else run_attacks(c.bound)
     elapsed = time.perf_counter() - t0
@@ -323,6 +330,8 @@ def run_evaluate(a: EvaluateArgs) -> None:
     if run is None:
         return  # under torchrun every process holds the gathered outcomes; rank 0 writes them
     res = write_evaluation(run, outcomes, plots=a.plots)
+    res["metrics"]["precision"] = prec.to_json()
+    run.write_metrics(res["metrics"])
     if c.grid:
         from classwise.report.eps_figures import write_eps_grid
 
@@ -336,11 +345,26 @@ def run_evaluate(a: EvaluateArgs) -> None:
     else:
         res["metrics"]["checks_run"] = {"mode": "off"}
     run.write_metrics(res["metrics"])
-    run.write_config(_config(a, c, meta, normalization, data))
+    run.write_config(_config(a, c, meta, normalization, data, prec.value))
     run.write_run_info(seed=a.seed, device=str(c.dev), extra={"eval_seconds": round(elapsed, 2)})
     run.finish()
     info(f"evaluated in {elapsed:.1f}s")
     show_results(outcomes, res["metrics"], {**res["files"], "run": run.path})
+
+
+def _resolve_precision(a: EvaluateArgs, c: _Checked, net: Any, data: Any, bs: int) -> PrecisionChoice:
+    """--precision resolved (auto) or measured (an explicit choice, for its note) on the first batch;
+    under torchrun rank 0's measurement decides for every process."""
+    from classwise import dist
+    from classwise.evaluation.precision import PROBE_ROWS, resolve_precision, sample_steps
+
+    first = next(iter(data.batches(min(bs, PROBE_ROWS))), None)
+    measured = resolve_precision(a.precision, net, first, c.dev, channels_last=a.channels_last,
+                               work=sample_steps(c.bound, len(data)))
+    choice = cast("PrecisionChoice", dist.broadcast_object(measured, dist.init_from_env(c.dev)))
+    if choice.note and dist.is_main_process():
+        err_console.print(choice.note, markup=False, highlight=False, soft_wrap=True)
+    return choice
 
 
 def _eps_grid_outcomes(c: _Checked, run_attacks: Any) -> Any:
@@ -380,7 +404,7 @@ def _run_checks(net: Any, data: Any, outcomes: Any, c: _Checked, a: EvaluateArgs
     return flags_to_json(report.flags), report.to_json()
 
 
-def _config(a: EvaluateArgs, c: _Checked, meta: dict, normalization: Any, data: Any) -> dict:
+def _config(a: EvaluateArgs, c: _Checked, meta: dict, normalization: Any, data: Any, precision: str) -> dict:
     zoo = {"zoo": {k: meta[k] for k in ("name", "architecture", "threat_model", "dataset", "path", "sha256")}} if c.zoo else {}
     weights = "checkpoint" if a.checkpoint else ("robustbench" if c.zoo else "the model file's own (no --checkpoint)")
     return {"command": "evaluate", "checkpoint": str(a.checkpoint or meta["path"]) if (a.checkpoint or c.zoo) else None,
@@ -388,7 +412,8 @@ def _config(a: EvaluateArgs, c: _Checked, meta: dict, normalization: Any, data: 
             "limit": a.limit, "model": a.model or meta.get("architecture"), "model_file": a.model_file,
             "subset": c.selection.record(data), "image_size": data.input_size,
             "normalization": normalization, "batch_size": c.bs, "data_root": C.data_root_record(data),
-            "precision": a.precision, "channels_last": a.channels_last, "cascade": a.cascade,
+            "precision": precision, "precision_requested": a.precision, "channels_last": a.channels_last,
+            "cascade": a.cascade,
             "attacks": [C.resolved_attack(b) for b in c.bound], "seed": a.seed, "device": str(c.dev)}
 
 

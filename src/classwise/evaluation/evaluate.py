@@ -17,6 +17,7 @@ from classwise.attacks.pgd import PGDPlan, fused_pgd
 from classwise.core import AttackSpec, mix_seed, resolve_device
 from classwise.data.base import ImageData
 from classwise.errors import ClasswiseError
+from classwise.evaluation.precision import check_precision, prepare_model, resolve_precision, sample_steps
 from classwise.models.modes import eval_mode
 from classwise.outcomes import Outcomes
 
@@ -147,37 +148,6 @@ def _run_cascade(net, bound, x, y, p, ok, seed, b, progress, world) -> list[torc
     return advs
 
 
-PRECISIONS = ("fp32", "bf16")
-
-
-class Autocast(nn.Module):
-    """Runs the wrapped model under bf16 autocast and returns fp32 logits; attacks see a normal model.
-
-    The input gradient flows through autocast as usual; losses are computed in fp32 on the logits.
-    """
-
-    def __init__(self, model: nn.Module, device_type: str, dtype: torch.dtype = torch.bfloat16) -> None:
-        super().__init__()
-        self.model, self.device_type, self.dtype = model, device_type, dtype
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(device_type=self.device_type, dtype=self.dtype):
-            return self.model(x).float()
-
-
-def prepare_model(model: nn.Module, device: torch.device, *, precision: str = "fp32",
-                  channels_last: bool = False) -> nn.Module:
-    """The model as attacks should see it: on ``device``, optionally channels_last and bf16 autocast."""
-    if precision not in PRECISIONS:
-        raise ClasswiseError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
-    model = model.to(device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    if precision == "bf16":
-        return Autocast(model, device.type)
-    return model
-
-
 def evaluate(
     model: nn.Module,
     data: ImageData,
@@ -209,8 +179,10 @@ def evaluate(
     ``cascade=True`` runs the attacks in order on the samples still robust (AutoAttack-style): far less
     work, the worst case over the list is the same, but the column of attack i then holds the worst
     case over attacks 1..i (a sample broken earlier keeps the prediction that broke it).
-    ``precision="bf16"`` runs forward and backward passes under bf16 autocast; ``channels_last`` uses
-    that memory format (faster convolutions on recent GPUs and CPUs).
+    ``precision="bf16"`` runs forward and backward passes under bf16 autocast; ``"auto"`` resolves to
+    fp32 or bf16 by a short probe on the first batch (:mod:`classwise.evaluation.precision`: bf16 only
+    where it is faster and holds the answers; ``classwise evaluate`` resolves it itself and records the
+    value used); ``channels_last`` uses that memory format (faster convolutions on recent GPUs and CPUs).
 
     ``fuse=True`` (independent mode) runs the PGD-family attacks (registry entries with a ``fused_loss``,
     :class:`classwise.attacks.AttackInfo`) that share steps, norm and start
@@ -229,10 +201,16 @@ def evaluate(
         raise ClasswiseError(f"batch offset must be >= 0, got {batch_offset}")
     dev = resolve_device(device)
     bound = _bind(attacks)
+    check_precision(precision)
     # restored module by module: a wrapper built in train mode must not flip the model it wraps to train
     with eval_mode(model):
-        net = prepare_model(model, dev, precision=precision, channels_last=channels_last)
         info = D.init_from_env(dev) if distributed else D.DistInfo()
+        if precision == "auto":  # rank 0's measurement decides for every process
+            first = next(iter(data.batches(batch_size)), None)
+            choice = resolve_precision("auto", model, first, dev, work=sample_steps(bound, len(data)),
+                                       channels_last=channels_last)
+            precision = cast(str, D.broadcast_object(choice.value, info))
+        net = prepare_model(model, dev, precision=precision, channels_last=channels_last)
         run = _Run(net, bound, _fusion_groups(bound) if fuse else {}, seed, progress, info.world, cascade)
         mf = torch.channels_last if channels_last else torch.contiguous_format
         per_batch: list[Batch] = []

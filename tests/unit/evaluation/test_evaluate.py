@@ -79,7 +79,7 @@ def test_channels_last_same_predictions(at_model, test_data):
 
 
 def test_unknown_precision(at_model, test_data):
-    with pytest.raises(ClasswiseError, match="unknown precision 'fp8'; choose one of: fp32, bf16"):
+    with pytest.raises(ClasswiseError, match="unknown precision 'fp8'; choose one of: auto, fp32, bf16"):
         evaluate(at_model, test_data, DET[:1], device="cpu", precision="fp8")
 
 

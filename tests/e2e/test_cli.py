@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import platform
 import shutil
 import time
 from pathlib import Path
@@ -274,6 +275,10 @@ def test_evaluate_from_sidecar_needs_no_other_flags(tmp_path, run_ckpt):
     assert_png(ev / "plots" / "class_accuracy.png")
     cfg = tomllib.loads((ev / "config.toml").read_text(encoding="utf-8"))
     assert cfg["command"] == "evaluate" and cfg["model"] == "small-cnn" and cfg["dataset"] == "digits"
+    alloc = read_json(ev / "run.json")["allocator"]  # the console command's allocator (cli._startup)
+    assert alloc["allocator"] == "tuned" and alloc["env"] == {"THP_MEM_ALLOC_ENABLE": "1"}
+    if platform.libc_ver()[0] == "glibc":
+        assert alloc["malloc"] == "glibc mallopt M_MMAP_THRESHOLD=1048576 (fixed: no dynamic threshold)"
     assert "Per-class accuracy" in proc.stdout
     # a demo-trained model beats chance clean and loses accuracy under attack
     assert m["clean"]["accuracy"] > 0.3

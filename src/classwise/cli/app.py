@@ -141,6 +141,11 @@ def main() -> None:
 
     from classwise.cli import _startup
 
+    try:
+        _startup.tune_allocator()  # before torch is imported (classwise.cli._startup)
+    except ClasswiseError as e:
+        print_error(str(e))
+        sys.exit(2)
     _startup.pause()  # the cyclic collector off while the command imports (classwise.cli._startup)
     signal.signal(signal.SIGTERM, _on_sigterm)
     rc = run_cli()

@@ -12,6 +12,7 @@ import typer
 from classwise.cli import _common as C
 from classwise.cli._print import err_console, info, is_quiet, show_results
 from classwise.cli._progress import configure_output, evaluate_with_progress, stage
+from classwise.cli._startup import tune_for_attacks
 from classwise.errors import ClasswiseError
 
 if TYPE_CHECKING:
@@ -319,6 +320,7 @@ def run_evaluate(a: EvaluateArgs) -> None:
     run = RunDir(a.out or default_run_dir("evaluate", c.ds_name)).open() if main_proc else None
     info(f"[bold]classwise evaluate[/]: {len(data)} {c.ds_name} {a.split} images, "
          f"{len(c.bound)} attack(s), device {c.dev}, normalization {_fmt_norm(normalization)}", highlight=False)
+    allocator = tune_for_attacks()
     t0 = time.perf_counter()
     def run_attacks(attacks: list) -> Any:
         return evaluate_with_progress(net, data, attacks, batch_size=bs, device=c.dev, seed=a.seed,
@@ -346,7 +348,7 @@ def run_evaluate(a: EvaluateArgs) -> None:
         res["metrics"]["checks_run"] = {"mode": "off"}
     run.write_metrics(res["metrics"])
     run.write_config(_config(a, c, meta, normalization, data, prec.value))
-    run.write_run_info(seed=a.seed, device=str(c.dev), extra={"eval_seconds": round(elapsed, 2)})
+    run.write_run_info(seed=a.seed, device=str(c.dev), extra={"eval_seconds": round(elapsed, 2), "allocator": allocator})
     run.finish()
     info(f"evaluated in {elapsed:.1f}s")
     show_results(outcomes, res["metrics"], {**res["files"], "run": run.path})

@@ -1,4 +1,5 @@
-"""The imagefolder loader: image size (own, given, mixed), split folders (test/ and val/), unreadable files."""
+"""The imagefolder loader: image size (own, given, mixed), split folders (test/ and val/), unreadable files;
+streamed decoding (batch by batch) evaluates exactly as the same images held in memory."""
 
 from __future__ import annotations
 
@@ -23,9 +24,9 @@ def _isolated_data_root(tmp_path, monkeypatch):
 
 
 def write_jpeg_folder(root: Path, split: str = "test", per_class: int = 3, size: tuple[int, int] = (32, 32),
-                      classes: list[str] = CLASSES, seed: int = 0) -> dict[Path, np.ndarray]:
-    """A CIFAR-10-like folder: random-noise JPEGs of ``size`` (width, height); returns each file's pixels
-    as PIL decodes them (HWC uint8), the independent reference."""
+                      classes: list[str] = CLASSES, seed: int = 0, suffix: str = ".jpg") -> dict[Path, np.ndarray]:
+    """A CIFAR-10-like folder: random-noise JPEGs (or PNGs, ``suffix=".png"``) of ``size`` (width, height);
+    returns each file's pixels as PIL decodes them (HWC uint8), the independent reference."""
     from PIL import Image
 
     rng = np.random.default_rng(seed)
@@ -33,8 +34,9 @@ def write_jpeg_folder(root: Path, split: str = "test", per_class: int = 3, size:
     for cls in classes:
         (root / split / cls).mkdir(parents=True, exist_ok=True)
         for i in range(per_class):
-            p = root / split / cls / f"{i:04d}.jpg"
-            Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(p, quality=90)
+            p = root / split / cls / f"{i:04d}{suffix}"
+            img = Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
+            img.save(p, **({"quality": 90} if suffix == ".jpg" else {}))
             with Image.open(p) as im:
                 out[p] = np.array(im.convert("RGB"))
     return out
@@ -139,3 +141,71 @@ def test_image_size_option_applies_to_imagefolder_only():
     check_image_size_option("cifar10", None)
     with pytest.raises(ClasswiseError, match="--image-size applies only to --dataset imagefolder; cifar10"):
         check_image_size_option("cifar10", 32)
+
+
+# --- streaming: images decoded batch by batch, never the whole split at once ------------------------
+
+
+def _counting_decodes(data, monkeypatch) -> list[int]:
+    """A one-element list counting the images ``data``'s folder decodes from now on."""
+    calls = [0]
+    real = FitSquare.__call__
+
+    def counted(self, img):
+        calls[0] += 1
+        return real(self, img)
+
+    monkeypatch.setattr(FitSquare, "__call__", counted)
+    return calls
+
+
+def test_a_folder_is_decoded_one_batch_at_a_time(tmp_path, monkeypatch):
+    write_jpeg_folder(tmp_path, per_class=4, size=(8, 8), suffix=".png")
+    data = load_dataset("imagefolder", "test", root=tmp_path).take(30, seed=0)
+    assert data.streaming and data.images is None
+    decoded = _counting_decodes(data, monkeypatch)
+    batches = data.batches(8)
+    sizes = [len(next(batches)[1])]
+    assert decoded[0] == 8  # the first batch decodes its own 8 images, nothing ahead
+    sizes += [len(y) for _, y in batches]
+    assert sizes == [8, 8, 8, 6] and decoded[0] == 30  # each image once
+
+
+def test_streamed_evaluation_equals_the_same_images_in_memory(tmp_path):
+    from classwise.data.base import ImageData
+    from classwise.data.selection import Selection
+    from classwise.evaluation import evaluate
+    from classwise.models import create_model
+
+    truth = write_jpeg_folder(tmp_path, per_class=6, size=(12, 12), suffix=".png")  # PNG: lossless
+    streamed = load_dataset("imagefolder", "test", root=tmp_path)
+    x, y = streamed.tensors()
+    want = torch.stack([torch.from_numpy(a).permute(2, 0, 1).float() / 255 for _, a in sorted(truth.items())])
+    assert torch.equal(x, want)
+    in_memory = ImageData(streamed.name, streamed.split, streamed.class_names, y, images=x, meta=dict(streamed.meta))
+    torch.manual_seed(0)
+    model = create_model("small-cnn", num_classes=10, in_channels=3, input_size=12)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(40):  # fitted to the noise: most images right when clean, some broken by the attacks
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    model.eval()
+    attacks = ["fgsm:eps=2/255", "pgd:eps=2/255,steps=3"]
+    for sel in (Selection(limit=37, seed=3), Selection(limit=25, mode="first"), Selection(indices=(59, 0, 31, 7))):
+        s, m = sel.apply(streamed), sel.apply(in_memory)
+        assert s.streaming and not m.streaming and s.meta["index"] == m.meta["index"]
+        for (xs, ys), (xm, ym) in zip(s.batches(16), m.batches(16), strict=True):
+            assert torch.equal(xs, xm) and torch.equal(ys, ym)
+        a, b = (evaluate(model, d, attacks, batch_size=16, device="cpu", seed=5) for d in (s, m))
+        assert len(a) == len(sel.indices or ()) or len(a) == sel.limit
+        np.testing.assert_array_equal(a.index, b.index)
+        np.testing.assert_array_equal(a.labels, b.labels)
+        np.testing.assert_array_equal(a.clean_pred, b.clean_pred)
+        assert a.attacks == b.attacks
+        for att in a.attacks:
+            np.testing.assert_array_equal(a.adv_pred[att], b.adv_pred[att])
+        if sel.indices is None:  # the attacks ran and broke some images, not all
+            assert 0 < a.robust(a.attacks[-1]).sum() < (a.clean_pred == a.labels).sum()
+    stratified = Selection(limit=30, seed=3).apply(streamed)
+    assert np.bincount(stratified.labels.numpy(), minlength=10).tolist() == [3] * 10  # every class keeps its share

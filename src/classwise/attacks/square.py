@@ -88,15 +88,16 @@ def _square_linf(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: Budget
         if active.numel() == 0:
             break
         win = (slice(None), slice(None), slice(vh, vh + s), slice(vw, vw + s))
-        old = best[active][win]
-        d = two_e[active] if isinstance(two_e, torch.Tensor) else two_e
-        new = torch.minimum(torch.maximum(old + d * sign, lo[active][win]), hi[active][win])
+        every = active.numel() == n  # the common case: index nothing
+        old, lo_w, hi_w = (v[win] if every else v[win][active] for v in (best, lo, hi))
+        d = two_e if not isinstance(two_e, torch.Tensor) else two_e if every else two_e[active]
+        new = torch.minimum(torch.maximum(old + d * sign, lo_w), hi_w)
         moved = (new != old).flatten(1).any(1)
         if not bool(moved.any()):
             continue
-        rows, new = active[moved], new[moved]
+        rows = active[moved]
         cand = best[rows]
-        cand[win] = new
+        cand[win] = new[moved]
         m = margins(model, cand, y[rows])
         better = m < margin[rows]
         if bool(better.any()):

@@ -15,11 +15,14 @@ attack proposes the same squares:
   [0, 1]; the proposal replaces ``x_best`` when its margin ``z_y - max_{k != y} z_k`` is lower;
 * a sample leaves when its margin is <= 0 (fooled); the run ends when none is left.
 
-What it does not redo: a proposal that leaves a sample's point unchanged (every pixel of the window
-already at the proposed side of its box, which becomes common once the squares are 1-3 pixels wide)
-would only re-evaluate the same input and could not be accepted (its margin is not lower than itself),
-so that sample's query is skipped; only the samples whose point changes are evaluated. The samples
-fooled and the points returned are the reference's (up to float rounding of batch composition).
+What it does not redo: a query whose result is known. A proposal that leaves a sample's point
+unchanged (every pixel of the window already at the proposed side of its box, which becomes common
+once the squares are 1-3 pixels wide) would only re-evaluate the same input, which cannot be accepted
+(its margin is not lower than itself); a proposal (side, corner, signs) that a sample already evaluated
+and rejected, with no other accepted since, would give it that same input again and be rejected again
+(small images have few distinct proposals: 98 one-pixel ones at 8 x 8). Only the other samples are
+evaluated. The samples fooled and the points returned are the reference's (up to float rounding of
+batch composition).
 """
 
 from __future__ import annotations
@@ -69,6 +72,27 @@ def _rows(e: Budget, idx: torch.Tensor) -> Budget:
     return e[idx] if isinstance(e, torch.Tensor) else e
 
 
+class _Rejected:
+    """Per proposal (side, corner, signs), the samples that evaluated it and kept their point. Until a
+    sample accepts another proposal (its epoch moves on), the same proposal would give it the same
+    input again, hence the same margin, and be rejected again: its result is known."""
+
+    def __init__(self, n: int, device: torch.device) -> None:
+        self.epoch = torch.zeros(n, dtype=torch.int32, device=device)
+        self.memo: dict[tuple, torch.Tensor] = {}
+
+    def unknown(self, key: tuple, rows: torch.Tensor) -> torch.Tensor | None:
+        memo = self.memo.get(key)
+        return None if memo is None else memo[rows] != self.epoch[rows]
+
+    def record(self, key: tuple, rejected: torch.Tensor, accepted: torch.Tensor) -> None:
+        memo = self.memo.get(key)
+        if memo is None:
+            memo = self.memo[key] = torch.full_like(self.epoch, -1)
+        memo[rejected] = self.epoch[rejected]
+        self.epoch[accepted] += 1
+
+
 def _square_linf(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: Budget, n_queries: int,
                  p_init: float, rescale: bool, generator: torch.Generator | None) -> torch.Tensor:
     n, c, h, w = x.shape
@@ -79,7 +103,7 @@ def _square_linf(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: Budget
     margin = margins(model, best, y)
     if bool((margin < 0).all()):
         return best
-    two_e = 2.0 * e
+    two_e, rejected = 2.0 * e, _Rejected(n, x.device)
     for i in range(n_queries):
         active = (margin > 0).nonzero().squeeze(1)
         s = min(max(int(round(math.sqrt(p_at(i, p_init, n_queries, rescale) * h * w))), 1), h, w)
@@ -87,12 +111,16 @@ def _square_linf(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: Budget
         sign = _sign((c, 1, 1), generator, x)
         if active.numel() == 0:
             break
+        key = (s, vh, vw, *sign.flatten().tolist())
         win = (slice(None), slice(None), slice(vh, vh + s), slice(vw, vw + s))
         every = active.numel() == n  # the common case: index nothing
         old, lo_w, hi_w = (v[win] if every else v[win][active] for v in (best, lo, hi))
         d = two_e if not isinstance(two_e, torch.Tensor) else two_e if every else two_e[active]
         new = torch.minimum(torch.maximum(old + d * sign, lo_w), hi_w)
-        moved = (new != old).flatten(1).any(1)
+        moved = (new != old).flatten(1).any(1)  # unchanged: the same input, not lower than itself
+        unknown = rejected.unknown(key, active)
+        if unknown is not None:
+            moved &= unknown
         if not bool(moved.any()):
             continue
         rows = active[moved]
@@ -100,6 +128,7 @@ def _square_linf(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: Budget
         cand[win] = new[moved]
         m = margins(model, cand, y[rows])
         better = m < margin[rows]
+        rejected.record(key, rows[~better], rows[better])
         if bool(better.any()):
             best[rows[better]] = cand[better]
             margin[rows[better]] = m[better]

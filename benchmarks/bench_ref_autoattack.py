@@ -2,9 +2,10 @@
 per-sample agreement of who stays robust, same model, same images, same eps, same version.
 
     python benchmarks/bench_ref_autoattack.py [--clock process --threads 1] [--n 200] [--version standard]
-        [--digits-checkpoint PATH]
+        [--digits-checkpoint PATH] [--fmnist-checkpoint PATH --fmnist-images 500 --fmnist-eps 0.1]
 
-Default model: small-cnn PGD-trained on the bundled digits (trained here, about a minute on one core).
+Default model: small-cnn PGD-trained on the bundled digits (trained here, about a minute on one core),
+at the eps of its recipe; with --fmnist-checkpoint, also a Fashion-MNIST model on stratified test images.
 Not a test (tests/reference/test_ref_autoattack.py checks the agreement); the figures go in the notes.
 """
 
@@ -37,43 +38,55 @@ def robust(model, x_adv, y) -> torch.Tensor:
         return model(x_adv).argmax(1) == y
 
 
+def compare(title: str, model, x, y, eps: float, version: str, clock) -> None:
+    """Ours, then the reference, on the same images and seed: CPU (or wall) seconds, robust, agreement."""
+    from classwise.attacks import build_attack
+
+    print(f"{title}: {len(y)} test images, eps {eps:g}, version {version}")
+    times, flags = {}, {}
+    for name in ("autoattack", "ref:autoattack"):
+        attack = build_attack(f"{name}:eps={eps},version={version}")
+        t = clock()
+        x_adv = attack(model, x, y, generator=torch.Generator().manual_seed(SEED))
+        times[name] = clock() - t
+        flags[name] = robust(model, x_adv, y)
+        print(f"{name:>15}: {times[name]:7.2f}s  robust {flags[name].float().mean().item():.4f}")
+    agree = (flags["autoattack"] == flags["ref:autoattack"]).float().mean().item()
+    print(f"  ref/ours {times['ref:autoattack'] / times['autoattack']:.2f}x faster; "
+          f"per-sample agreement {agree:.4f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--clock", choices=("wall", "process"), default="wall",
                     help="wall time, or this process's CPU time (use with --threads 1 on a shared machine)")
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
-    ap.add_argument("--n", type=int, default=200, help="digits test images")
+    ap.add_argument("--n", type=int, default=200, help="digits test images (0: skip digits)")
     ap.add_argument("--version", default="standard", choices=("standard", "fast"))
     ap.add_argument("--digits-checkpoint", default=None, help="a digits small-cnn checkpoint (default: train one)")
+    ap.add_argument("--fmnist-checkpoint", default=None, help="a Fashion-MNIST checkpoint (default: none)")
+    ap.add_argument("--fmnist-images", type=int, default=500, help="Fashion-MNIST test images (stratified, seed 0)")
+    ap.add_argument("--fmnist-eps", type=float, default=0.1)
     args = ap.parse_args()
     clock = time.process_time if args.clock == "process" else time.perf_counter
     if args.threads:
         torch.set_num_threads(args.threads)
-    from classwise.attacks import build_attack
     from classwise.data import load_dataset
+    from classwise.models import load_checkpoint
 
-    if args.digits_checkpoint:
-        from classwise.models import load_checkpoint
-
-        model, meta = load_checkpoint(args.digits_checkpoint)
-        eps = float(meta["threat_model"]["eps"])
-    else:
-        model, eps = digits_model()
-    x, y = load_dataset("digits", "test").tensors()
-    x, y = x[:args.n], y[:args.n]
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, clock {args.clock}; "
-          f"{len(y)} digits test images, eps {eps:g}, version {args.version}")
-    times, flags = {}, {}
-    for name in ("autoattack", "ref:autoattack"):
-        attack = build_attack(f"{name}:eps={eps},version={args.version}")
-        t = clock()
-        x_adv = attack(model, x, y, generator=torch.Generator().manual_seed(SEED))
-        times[name] = clock() - t
-        flags[name] = robust(model, x_adv, y)
-        print(f"{name:>15}: {times[name]:7.2f}s  robust {flags[name].float().mean().item():.3f}")
-    agree = (flags["autoattack"] == flags["ref:autoattack"]).float().mean().item()
-    print(f"time ratio ours/ref {times['autoattack'] / times['ref:autoattack']:.2f}; "
-          f"per-sample agreement {agree:.4f}")
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, clock {args.clock}")
+    if args.n > 0:
+        if args.digits_checkpoint:
+            model, meta = load_checkpoint(args.digits_checkpoint)
+            eps = float(meta["threat_model"]["eps"])
+        else:
+            model, eps = digits_model()
+        x, y = load_dataset("digits", "test").tensors()
+        compare("digits", model, x[:args.n], y[:args.n], eps, args.version, clock)
+    if args.fmnist_checkpoint:
+        model, _ = load_checkpoint(args.fmnist_checkpoint)
+        x, y = load_dataset("fashion-mnist", "test").take(args.fmnist_images).tensors()
+        compare("Fashion-MNIST", model, x, y, args.fmnist_eps, args.version, clock)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""``ref:autoattack`` (the reference AutoAttack, pyautoattack) against classwise's ``autoattack``: same
+"""``ref:autoattack`` (the reference AutoAttack, pyautoattack) against classwise's ``autoattack`` (and its
+members FAB-T and Square against the reference's): same
 model (small-cnn PGD-trained on digits), same 200 test images, same eps and version; the samples left
 robust agree one by one (>= 99.5%). Also: the attack contract and the quiet log."""
 
@@ -75,3 +76,34 @@ def test_robust_samples_agree_with_ours(at_model, xy):
     assert 0.2 < r_ref.float().mean() < 0.95  # a budget where the attack matters
     assert (r_ours == r_ref).float().mean() >= 0.995, (r_ours.float().mean(), r_ref.float().mean())
     assert abs(r_ours.float().mean() - r_ref.float().mean()) <= 0.005
+
+
+@pytest.mark.slow  # FAB-T (100 steps, 9 targets) and Square (1000 queries), ours and the reference's, 200 images
+def test_fab_t_and_square_break_the_samples_the_reference_breaks(at_model, xy):
+    """Ours follow the reference's schedules (and, for Square, its random draws from the same seed) and
+    skip only work whose result is known: the same samples are broken, every one of them."""
+    import pyautoattack
+
+    from classwise.attacks.fab import fab_t
+    from classwise.attacks.square import square
+
+    x, y = xy
+
+    def broken(x_adv: torch.Tensor) -> torch.Tensor:
+        inside = (x_adv - x).flatten(1).abs().max(1).values <= EPS + 1e-6
+        return ~robust(at_model, x_adv, y) & inside
+
+    fab = pyautoattack.fab_pt.FABAttack_PT(at_model, n_restarts=1, n_iter=100, eps=EPS, seed=0, norm="Linf",
+                                           device=x.device)
+    fab.targeted, fab.n_target_classes = True, 9
+    sq = pyautoattack.square.SquareAttack(at_model, p_init=0.8, n_queries=1000, eps=EPS, norm="Linf", n_restarts=1,
+                                          seed=0, device=x.device, resc_schedule=False)
+    with torch.random.fork_rng():
+        ref_fab, ref_sq = fab.perturb(x, y), sq.perturb(x, y)
+    ours_fab = fab_t(at_model, x, y, eps=EPS, steps=100, n_target_classes=9)
+    ours_sq = square(at_model, x, y, eps=EPS, n_queries=1000, generator=torch.Generator().manual_seed(0))
+    clean = robust(at_model, x, y)
+    assert 0 < int((broken(ref_fab) & clean).sum()) < int(clean.sum())
+    assert 0 < int((broken(ref_sq) & clean).sum()) < int(clean.sum())
+    assert torch.equal(broken(ours_fab), broken(ref_fab))
+    assert torch.equal(broken(ours_sq), broken(ref_sq))

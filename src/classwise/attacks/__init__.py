@@ -116,7 +116,7 @@ register_attack("apgd-dlr", apgd_dlr, help="Auto-PGD on the Difference of Logits
 register_attack("apgd-t", apgd_t, help="targeted Auto-PGD on targeted DLR, top-n_target_classes targets in turn",
                 label=_apgd_label("APGD-T"), tier=2)
 register_attack("autoattack", autoattack, label=_autoattack_label, tier=3,
-                help="AutoAttack worst case: APGD-CE, APGD-T (+ FAB-T, Square via torchattacks in 'standard')")
+                help="AutoAttack worst case: APGD-CE, APGD-T (+ FAB-T, Square in 'standard'; in l2 via torchattacks)")
 register_attack("ta", torchattacks_attack, label=lambda p: "TA-" + str(p.get("name", "APGD")), tier=None,
                 help="any torchattacks attack by name (ta:name=FAB,eps=8/255,steps=100); extra keys go to it")
 register_attack("ref:autoattack", ref_autoattack, label=ref_label, tier=None, help=REF_HELP)

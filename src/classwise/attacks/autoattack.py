@@ -3,8 +3,10 @@
 ``version="standard"`` is the reference ensemble: APGD-CE, then APGD-T (targeted DLR, 9 target
 classes), then FAB-T and Square (5000 queries); each runs only on the samples that every earlier
 attack failed to break, and a sample counts as robust only if all of them fail. APGD-CE and APGD-T
-are ours (:mod:`classwise.attacks.apgd`); FAB-T and Square run through torchattacks when it is
-installed (skipped with a logged note otherwise). ``version="fast"`` is APGD-CE + APGD-T only.
+are ours (:mod:`classwise.attacks.apgd`) in linf and l2; in linf FAB-T and Square are ours too
+(:mod:`classwise.attacks.fab`, :mod:`classwise.attacks.square`: the reference's schedules and random
+draws, with the queries whose result is known skipped); in l2 they run through torchattacks when it
+is installed (skipped with a logged note otherwise). ``version="fast"`` is APGD-CE + APGD-T only.
 """
 
 from __future__ import annotations
@@ -17,7 +19,9 @@ from torch import nn
 from classwise.attacks._validate import guarded, predictions
 from classwise.attacks.adapters import INSTALL_HINT, have_torchattacks, torchattacks_attack
 from classwise.attacks.apgd import apgd, apgd_t
+from classwise.attacks.fab import fab_t
 from classwise.attacks.pgd import _all_zero, _budget, _check, _take
+from classwise.attacks.square import square
 from classwise.core import Norm
 from classwise.errors import ClasswiseError
 
@@ -48,23 +52,37 @@ def _members(version: str, norm: Norm, steps: int, n_target_classes: int, n_clas
     ]
     if version == "fast":
         return members
-    if not have_torchattacks():
-        _note("torchattacks", "autoattack: torchattacks is not installed, so FAB-T and Square are skipped "
+    if norm is Norm.LINF:
+        members.append(("FAB-T", lambda m, x, y, e, g: fab_t(m, x, y, eps=e, steps=steps,
+                                                              n_target_classes=n_target_classes)))
+    elif not have_torchattacks():
+        _note("torchattacks", "autoattack: torchattacks is not installed, so l2 FAB-T and Square are skipped "
               "(the worst case is over APGD-CE and APGD-T only); %s", INSTALL_HINT)
         return members
-    fab_classes = min(n_target_classes, n_classes - 1) + 1  # torchattacks FAB targets n_classes - 1 classes
-    members.append(("FAB-T", _by_budget(lambda m, x, y, e, g: torchattacks_attack(
-        m, x, y, name="FAB", eps=e, norm=norm, steps=steps, n_restarts=1, multi_targeted=True,
-        n_classes=fab_classes, generator=g))))
+    else:
+        members.append(("FAB-T", _ta_fab_t(norm, steps, n_target_classes, n_classes)))
     if len(shape) != 3 or (norm is Norm.L2 and min(shape[1:]) < 5):
         # Square works on (C, H, W) images; its l2 initialisation tiles 5 x 5 blocks (as the reference's).
         _note(f"square{shape}{norm.value}", "autoattack: Square skipped: it needs (N, C, H, W) images, "
               "H and W >= 5 for l2; got inputs of shape (N, %s)", ", ".join(map(str, shape)))
         return members
-    members.append(("Square", _by_budget(lambda m, x, y, e, g: torchattacks_attack(
-        m, x, y, name="Square", eps=e, norm=norm, n_queries=SQUARE_QUERIES_PER_STEP * steps,
-        n_restarts=1, p_init=0.8, loss="margin", resc_schedule=True, generator=g))))
+    queries = SQUARE_QUERIES_PER_STEP * steps
+    if norm is Norm.LINF:
+        members.append(("Square", lambda m, x, y, e, g: square(m, x, y, eps=e, n_queries=queries, p_init=0.8,
+                                                               resc_schedule=False, generator=g)))
+    else:
+        members.append(("Square", _by_budget(lambda m, x, y, e, g: torchattacks_attack(
+            m, x, y, name="Square", eps=e, norm=norm, n_queries=queries, n_restarts=1, p_init=0.8,
+            loss="margin", resc_schedule=False, generator=g))))
     return members
+
+
+def _ta_fab_t(norm: Norm, steps: int, n_target_classes: int, n_classes: int):
+    """torchattacks' multi-targeted FAB (the l2 FAB-T), over per-sample budgets."""
+    fab_classes = min(n_target_classes, n_classes - 1) + 1  # torchattacks FAB targets n_classes - 1 classes
+    return _by_budget(lambda m, x, y, e, g: torchattacks_attack(
+        m, x, y, name="FAB", eps=e, norm=norm, steps=steps, n_restarts=1, multi_targeted=True,
+        n_classes=fab_classes, generator=g))
 
 
 @guarded

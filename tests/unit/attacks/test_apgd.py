@@ -336,7 +336,12 @@ def test_missing_torchattacks(monkeypatch, caplog):
     model = small_model().eval()
     x, y = batch(8)
     with caplog.at_level(logging.WARNING, logger="classwise.attacks.autoattack"):
-        x_adv, by = autoattack(model, x, y, eps=0.1, steps=3, return_broken_by=True,
+        x_adv, by = autoattack(model, x, y, eps=0.5, norm="l2", steps=3, return_broken_by=True,
                                generator=torch.Generator().manual_seed(0))
-    assert "FAB-T and Square are skipped" in caplog.text
+    assert "l2 FAB-T and Square are skipped" in caplog.text
     assert set(by) <= {"", "clean", "APGD-CE", "APGD-T"}
+    caplog.clear()  # linf FAB-T and Square are ours: they run without torchattacks
+    aa_module._noted.clear()
+    with caplog.at_level(logging.WARNING, logger="classwise.attacks.autoattack"):
+        autoattack(model, x, y, eps=0.1, steps=3, generator=torch.Generator().manual_seed(0))
+    assert "skipped" not in caplog.text

@@ -19,6 +19,18 @@ if TYPE_CHECKING:
     from classwise.evaluation.precision import PrecisionChoice
 
 
+PrecisionOpt = Annotated[str, typer.Option(help="auto (default: bf16 autocast only where a short probe on the first "
+                                                "batch finds it faster here and agreeing with fp32; see "
+                                                "docs/metrics.md), fp32, or bf16 (as asked; a note when measured "
+                                                "slower).")]
+ChecksOpt = Annotated[str | None, typer.Option(
+        "--checks", metavar="auto|full|off",
+        help="Sanity checks for gradient masking and evaluation bugs on <= 200 images (docs/checks.md): auto "
+             "(default: the cheap ones on all of them, PGD-50 unbounded and the eps-monotonicity PGD-10s on "
+             "stratified parts within 25% of the attacks' model passes), full (every check on every image) or "
+             "off. Fired flags go to stderr; metrics.json records them and what ran.")]
+
+
 def evaluate(
     checkpoint: Annotated[Path | None, typer.Option(help="Weights: .safetensors (with its .json sidecar, then "
                                                          "nothing else is needed), .pt/.pth state dict, or a run "
@@ -70,10 +82,7 @@ def evaluate(
     out: Annotated[Path | None, typer.Option(help="Run directory (default: runs/evaluate-DATASET-TIMESTAMP).")] = None,
     device: C.Device = "auto",
     seed: Annotated[int, typer.Option(help="Seed of the attacks' random starts.")] = 0,
-    precision: Annotated[str, typer.Option(help="auto (default: bf16 autocast only where a short probe on the first "
-                                                "batch finds it faster here and agreeing with fp32; see "
-                                                "docs/metrics.md), fp32, or bf16 (as asked; a note when measured "
-                                                "slower).")] = "auto",
+    precision: PrecisionOpt = "auto",
     channels_last: Annotated[bool, typer.Option(help="Use the channels_last memory format.")] = False,
     cascade: Annotated[bool, typer.Option(help="Run the attacks in order on the samples still robust "
                                                "(AutoAttack-style worst case; attack i's column is then the "
@@ -82,12 +91,7 @@ def evaluate(
                                                      "n_restarts=R] (torchattacks' FAB), and write each sample's "
                                                      "minimal perturbation norm and its per-class quartiles "
                                                      "(min_norm.csv, min_norm.npz, plots/min_norm.png).")] = None,
-    checks: Annotated[str | None, typer.Option(
-        "--checks", metavar="auto|full|off",
-        help="Sanity checks for gradient masking and evaluation bugs on <= 200 images (docs/checks.md): auto "
-             "(default: the cheap ones on all of them, PGD-50 unbounded and the eps-monotonicity PGD-10s on "
-             "stratified parts within 25% of the attacks' model passes), full (every check on every image) or "
-             "off. Fired flags go to stderr; metrics.json records them and what ran.")] = None,
+    checks: ChecksOpt = None,
     no_checks: Annotated[bool, typer.Option("--no-checks", help="Same as --checks off.")] = False,
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Also draw plots/class_accuracy.png and "
                                         "plots/confusion.png now (matplotlib: about a second); by default "

@@ -257,6 +257,10 @@ def _load_digits(split: str, root: Path | None, download: bool, image_size: int 
                       extra=f"test_size={DIGITS_TEST_SIZE},seed={DIGITS_SEED}")
     if x.dtype != np.float32 or x.shape[1:] != (1, 8, 8) or y.shape != (len(x),):
         raise ClasswiseError(f"digits {split}: decoded arrays of unexpected shape {x.shape}, {y.shape}")
+    # one memory layout whichever path the arrays came by: the decoder's rows of a [:, None] view (channel
+    # stride 1), not the .npz's plain C order (channel stride 64); both are "contiguous", but conv kernels
+    # pick their path by the strides, and the two layouts gave different trained weights (golden demo test)
+    x = np.ascontiguousarray(x[:, 0][:, None][np.arange(len(x))])
     return ImageData("digits", split, list(DIGIT_NAMES), torch.from_numpy(y.astype(np.int64)),
                      images=torch.from_numpy(x),
                      meta={"root": None, "source": "sklearn.datasets.load_digits", "test_size": DIGITS_TEST_SIZE,

@@ -56,6 +56,9 @@ def test_digits_from_the_cache_equal_a_fresh_decode_and_need_no_sklearn_call(_ca
         assert d.images is not None and d.images.dtype == torch.float32
         assert torch.equal(d.images, torch.from_numpy(x)) and torch.equal(d.labels, torch.from_numpy(y))
     assert again.meta == first.meta and again.class_names == first.class_names
+    # the same memory layout too: conv kernels choose their path by the strides (a different layout trained
+    # different weights in the golden demo test)
+    assert again.images.stride() == first.images.stride() == torch.from_numpy(x).stride()
     monkeypatch.setattr(D, "_decode_digits", real)
     assert len(load_dataset("digits", "train")) + len(again) == 1797  # the other split: its own entry
     assert len(_entries(_cache, "digits-train")) == 1 and len(_entries(_cache, "digits-test")) == 1

@@ -319,7 +319,8 @@ def _idx_loader(name: str, tv_class: str, class_names: list[str]) -> Loader:
         assert img_path is not None and lbl_path is not None
         images, labels = cached(name, split, [img_path, lbl_path],
                                 lambda: _decode_idx(img_path, lbl_path, len(class_names)))
-        images = _check_images(images, (1, 28, 28), str(img_path))
+        images = _check_images(images, (1, 28, 28), str(img_path))[:, 0][:, None]  # the decoder's layout,
+        # from the cache too (a [:, None] view): conv kernels choose their path by the strides
         labels = _check_labels(labels, len(images), len(class_names), str(lbl_path))
         return _tensor_data(name, split, class_names, images, labels, root=str(d),
                             files=[str(img_path), str(lbl_path)])

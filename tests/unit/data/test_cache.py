@@ -75,6 +75,7 @@ def test_idx_from_the_cache_equal_the_files_and_a_changed_source_is_decoded_agai
     b = load_dataset("fashion-mnist", "test", root=root)
     for d in (a, b):
         assert torch.equal(d.images, torch.from_numpy(x[:, None])) and d.labels.tolist() == y.tolist()
+    assert a.images.stride() == b.images.stride()  # the same memory layout either way
     x2, _ = _fashion(root, seed=1)  # the same size, other bytes
     calls = []
     monkeypatch.setattr(D, "_decode_idx", lambda *a: calls.append(1) or real(*a))

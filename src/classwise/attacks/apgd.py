@@ -31,7 +31,7 @@ from torch import nn
 from classwise.attacks._validate import guarded, predictions
 from classwise.attacks.geometry import TINY, ascent_step, flat_norm, project
 from classwise.attacks.losses import cross_entropy, dlr_loss, margin
-from classwise.attacks.pgd import Budget, _all_zero, _budget, _check, _take
+from classwise.attacks.pgd import Budget, _all_zero, _budget, _check, _check_targets, _take
 from classwise.core import Norm
 from classwise.errors import ClasswiseError
 
@@ -307,8 +307,7 @@ def apgd_t(
     eps = _budget(eps, "eps", x)
     _check(x, y, eps, int(steps), norm)
     _validate(steps, restarts, rho)
-    if int(n_target_classes) < 1:
-        raise ClasswiseError(f"n_target_classes must be >= 1, got {n_target_classes}")
+    _check_targets(n_target_classes)
     x = x.detach()
     y = y.to(x.device)
     out = x.clone()

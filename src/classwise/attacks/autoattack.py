@@ -20,7 +20,7 @@ from classwise.attacks._validate import guarded, predictions
 from classwise.attacks.adapters import INSTALL_HINT, have_torchattacks, torchattacks_attack
 from classwise.attacks.apgd import apgd, apgd_t
 from classwise.attacks.fab import fab_t
-from classwise.attacks.pgd import _all_zero, _budget, _check, _take
+from classwise.attacks.pgd import _all_zero, _budget, _check, _check_targets, _take
 from classwise.attacks.square import square
 from classwise.core import Norm
 from classwise.errors import ClasswiseError
@@ -119,8 +119,7 @@ def autoattack(
         raise ClasswiseError(f"unknown AutoAttack version {version!r}; choose one of: {', '.join(VERSIONS)}")
     eps = _budget(eps, "eps", x)
     _check(x, y, eps, int(steps), norm)
-    if int(n_target_classes) < 1:
-        raise ClasswiseError(f"n_target_classes must be >= 1, got {n_target_classes}")
+    _check_targets(n_target_classes)
     x = x.detach()
     y = y.to(x.device)
     out = x.clone()

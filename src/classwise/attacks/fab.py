@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from classwise.attacks._validate import guarded, predictions
-from classwise.attacks.pgd import _all_zero, _budget, _check
+from classwise.attacks.pgd import _all_zero, _budget, _check, _check_targets
 from classwise.core import Norm
 from classwise.errors import ClasswiseError
 
@@ -163,8 +163,7 @@ def fab_t(
         raise ClasswiseError(f"fab_t runs linf only, got norm {norm.value}")
     eps = _budget(eps, "eps", x)
     _check(x, y, eps, int(steps), norm)
-    if int(n_target_classes) < 1:
-        raise ClasswiseError(f"n_target_classes must be >= 1, got {n_target_classes}")
+    _check_targets(n_target_classes)
     x = x.detach()
     y = y.to(x.device)
     out = x.clone()

@@ -71,6 +71,12 @@ def _check(x: torch.Tensor, y: torch.Tensor, eps: Budget, steps: int, norm: Norm
         raise ClasswiseError(f"steps must be >= 1, got {steps}")
 
 
+def _check_targets(n_target_classes: int) -> None:
+    """The targeted attacks' (APGD-T, FAB-T, AutoAttack) count of target classes."""
+    if int(n_target_classes) < 1:
+        raise ClasswiseError(f"n_target_classes must be >= 1, got {n_target_classes}")
+
+
 def _fooled(logits: torch.Tensor, labels: torch.Tensor, targeted: bool) -> torch.Tensor:
     pred = predictions(logits)  # -1 where a logit is NaN/Inf: never robust
     return (pred == labels) | (pred < 0) if targeted else pred != labels

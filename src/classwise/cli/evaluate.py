@@ -16,7 +16,7 @@ from classwise.cli._startup import tune_for_attacks
 from classwise.errors import ClasswiseError
 
 if TYPE_CHECKING:
-    from classwise.evaluation.precision import PrecisionChoice
+    from classwise.evaluation.layout import NumericsChoice
 
 
 PrecisionOpt = Annotated[str, typer.Option(help="auto (default: bf16 autocast only where a short probe on the first "
@@ -27,7 +27,7 @@ ChecksOpt = Annotated[str | None, typer.Option(
         "--checks", metavar="auto|full|off",
         help="Sanity checks for gradient masking and evaluation bugs on <= 200 images (docs/checks.md): auto "
              "(default: the cheap ones on all of them, PGD-50 unbounded and the eps-monotonicity PGD-10s on "
-             "stratified parts within 25% of the attacks' model passes), full (every check on every image) or "
+             "stratified parts within 10% of the model passes the evaluation made), full (every check on every image) or "
              "off. Fired flags go to stderr; metrics.json records them and what ran.")]
 
 
@@ -83,7 +83,11 @@ def evaluate(
     device: C.Device = "auto",
     seed: Annotated[int, typer.Option(help="Seed of the attacks' random starts.")] = 0,
     precision: PrecisionOpt = "auto",
-    channels_last: Annotated[bool, typer.Option(help="Use the channels_last memory format.")] = False,
+    channels_last: Annotated[bool | None, typer.Option(
+        "--channels-last/--no-channels-last",
+        help="Memory format: channels_last, or contiguous with --no-channels-last; default: measured on the "
+             "first batch (channels_last only where faster and holding the answers; metrics.json records "
+             "which and why).")] = None,
     cascade: Annotated[bool, typer.Option(help="Run the attacks in order on the samples still robust "
                                                "(AutoAttack-style worst case; attack i's column is then the "
                                                "worst case over attacks 1..i).")] = False,
@@ -135,7 +139,7 @@ class EvaluateArgs:
     device: str
     seed: int
     precision: str
-    channels_last: bool
+    channels_last: bool | None
     cascade: bool
     min_norm: str | None
     checks: str | None
@@ -328,9 +332,12 @@ def run_evaluate(a: EvaluateArgs) -> None:
     t0 = time.perf_counter()
     def run_attacks(attacks: list) -> Any:
         return evaluate_with_progress(net, data, attacks, batch_size=bs, device=c.dev, seed=a.seed,
-                                      precision=prec.value, channels_last=a.channels_last, cascade=a.cascade)
+                                      precision=prec.value, channels_last=prec.channels_last, cascade=a.cascade)
 
-    outcomes = _eps_grid_outcomes(c, run_attacks) if c.grid else run_attacks(c.bound)
+    from classwise.evaluation.check_budget import counting_passes
+
+    with counting_passes(net) as passes:  # what --checks auto budgets against
+        outcomes = _eps_grid_outcomes(c, run_attacks) if c.grid else run_attacks(c.bound)
     elapsed = time.perf_counter() - t0
     dist.shutdown()
     if run is None:
@@ -347,27 +354,28 @@ def run_evaluate(a: EvaluateArgs) -> None:
     if c.min_norm:
         _write_min_norm(run, net, data, outcomes, c, a.seed, res)
     if a.checks != "off":
-        res["metrics"]["checks"], res["metrics"]["checks_run"] = _run_checks(net, data, outcomes, c, a, was_training)
+        res["metrics"]["checks"], res["metrics"]["checks_run"] = _run_checks(net, data, outcomes, c, a, was_training,
+                                                                             prec, passes.rows)
     else:
         res["metrics"]["checks_run"] = {"mode": "off"}
     run.write_metrics(res["metrics"])
-    run.write_config(_config(a, c, meta, normalization, data, prec.value))
+    run.write_config(_config(a, c, meta, normalization, data, prec))
     run.write_run_info(seed=a.seed, device=str(c.dev), extra={"eval_seconds": round(elapsed, 2), "allocator": allocator})
     run.finish()
     info(f"evaluated in {elapsed:.1f}s")
     show_results(outcomes, res["metrics"], {**res["files"], "run": run.path})
 
 
-def _resolve_precision(a: EvaluateArgs, c: _Checked, net: Any, data: Any, bs: int) -> PrecisionChoice:
-    """--precision resolved (auto) or measured (an explicit choice, for its note) on the first batch;
-    under torchrun rank 0's measurement decides for every process."""
+def _resolve_precision(a: EvaluateArgs, c: _Checked, net: Any, data: Any, bs: int) -> NumericsChoice:
+    """--channels-last (unset: measured) and --precision resolved (auto) or measured (an explicit choice,
+    for its note) on the first batch; under torchrun rank 0's measurement decides for every process."""
     from classwise import dist
-    from classwise.evaluation.precision import PROBE_ROWS, resolve_precision, sample_steps
+    from classwise.evaluation.layout import resolve_numerics
+    from classwise.evaluation.precision import PROBE_ROWS, sample_steps
 
     first = next(iter(data.batches(min(bs, PROBE_ROWS))), None)
-    measured = resolve_precision(a.precision, net, first, c.dev, channels_last=a.channels_last,
-                               work=sample_steps(c.bound, len(data)))
-    choice = cast("PrecisionChoice", dist.broadcast_object(measured, dist.init_from_env(c.dev)))
+    measured = resolve_numerics(a.precision, a.channels_last, net, first, c.dev, work=sample_steps(c.bound, len(data)))
+    choice = cast("NumericsChoice", dist.broadcast_object(measured, dist.init_from_env(c.dev)))
     if choice.note and dist.is_main_process():
         err_console.print(choice.note, markup=False, highlight=False, soft_wrap=True)
     return choice
@@ -391,26 +399,33 @@ def _write_min_norm(run: Any, net: Any, data: Any, outcomes: Any, c: _Checked, s
     run.write_metrics(res["metrics"])
 
 
-def _run_checks(net: Any, data: Any, outcomes: Any, c: _Checked, a: EvaluateArgs, was_training: bool) -> tuple:
+def _run_checks(net: Any, data: Any, outcomes: Any, c: _Checked, a: EvaluateArgs, was_training: bool,
+                prec: NumericsChoice, passes: int) -> tuple:
     """The sanity checks (fired flags to stderr, skipped ones in a note): metrics.json's ``checks`` (the
-    fired flags) and ``checks_run`` (what ran, on how many images, at what cost)."""
+    fired flags) and ``checks_run`` (what ran, on how many images, at what cost). They run on the model as
+    the attacks saw it (the precision and memory format used), within a share of the ``passes`` the
+    evaluation made."""
     from classwise.evaluation.checks import check_suite, flags_to_json
+    from classwise.evaluation.precision import prepare_model
 
     ref = next((b for b in c.bound if b.eps > 0), None)  # the budget the checks probe around
     mode = str(a.checks)
     with stage("checks", f"gradient masking and evaluation sanity ({mode}) on {min(200, len(data))} images"):
-        report = check_suite(net, data, outcomes, eps=ref.eps if ref else 0.0, norm=ref.norm.value if ref else "linf",
-                             device=c.dev, sample=200, seed=a.seed, was_training=was_training, mode=mode)
+        seen = prepare_model(net, c.dev, precision=prec.value, channels_last=prec.channels_last)
+        report = check_suite(seen, data, outcomes, eps=ref.eps if ref else 0.0, norm=ref.norm.value if ref else "linf",
+                             device=c.dev, sample=200, seed=a.seed, was_training=was_training, mode=mode,
+                             passes=passes)
     for f in report.flags:
         err_console.print(str(f), markup=False, highlight=False, soft_wrap=True)
     skipped = report.skipped()
     if skipped and not is_quiet():  # beside the checks' stage lines (stderr); metrics.json says it in any case
         err_console.print(f"note: checks not run: {'; '.join(f'{r.name} ({r.skipped})' for r in skipped)}",
                           markup=False, highlight=False, soft_wrap=True)
-    return flags_to_json(report.flags), report.to_json()
+    return flags_to_json(report.flags), {**report.to_json(), "precision": prec.value,
+                                         "memory_format": "channels_last" if prec.channels_last else "contiguous"}
 
 
-def _config(a: EvaluateArgs, c: _Checked, meta: dict, normalization: Any, data: Any, precision: str) -> dict:
+def _config(a: EvaluateArgs, c: _Checked, meta: dict, normalization: Any, data: Any, prec: NumericsChoice) -> dict:
     zoo = {"zoo": {k: meta[k] for k in ("name", "architecture", "threat_model", "dataset", "path", "sha256")}} if c.zoo else {}
     weights = "checkpoint" if a.checkpoint else ("robustbench" if c.zoo else "the model file's own (no --checkpoint)")
     return {"command": "evaluate", "checkpoint": str(a.checkpoint or meta["path"]) if (a.checkpoint or c.zoo) else None,
@@ -418,7 +433,8 @@ def _config(a: EvaluateArgs, c: _Checked, meta: dict, normalization: Any, data: 
             "limit": a.limit, "model": a.model or meta.get("architecture"), "model_file": a.model_file,
             "subset": c.selection.record(data), "image_size": data.input_size,
             "normalization": normalization, "batch_size": c.bs, "data_root": C.data_root_record(data),
-            "precision": precision, "precision_requested": a.precision, "channels_last": a.channels_last,
+            "precision": prec.value, "precision_requested": a.precision, "channels_last": prec.channels_last,
+            "channels_last_requested": "auto" if a.channels_last is None else a.channels_last,
             "cascade": a.cascade,
             "attacks": [C.resolved_attack(b) for b in c.bound], "seed": a.seed, "device": str(c.dev)}
 

@@ -4,7 +4,8 @@ spend, and the record of what ran (:mod:`classwise.evaluation.checks` runs them;
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +19,7 @@ if TYPE_CHECKING:
     from classwise.evaluation.checks import Flag
 
 CHECK_MODES = ("auto", "full", "off")
-CHECK_SHARE = 0.25  # auto: the expensive checks may use this share of the model passes the attacks made
+CHECK_SHARE = 0.10  # auto: the expensive checks may use this share of the model passes the evaluation made
 
 
 class _Counted(nn.Module):
@@ -32,6 +33,32 @@ class _Counted(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.rows += int(x.shape[0])
         return self.model(x)
+
+
+@dataclass
+class PassCount:
+    """Images through a model's forward while :func:`counting_passes` was open."""
+
+    rows: int = 0
+
+
+@contextmanager
+def counting_passes(model: nn.Module) -> Iterator[PassCount]:
+    """``with counting_passes(net) as n: outcomes = evaluate(net, ...)``: ``n.rows`` is the number of
+    images the evaluation passed through ``net`` (each attack step is one, and each clean or attacked
+    prediction), early exits included; what ``--checks auto`` budgets against. A forward pre-hook on
+    ``model`` (removed on exit); a wrapper that calls ``model`` (bf16 autocast) is counted too."""
+    count = PassCount()
+
+    def hook(_module: nn.Module, args: tuple) -> None:
+        if args and isinstance(args[0], torch.Tensor):
+            count.rows += int(args[0].shape[0])
+
+    handle = model.register_forward_pre_hook(hook)
+    try:
+        yield count
+    finally:
+        handle.remove()
 
 
 def attack_passes(outcomes: Outcomes | None) -> int:
@@ -77,11 +104,13 @@ class CheckReport:
     sample: int = 0
     attack_passes: int | None = None
     budget: int | None = None
+    passes_from: str | None = None  # "counted" (the evaluation's own passes) or "estimated" (from the specs)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"mode": self.mode, "sample": self.sample}
         if self.mode == "auto":
-            out.update(share=CHECK_SHARE, attack_passes=self.attack_passes, budget_passes=self.budget)
+            out.update(share=CHECK_SHARE, attack_passes=self.attack_passes, attack_passes_from=self.passes_from,
+                       budget_passes=self.budget)
         out["checks"] = [asdict(c) for c in self.checks]
         return out
 

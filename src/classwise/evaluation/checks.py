@@ -42,6 +42,7 @@ from classwise.evaluation.check_budget import (
     _Counted,
     _round_robin,
     attack_passes,
+    counting_passes,
 )
 from classwise.models.modes import eval_mode
 from classwise.outcomes import Outcomes
@@ -449,13 +450,17 @@ def check_suite(
     was_training: bool | None = None,
     batch_size: int = 200,
     mode: str = "auto",
+    passes: int | None = None,
 ) -> CheckReport:
     """The checks on a class-stratified sample of at most ``sample`` images of ``data``, by ``mode``:
     ``full`` runs every check on the whole sample; ``auto`` runs the cheap ones (train_mode,
     attack_order, gradients, probabilities, randomness, nonfinite_outputs) on the whole sample and the
     expensive ones (unbounded, eps_monotone) on stratified parts of it, within :data:`CHECK_SHARE` of the
-    model passes the evaluation made (:func:`attack_passes`); ``off`` runs nothing. The report says
-    what ran, on how many images, at what cost; see :func:`run_checks` for what is left as found."""
+    model passes the evaluation made: ``passes`` when given (counted, :func:`counting_passes`), else
+    estimated from the outcomes' specs (:func:`attack_passes`, no early exit); ``off`` runs nothing.
+    Pass the model as the attacks saw it (its precision wrapper, its memory format), so that the checks
+    test the evaluation as it ran. The report says what ran, on how many images, at what cost; see
+    :func:`run_checks` for what is left as found."""
     if mode not in CHECK_MODES:
         raise ClasswiseError(f"unknown checks mode {mode!r}; choose one of: {', '.join(CHECK_MODES)}")
     if mode == "off":
@@ -471,7 +476,11 @@ def check_suite(
     x, y = data.take(sample, seed=seed).tensors(device=dev)
     moved = home is not None and home != dev
     cuda = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == "cuda" else []
-    passes = attack_passes(outcomes)
+    passes_from = "counted" if passes is not None else "estimated"
+    if passes is None:
+        passes = attack_passes(outcomes)
+    elif passes < 0:
+        raise ClasswiseError(f"passes must be >= 0, got {passes}")
     budget = int(CHECK_SHARE * passes)
     counted = _Counted(model)
     try:
@@ -488,8 +497,9 @@ def check_suite(
     fired = sorted((f for f in [*flags, *more] if f is not None), key=lambda f: order[f.severity])
     for f in fired:
         log.info("%s", f)
-    return CheckReport(mode, fired, [*records, *more_records], len(y), passes if mode == "auto" else None,
-                       budget if mode == "auto" else None)
+    auto = mode == "auto"
+    return CheckReport(mode, fired, [*records, *more_records], len(y), passes if auto else None,
+                       budget if auto else None, passes_from if auto else None)
 
 
 def run_checks(
@@ -520,7 +530,8 @@ def run_checks(
 
 
 __all__ = [
-    "Flag", "run_checks", "flags_to_json", "check_suite", "CheckReport", "CheckRecord", "attack_passes", "CHECK_MODES",
+    "Flag", "run_checks", "flags_to_json", "check_suite", "CheckReport", "CheckRecord", "attack_passes", "counting_passes",
+    "CHECK_MODES",
     "check_gradients", "check_probabilities", "check_randomness", "check_nonfinite", "check_train_mode",
     "check_attack_order", "check_eps_monotone", "check_unbounded",
 ]

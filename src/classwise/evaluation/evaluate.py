@@ -17,7 +17,8 @@ from classwise.attacks.pgd import PGDPlan, fused_pgd
 from classwise.core import AttackSpec, mix_seed, resolve_device
 from classwise.data.base import ImageData
 from classwise.errors import ClasswiseError
-from classwise.evaluation.precision import check_precision, prepare_model, resolve_precision, sample_steps
+from classwise.evaluation.layout import resolve_numerics
+from classwise.evaluation.precision import check_precision, prepare_model, sample_steps
 from classwise.models.modes import eval_mode
 from classwise.outcomes import Outcomes
 
@@ -158,7 +159,7 @@ def evaluate(
     seed: int = 0,
     progress: Progress | None = None,
     precision: str = "fp32",
-    channels_last: bool = False,
+    channels_last: bool | None = False,
     cascade: bool = False,
     distributed: bool = True,
     fuse: bool = True,
@@ -182,7 +183,8 @@ def evaluate(
     ``precision="bf16"`` runs forward and backward passes under bf16 autocast; ``"auto"`` resolves to
     fp32 or bf16 by a short probe on the first batch (:mod:`classwise.evaluation.precision`: bf16 only
     where it is faster and holds the answers; ``classwise evaluate`` resolves it itself and records the
-    value used); ``channels_last`` uses that memory format (faster convolutions on recent GPUs and CPUs).
+    value used); ``channels_last=True`` uses that memory format (faster convolutions on recent GPUs and CPUs),
+    ``None`` measures it on the first batch (:mod:`classwise.evaluation.layout`).
 
     ``fuse=True`` (independent mode) runs the PGD-family attacks (registry entries with a ``fused_loss``,
     :class:`classwise.attacks.AttackInfo`) that share steps, norm and start
@@ -205,11 +207,10 @@ def evaluate(
     # restored module by module: a wrapper built in train mode must not flip the model it wraps to train
     with eval_mode(model):
         info = D.init_from_env(dev) if distributed else D.DistInfo()
-        if precision == "auto":  # rank 0's measurement decides for every process
+        if precision == "auto" or channels_last is None:  # rank 0's measurement decides for every process
             first = next(iter(data.batches(batch_size)), None)
-            choice = resolve_precision("auto", model, first, dev, work=sample_steps(bound, len(data)),
-                                       channels_last=channels_last)
-            precision = cast(str, D.broadcast_object(choice.value, info))
+            choice = resolve_numerics(precision, channels_last, model, first, dev, work=sample_steps(bound, len(data)))
+            precision, channels_last = cast(tuple, D.broadcast_object((choice.value, choice.channels_last), info))
         net = prepare_model(model, dev, precision=precision, channels_last=channels_last)
         run = _Run(net, bound, _fusion_groups(bound) if fuse else {}, seed, progress, info.world, cascade)
         mf = torch.channels_last if channels_last else torch.contiguous_format

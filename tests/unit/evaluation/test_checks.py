@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch import nn
 
+from classwise.errors import ClasswiseError
 from classwise.evaluation import Outcomes, evaluate
 from classwise.evaluation.checks import (
     Flag,
@@ -274,7 +275,7 @@ def test_auto_keeps_the_expensive_checks_within_their_share(at_model, digits):
     from classwise.evaluation.checks import CHECK_SHARE, check_suite
 
     test = digits[1]
-    out = evaluate(at_model, test.take(200), [f"pgd:eps={EPS},steps=10"], device="cpu")
+    out = evaluate(at_model, test.take(200), [f"pgd:eps={EPS},steps=30"], device="cpu")
     auto = check_suite(at_model, test, out, eps=EPS, sample=200, mode="auto")
     full = check_suite(at_model, test, out, eps=EPS, sample=200, mode="full")
     assert auto.flags == [] and full.flags == []
@@ -283,7 +284,7 @@ def test_auto_keeps_the_expensive_checks_within_their_share(at_model, digits):
                                   "nonfinite_outputs", "unbounded", "eps_monotone"]
     for cheap in ("gradients", "probabilities", "randomness", "nonfinite_outputs"):  # always on the whole sample
         assert a[cheap].samples == f[cheap].samples == 200 and a[cheap].passes == f[cheap].passes
-    assert auto.budget == int(CHECK_SHARE * 200 * 12)
+    assert auto.budget == int(CHECK_SHARE * 200 * 32) and auto.passes_from == "estimated"
     expensive = a["unbounded"].passes + a["eps_monotone"].passes
     assert 0 < expensive <= auto.budget < f["unbounded"].passes + f["eps_monotone"].passes
     assert f["unbounded"].samples == f["eps_monotone"].samples == 200
@@ -291,6 +292,27 @@ def test_auto_keeps_the_expensive_checks_within_their_share(at_model, digits):
     assert a["unbounded"].samples % 10 == 0 and a["eps_monotone"].samples % 10 == 0  # whole rounds of classes
     js = json.loads(json.dumps(auto.to_json(), allow_nan=False))
     assert js["mode"] == "auto" and js["budget_passes"] == auto.budget and len(js["checks"]) == 8
+
+
+def test_counted_passes_are_the_evaluations_own_and_set_the_budget(at_model, digits):
+    from classwise.evaluation.checks import CHECK_SHARE, attack_passes, check_suite, counting_passes
+    from classwise.evaluation.precision import prepare_model
+
+    test = digits[1].take(100)
+    for net in (at_model, prepare_model(at_model, torch.device("cpu"), precision="bf16")):  # a wrapper counts too
+        with counting_passes(at_model) as n:
+            out = evaluate(net, test, [f"pgd:eps={EPS},steps=10"], device="cpu")
+        # clean pass + early-stopped steps + one prediction per attacked image: below the no-exit estimate
+        assert len(test) < n.rows < attack_passes(out)
+    assert not at_model._forward_pre_hooks  # the hook is gone
+    with counting_passes(at_model) as again:
+        at_model(test.tensors()[0][:7])
+    assert again.rows == 7
+    auto = check_suite(at_model, test, out, eps=EPS, sample=100, mode="auto", passes=n.rows)
+    assert auto.attack_passes == n.rows and auto.budget == int(CHECK_SHARE * n.rows)
+    assert auto.to_json()["attack_passes_from"] == "counted"
+    with pytest.raises(ClasswiseError, match="passes must be >= 0"):
+        check_suite(at_model, test, out, eps=EPS, mode="auto", passes=-1)
 
 
 def test_auto_skips_what_does_not_fit_and_says_so_but_unbounded_always_runs(rounded, digits):

@@ -10,8 +10,10 @@ repeats is reported, with the ratio torchattacks / ours (above 1: ours is faster
 
 * ours: `python -m classwise evaluate --checkpoint CKPT --dataset D --limit N --attack fgsm:eps=E
   --attack pgd:eps=E,steps=20 --attack tpgd:eps=E,steps=20,T=0.5 --attack cw:eps=E,steps=20 --out DIR
-  --quiet` with everything else at its default (sanity checks on, outputs written, `--precision auto`),
-  and the same with each other `--precision` of `--ours` (fp32: the precision of the torchattacks side).
+  --quiet` with everything else at its default (sanity checks on, outputs written, `--precision auto`,
+  the memory format measured),
+  and the same with each other setting of `--ours` (`fp32`: the precision of the torchattacks side;
+  `fp32+contiguous`: its numerics exactly, `--precision fp32 --no-channels-last`).
   The PGD-family step is the default 2.5 * eps / 20, the one the script uses.
 * theirs: `python benchmarks/_ta_five_settings.py` (its docstring says what it runs) on the same
   images: the driver writes the indices `--limit N` selects (stratified, seed 0), and checks that the
@@ -74,7 +76,12 @@ def ours_cmd(ckpt: str, dataset: str, n: int, eps: float, out: Path, precision: 
            "--attack", f"fgsm:eps={e}", "--attack", f"pgd:eps={e},steps={STEPS}",
            "--attack", f"tpgd:eps={e},steps={STEPS},T={T}", "--attack", f"cw:eps={e},steps={STEPS}",
            "--out", str(out), "--quiet", "--seed", str(SEED)]
-    return cmd if precision == "auto" else [*cmd, "--precision", precision]
+    prec, _, layout = precision.partition("+")  # e.g. fp32+contiguous: --precision fp32 --no-channels-last
+    if layout not in ("", "contiguous", "channels_last"):
+        raise SystemExit(f"error: unknown memory format {layout!r} in --ours; use contiguous or channels_last")
+    flags = [] if prec == "auto" else ["--precision", prec]
+    flags += {"": [], "contiguous": ["--no-channels-last"], "channels_last": ["--channels-last"]}[layout]
+    return [*cmd, *flags]
 
 
 def ours_result(run: Path, want_index: np.ndarray) -> dict:
@@ -82,7 +89,8 @@ def ours_result(run: Path, want_index: np.ndarray) -> dict:
     z = np.load(run / "outcomes.npz", allow_pickle=False)
     assert np.array_equal(np.sort(z["index"]), np.sort(want_index)), "ours evaluated other images"
     m = json.loads((run / "metrics.json").read_text())
-    res = {"clean": m["clean"]["accuracy"], "precision": m.get("precision", {}).get("value", "fp32"),
+    p = m.get("precision", {})
+    res = {"clean": m["clean"]["accuracy"], "precision": f"{p.get('value', 'fp32')}, {p.get('memory_format', '?')}",
            "per_class": {"clean": [c["clean_acc"] for c in m["clean"]["per_class"]]}}
     by_name = dict(zip(("fgsm", "pgd", "tpgd", "cw"), SETTINGS[1:], strict=True))  # our labels: T-PGD-20(T=0.5)
     for label, a in m["attacks"].items():
@@ -147,7 +155,9 @@ def main() -> None:
     ap.add_argument("--fmnist-eps", default="0.1,0.15")
     ap.add_argument("--digits-eps", default="0.2")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--ours", default="auto,fp32", help="the --precision values of ours, comma-separated")
+    ap.add_argument("--ours", default="auto,fp32,fp32+contiguous",
+                    help="ours' settings, comma-separated: a --precision value, optionally +contiguous or "
+                         "+channels_last (--no-channels-last / --channels-last; else the format is measured)")
     ap.add_argument("--json", help="also write every figure to this file")
     a = ap.parse_args()
     precisions = a.ours.split(",")

@@ -75,7 +75,10 @@ def main() -> None:
     ap.add_argument("--setting", action="append", default=None, metavar="LABEL=SPEC",
                     help="allocator setting to compare (repeatable; see the module docstring)")
     ap.add_argument("extra", nargs="*", help="evaluate options after --, e.g. -- --attack pgd:eps=0.1,steps=20")
-    args = ap.parse_args()
+    argv = sys.argv[1:]
+    cut = argv.index("--") if "--" in argv else len(argv)  # what follows -- goes to evaluate as it is
+    args = ap.parse_args(argv[:cut])
+    args.extra = [*args.extra, *argv[cut + 1:]]
     ns = [500, 2000] if args.quick else [int(v) for v in args.n.split(",")]
     settings = [s.split("=", 1) if "=" in s.split(":", 1)[0] else (s, s) for s in args.setting or ["as-shipped=default"]]
     summary = []

@@ -38,16 +38,24 @@ def robust(model, x_adv, y) -> torch.Tensor:
         return model(x_adv).argmax(1) == y
 
 
-def compare(title: str, model, x, y, eps: float, version: str, clock) -> None:
-    """Ours, then the reference, on the same images and seed: CPU (or wall) seconds, robust, agreement."""
+def compare(title: str, model, x, y, eps: float, version: str, clock, layout: str = "contiguous") -> None:
+    """Ours, then the reference, on the same images and seed: CPU (or wall) seconds, robust, agreement.
+    ``layout="channels_last"``: ours runs on a channels_last copy of the model and inputs (the format
+    `classwise evaluate` measures and picks on this CPU; fp32 either way), the reference on the model as
+    given."""
+    import copy
+
     from classwise.attacks import build_attack
 
-    print(f"{title}: {len(y)} test images, eps {eps:g}, version {version}")
+    print(f"{title}: {len(y)} test images, eps {eps:g}, version {version}, ours {layout}")
     times, flags = {}, {}
+    cl = copy.deepcopy(model).to(memory_format=torch.channels_last) if layout == "channels_last" else model
     for name in ("autoattack", "ref:autoattack"):
         attack = build_attack(f"{name}:eps={eps},version={version}")
+        net, xs = (cl, x.contiguous(memory_format=torch.channels_last)) if name == "autoattack" and cl is not model \
+            else (model, x)
         t = clock()
-        x_adv = attack(model, x, y, generator=torch.Generator().manual_seed(SEED))
+        x_adv = attack(net, xs, y, generator=torch.Generator().manual_seed(SEED))
         times[name] = clock() - t
         flags[name] = robust(model, x_adv, y)
         print(f"{name:>15}: {times[name]:7.2f}s  robust {flags[name].float().mean().item():.4f}")
@@ -67,6 +75,8 @@ def main() -> None:
     ap.add_argument("--fmnist-checkpoint", default=None, help="a Fashion-MNIST checkpoint (default: none)")
     ap.add_argument("--fmnist-images", type=int, default=500, help="Fashion-MNIST test images (stratified, seed 0)")
     ap.add_argument("--fmnist-eps", type=float, default=0.1)
+    ap.add_argument("--ours-layout", choices=("contiguous", "channels_last"), default="contiguous",
+                    help="memory format of ours (the reference always gets the model as loaded)")
     args = ap.parse_args()
     clock = time.process_time if args.clock == "process" else time.perf_counter
     if args.threads:
@@ -82,11 +92,11 @@ def main() -> None:
         else:
             model, eps = digits_model()
         x, y = load_dataset("digits", "test").tensors()
-        compare("digits", model, x[:args.n], y[:args.n], eps, args.version, clock)
+        compare("digits", model, x[:args.n], y[:args.n], eps, args.version, clock, args.ours_layout)
     if args.fmnist_checkpoint:
         model, _ = load_checkpoint(args.fmnist_checkpoint)
         x, y = load_dataset("fashion-mnist", "test").take(args.fmnist_images).tensors()
-        compare("Fashion-MNIST", model, x, y, args.fmnist_eps, args.version, clock)
+        compare("Fashion-MNIST", model, x, y, args.fmnist_eps, args.version, clock, args.ours_layout)
 
 
 if __name__ == "__main__":

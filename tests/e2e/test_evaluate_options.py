@@ -110,8 +110,19 @@ def _evaluate_pgd(tmp: Path, d: Path, *extra: str) -> tuple[dict, dict]:
     return json.loads((out / "metrics.json").read_text()), tomllib.loads((out / "config.toml").read_text())
 
 
+def test_too_little_predicted_attack_time_is_fp32_contiguous_unprobed(net_files, tmp_path):
+    metrics, cfg = _evaluate_pgd(tmp_path, net_files[1])  # this tiny net: well under MIN_PREDICTED_S
+    rec = metrics["precision"]
+    assert rec["value"] == "fp32" and rec["memory_format"] == "contiguous" and rec["probe"] is None
+    assert rec["layout_probe"] is None and "predict" in rec["reason"] and "predict" in rec["memory_format_reason"]
+    assert cfg["channels_last"] is False and cfg["channels_last_requested"] == "auto"
+
+
 @pytest.mark.parametrize("asked", [None, "fp32", "bf16"])
-def test_precision_resolved_value_and_reason_are_recorded(net_files, tmp_path, asked):
+def test_precision_resolved_value_and_reason_are_recorded(net_files, tmp_path, asked, monkeypatch):
+    from classwise.evaluation import layout
+
+    monkeypatch.setattr(layout, "MIN_PREDICTED_S", 0.0)  # this tiny net's attacks count as worth probing
     metrics, cfg = _evaluate_pgd(tmp_path, net_files[1], *(["--precision", asked] if asked else []))
     rec = metrics["precision"]
     assert rec["requested"] == (asked or "auto") == cfg["precision_requested"]
@@ -124,6 +135,10 @@ def test_precision_resolved_value_and_reason_are_recorded(net_files, tmp_path, a
         faster = probe["bf16_s"] <= 0.9 * probe["fp32_s"] and probe["pred_agree"] >= 0.99 \
             and probe["ascent"] >= 0.98
         assert rec["value"] == ("bf16" if faster else "fp32"), rec["reason"]
+    lp = rec["layout_probe"]  # the memory format was measured too, and chosen by the same rule
+    assert lp is not None and rec["memory_format_requested"] == "auto" and cfg["channels_last_requested"] == "auto"
+    cl = lp["channels_last_s"] <= 0.9 * lp["contiguous_s"] and lp["pred_agree"] >= 0.99 and lp["ascent"] >= 0.98
+    assert rec["memory_format"] == ("channels_last" if cl else "contiguous") and cfg["channels_last"] is cl
 
 
 @pytest.mark.parametrize("bf16_cost", [3.0, 1.0])

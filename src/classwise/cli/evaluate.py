@@ -327,7 +327,8 @@ def run_evaluate(a: EvaluateArgs) -> None:
     main_proc = dist.is_main_process()
     run = RunDir(a.out or default_run_dir("evaluate", c.ds_name)).open() if main_proc else None
     info(f"[bold]classwise evaluate[/]: {len(data)} {c.ds_name} {a.split} images, "
-         f"{len(c.bound)} attack(s), device {c.dev}, normalization {_fmt_norm(normalization)}", highlight=False)
+         f"{len(c.bound)} attack(s), device {c.dev} ({prec.value}, {'channels_last' if prec.channels_last else 'contiguous'}), "
+         f"normalization {_fmt_norm(normalization)}", highlight=False)
     allocator = tune_for_attacks()
     t0 = time.perf_counter()
     def run_attacks(attacks: list) -> Any:

@@ -9,15 +9,18 @@ evaluate``) measures it, like ``--precision auto`` and before it:
 * **the probe**: the evaluation's own model on its first batch (at most ``PROBE_ROWS`` rows, clean,
   true labels), in fp32; a forward pass and the input gradient of the summed cross-entropy with the
   parameters in each format (the input in the same format), once each to warm up and compare, then
-  alternating timed pairs (at most ``PROBE_PAIRS``, or until ``PROBE_BUDGET_S`` seconds; each side's
+  alternating timed pairs (at most ``PROBE_PAIRS``, or until ``PROBE_BUDGET_S`` seconds or
+  :data:`PROBE_SHARE` of the attack time the warm-up pass predicts, whichever is longer; each side's
   fastest pass), the clock of :mod:`classwise.evaluation.precision`. The parameters are swapped, not
   copied per pass, and restored afterwards: the probe leaves the model as found.
 * **chosen** when channels_last takes at most ``FASTER`` (0.9x) of the contiguous pass and holds the
   answers by the precision probe's rule (predictions equal on ``PRED_AGREE`` of the rows, ascent share
   ``ASCENT_AGREE``; different convolution kernels round differently, so it is not bit-exact).
 
-It runs only for 4-D inputs and when the evaluation's attack work repays a probe (``PROBE_WORTH``);
-otherwise auto is contiguous. Then the precision is resolved at the chosen format
+It runs only for 4-D inputs and when the evaluation's attack work repays a probe: at least
+``PROBE_WORTH`` sample-steps per probe row, and at least :data:`MIN_PREDICTED_S` seconds of attack time
+as one timed fp32 pass predicts (that gate holds for ``--precision auto`` too); otherwise auto is
+contiguous (and fp32). Then the precision is resolved at the chosen format
 (:func:`resolve_numerics`). The value used and why are recorded (``metrics.json``'s ``precision``:
 ``memory_format``, ``memory_format_reason``, ``layout_probe``); an explicit ``--channels-last`` or
 ``--no-channels-last`` is used as given, unmeasured.
@@ -36,6 +39,12 @@ from torch import nn
 import classwise.evaluation.precision as P
 
 LAYOUTS = {False: "contiguous", True: "channels_last"}
+PROBE_SHARE = 0.02  # the timed pairs may take this share of the predicted attack time (at most PROBE_PAIRS)
+#: Below this many seconds of predicted attack time (one timed fp32 pass x the attack work) nothing more is
+#: probed: auto is fp32 and contiguous. On the digits small-cnn (450 images, 5 settings: about 1 s) the
+#: probes cost more than bf16 could save, and bf16's per-call overhead on the small batches that early
+#: exits leave made the whole evaluation slower than fp32 (3.35 s against 3.03 s of CPU end to end).
+MIN_PREDICTED_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -83,19 +92,24 @@ def _use(model: nn.Module, tensors: dict[str, torch.Tensor]) -> None:
         p.data = tensors[n]
 
 
-def probe_layout(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device) -> LayoutProbe:
-    """Time and compare contiguous and channels_last fp32 passes on ``x, y`` (module docstring)."""
+def probe_layout(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device, *,
+                 work: int = 0) -> LayoutProbe:
+    """Time and compare contiguous and channels_last fp32 passes on ``x, y`` (module docstring). The
+    timed pairs may take :data:`PROBE_SHARE` of the attack time that ``work`` (sample-steps) predicts
+    from the warm-up pass, if that is more than ``PROBE_BUDGET_S``: a longer evaluation buys a steadier
+    measurement (the fastest of more pairs) on a busy machine."""
     x, y = x[:P.PROBE_ROWS].to(device), y[:P.PROBE_ROWS].to(device)
     xs = {False: x.contiguous(), True: x.contiguous(memory_format=torch.channels_last)}
     clock, clock_name = P._clock(device)
     with P._untouched(model, device), _swappable(model.to(device)) as formats:
-        first = {}
+        first, t0 = {}, clock()
         for cl in (False, True):
             _use(model, formats[cl])
             first[cl] = P._pass(model, xs[cl], y)
+        budget = max(P.PROBE_BUDGET_S, PROBE_SHARE * (clock() - t0) / 2 * work / max(1, len(y)))
         best = {False: float("inf"), True: float("inf")}
         start, pairs = clock(), 0
-        while pairs < P.PROBE_PAIRS and (pairs == 0 or clock() - start < P.PROBE_BUDGET_S):
+        while pairs < P.PROBE_PAIRS and (pairs == 0 or clock() - start < budget):
             for cl in (False, True):
                 _use(model, formats[cl])
                 t = clock()
@@ -116,7 +130,7 @@ def _layout(channels_last: bool | None, model: nn.Module, batch: tuple[torch.Ten
         return False, "auto: not 4-D image batches: contiguous", None
     if work < P.PROBE_WORTH * rows:
         return False, f"auto: {work} sample-steps of attack, too few to repay a probe of {rows} rows: contiguous", None
-    p = probe_layout(model, batch[0], batch[1], device)
+    p = probe_layout(model, batch[0], batch[1], device, work=work)
     if not p.faster:
         return False, f"auto: channels_last not faster ({p.text()})", p
     if not p.holds:
@@ -155,7 +169,36 @@ def resolve_numerics(precision: str, channels_last: bool | None, model: nn.Modul
     (:func:`classwise.evaluation.precision.resolve_precision`, probed at that format) of an evaluation
     of ``model`` whose first batch is ``batch`` and whose attacks take ``work`` sample-steps."""
     P.check_precision(precision)
-    cl, why, probe = _layout(channels_last, model, batch, device, work)
-    choice = P.resolve_precision(precision, model, batch, device, work=work, channels_last=cl)
     requested = "auto" if channels_last is None else LAYOUTS[channels_last]
-    return NumericsChoice(choice, cl, requested, why, probe)
+    small = _too_little(model, batch, device, work) if (precision == "auto" or channels_last is None) else None
+    if small is not None:
+        cl = bool(channels_last)
+        value = "fp32" if precision == "auto" else precision
+        why = f"auto: {small}: fp32" if precision == "auto" else "asked for (not measured: too little attack work)"
+        layout_why = "asked for" if channels_last is not None else f"auto: {small}: contiguous"
+        return NumericsChoice(P.PrecisionChoice(precision, value, why), cl, requested, layout_why)
+    cl, layout_why, probe = _layout(channels_last, model, batch, device, work)
+    choice = P.resolve_precision(precision, model, batch, device, work=work, channels_last=cl)
+    return NumericsChoice(choice, cl, requested, layout_why, probe)
+
+
+def _too_little(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor] | None, device: torch.device,
+                work: int) -> str | None:
+    """Why the attacks are too little work to repay the probes (None: they are not): fewer sample-steps
+    than ``PROBE_WORTH`` x the batch's rows are left to the probes' own rule; above that, one timed fp32
+    pass predicts the attack time, and under :data:`MIN_PREDICTED_S` nothing more is measured."""
+    rows = 0 if batch is None else min(P.PROBE_ROWS, len(batch[1]))
+    if rows == 0 or batch is None or work < P.PROBE_WORTH * rows:
+        return None
+    x, y = batch[0][:rows].to(device), batch[1][:rows].to(device)
+    clock, _ = P._clock(device)
+    with P._untouched(model, device):
+        P._pass(model.to(device), x, y)  # the first pass pays one-off costs
+        t = clock()
+        P._pass(model, x, y)
+        seconds = clock() - t
+    predicted = seconds * work / rows
+    if predicted >= MIN_PREDICTED_S:
+        return None
+    return (f"the attacks' {work} sample-steps predict {predicted:.1f} s at {seconds * 1e3:.1f} ms per fp32 pass of "
+            f"{rows} rows, under the {MIN_PREDICTED_S:g} s that repay a probe")

@@ -56,7 +56,8 @@ def test_auto_takes_channels_last_only_when_measured_faster(batch, timed, nchw, 
     timed.update(nchw=nchw, cl=cl)
     c = L.resolve_numerics("fp32", None, _net(), batch, CPU, work=BIG)
     assert c.channels_last is want and c.requested_layout == "auto" and c.layout_reason.startswith("auto: ")
-    assert c.layout_probe is not None and c.layout_probe.pairs == 1 and c.layout_probe.holds
+    # a long evaluation (BIG sample-steps) buys every pair the probe may take
+    assert c.layout_probe is not None and c.layout_probe.pairs == P.PROBE_PAIRS and c.layout_probe.holds
     js = json.loads(json.dumps(c.to_json(), allow_nan=False))
     assert js["memory_format"] == ("channels_last" if want else "contiguous") and js["value"] == "fp32"
     assert js["layout_probe"]["rows"] == 64 and js["memory_format_requested"] == "auto"
@@ -67,6 +68,13 @@ def test_auto_refuses_channels_last_that_does_not_hold_the_answers(batch, timed,
     monkeypatch.setattr(P, "ASCENT_AGREE", 1.01)
     c = L.resolve_numerics("fp32", None, _net(), batch, CPU, work=BIG)
     assert c.channels_last is False and "does not hold the answers" in c.layout_reason
+
+
+def test_the_probe_buys_pairs_in_proportion_to_the_attack_work(batch, timed):
+    timed.update(nchw=1.0, cl=1.0)  # 2 fake seconds a pair: the warm-up predicts 1 s per 64-row pass
+    for work, pairs in [(P.PROBE_WORTH * 64, 1), (int(4.5 / L.PROBE_SHARE * 64), 3)]:  # 1 s or 4.5 s of pairs
+        c = L.resolve_numerics("fp32", None, _net(), batch, CPU, work=work)
+        assert c.layout_probe is not None and c.layout_probe.pairs == pairs
 
 
 @pytest.mark.parametrize("asked", [True, False])
@@ -105,3 +113,16 @@ def test_library_auto_layout_equals_running_at_its_resolved_value(at_model, digi
     for a in ref.attacks:
         np.testing.assert_array_equal(auto.adv_pred[a], ref.adv_pred[a])
     at_model.to(memory_format=torch.contiguous_format)  # the session fixture back as the other tests expect it
+
+
+def test_too_little_predicted_attack_time_probes_nothing(batch, timed):
+    work = P.PROBE_WORTH * 64  # enough sample-steps for the probes' own rule
+    timed.update(nchw=0.01, cl=0.001)  # but one 64-row pass of 0.01 s predicts 0.5 s of attacks
+    c = L.resolve_numerics("auto", None, _net(), batch, CPU, work=work)
+    assert c.value == "fp32" and c.channels_last is False and c.layout_probe is None and c.precision.probe is None
+    assert "predict" in c.precision.reason and "predict" in c.layout_reason
+    asked = L.resolve_numerics("bf16", True, _net(), batch, CPU, work=work)  # explicit: no gate, as asked
+    assert asked.value == "bf16" and asked.channels_last is True
+    timed.update(nchw=1.0, cl=0.5)  # 1 s per pass: 50 s predicted, the probes run
+    c = L.resolve_numerics("auto", None, _net(), batch, CPU, work=work)
+    assert c.layout_probe is not None and c.channels_last is True

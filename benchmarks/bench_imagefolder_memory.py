@@ -53,7 +53,10 @@ def main() -> None:
     ap.add_argument("--setting", action="append", default=None, metavar="LABEL=SPEC",
                     help="allocator setting (as in bench_eval_memory.py; default: as shipped)")
     ap.add_argument("extra", nargs="*", help="evaluate options after --")
-    args = ap.parse_args()
+    argv = sys.argv[1:]
+    cut = argv.index("--") if "--" in argv else len(argv)  # what follows -- goes to evaluate as it is
+    args = ap.parse_args(argv[:cut])
+    args.extra = [*args.extra, *argv[cut + 1:]]
     ns = [int(v) for v in args.n.split(",")]
     settings = [s.split("=", 1) if "=" in s.split(":", 1)[0] else (s, s) for s in args.setting or ["as-shipped=default"]]
     attacks = args.extra or ["--attack", "fgsm:eps=4/255", "--attack", "pgd:eps=4/255,steps=5"]

@@ -1,7 +1,8 @@
 """Golden test: the demo (PGD-AT on digits, then five evaluation settings) gives exactly the recorded outputs.
 
 Guards refactors that must not change behaviour: ``metrics.json``, every array of ``outcomes.npz`` and the
-training history (wall-clock ``seconds`` aside; ``train_loss`` to 1e-5 relative) must equal the files in
+training history (wall-clock ``seconds`` aside; ``train_loss`` to 1e-5 relative, the ``underfit_*``
+diagnosis to 2e-3) must equal the files in
 ``tests/golden/demo-digits/``.
 The run uses one intra-op thread and CPU kernels pinned to a baseline every x86-64 CPU has
 (``PORTABLE_KERNELS``: ATen's default kernels, oneDNN up to SSE4.1, MKL's conditional numerical
@@ -43,11 +44,22 @@ def _history(path: Path) -> list[dict]:
     return rows
 
 
+def _loose(key: str) -> bool:
+    """History fields whose last digits differ between CPUs even with the portable kernels: ``train_loss``,
+    a float32 running sum over the epoch's batches (seen: 2.2173637026 here, 2.2173636967 on the recording
+    machine, an AMD EPYC, with every other field equal), and the underfitting diagnosis, a ratio of loss
+    gains of a PGD run on a training subset (seen on a Xeon with AMX: underfit_ratio 0.978592 against the
+    recorded 0.978718 at epoch 3, a class's ratio 0.97434 against 0.97489, every other field equal)."""
+    return key == "train_loss" or key.startswith("underfit_")
+
+
 def _split_loss(rows: list[dict]) -> tuple[list[dict], list[float]]:
-    """The history without ``train_loss``, and the losses: a float32 running sum over the epoch's batches,
-    whose last digits differ between CPUs even with the portable kernels (seen: 2.2173637026 here,
-    2.2173636967 on the recording machine, on an AMD EPYC, with every other field equal)."""
-    return [{k: v for k, v in r.items() if k != "train_loss"} for r in rows], [r["train_loss"] for r in rows]
+    """The history without the :func:`_loose` fields, and those fields flattened, in order."""
+    loose: list[float] = []
+    for r in rows:
+        for k in sorted(filter(_loose, r)):
+            loose += r[k] if isinstance(r[k], list) else [r[k]]
+    return [{k: v for k, v in r.items() if not _loose(k)} for r in rows], loose
 
 
 @pytest.mark.slow
@@ -63,7 +75,10 @@ def test_demo_outputs_match_golden(tmp_path):
     got_rows, got_loss = _split_loss(_history(out / "history.jsonl"))
     want_rows, want_loss = _split_loss(_history(GOLDEN / "history.jsonl"))
     assert got_rows == want_rows
-    assert got_loss == pytest.approx(want_loss, rel=1e-5, abs=0)
+    assert got_loss == pytest.approx(want_loss, rel=2e-3, abs=0)  # the underfitting diagnosis; the loss:
+    got_tl, want_tl = [r["train_loss"] for r in _history(out / "history.jsonl")], \
+        [r["train_loss"] for r in _history(GOLDEN / "history.jsonl")]
+    assert got_tl == pytest.approx(want_tl, rel=1e-5, abs=0)
 
 
 if __name__ == "__main__" and sys.argv[1:] == ["--regenerate"]:

@@ -327,7 +327,7 @@ def run_evaluate(a: EvaluateArgs) -> None:
     main_proc = dist.is_main_process()
     run = RunDir(a.out or default_run_dir("evaluate", c.ds_name)).open() if main_proc else None
     info(f"[bold]classwise evaluate[/]: {len(data)} {c.ds_name} {a.split} images, "
-         f"{len(c.bound)} attack(s), device {c.dev} ({prec.value}, {'channels_last' if prec.channels_last else 'contiguous'}), "
+         f"{len(c.bound)} attack(s), device {c.dev} ({prec.value}, {prec.memory_format}), "
          f"normalization {_fmt_norm(normalization)}", highlight=False)
     allocator = tune_for_attacks()
     t0 = time.perf_counter()
@@ -423,7 +423,7 @@ def _run_checks(net: Any, data: Any, outcomes: Any, c: _Checked, a: EvaluateArgs
         err_console.print(f"note: checks not run: {'; '.join(f'{r.name} ({r.skipped})' for r in skipped)}",
                           markup=False, highlight=False, soft_wrap=True)
     return flags_to_json(report.flags), {**report.to_json(), "precision": prec.value,
-                                         "memory_format": "channels_last" if prec.channels_last else "contiguous"}
+                                         "memory_format": prec.memory_format}
 
 
 def _config(a: EvaluateArgs, c: _Checked, meta: dict, normalization: Any, data: Any, prec: NumericsChoice) -> dict:

@@ -125,7 +125,7 @@ def _layout(channels_last: bool | None, model: nn.Module, batch: tuple[torch.Ten
             device: torch.device, work: int) -> tuple[bool, str, LayoutProbe | None]:
     if channels_last is not None:
         return channels_last, "asked for", None
-    rows = 0 if batch is None else min(P.PROBE_ROWS, len(batch[1]))
+    rows = P.probe_rows(batch)
     if rows == 0 or batch is None or batch[0].ndim != 4:
         return False, "auto: not 4-D image batches: contiguous", None
     if work < P.PROBE_WORTH * rows:
@@ -156,9 +156,14 @@ class NumericsChoice:
     def note(self) -> str | None:
         return self.precision.note
 
+    @property
+    def memory_format(self) -> str:
+        """``contiguous`` or ``channels_last``, as metrics.json and the checks' record name it."""
+        return LAYOUTS[self.channels_last]
+
     def to_json(self) -> dict[str, Any]:
         return {**self.precision.to_json(), "memory_format_requested": self.requested_layout,
-                "memory_format": LAYOUTS[self.channels_last], "memory_format_reason": self.layout_reason,
+                "memory_format": self.memory_format, "memory_format_reason": self.layout_reason,
                 "layout_probe": None if self.layout_probe is None else asdict(self.layout_probe)}
 
 
@@ -187,7 +192,7 @@ def _too_little(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor] | Non
     """Why the attacks are too little work to repay the probes (None: they are not): fewer sample-steps
     than ``PROBE_WORTH`` x the batch's rows are left to the probes' own rule; above that, one timed fp32
     pass predicts the attack time, and under :data:`MIN_PREDICTED_S` nothing more is measured."""
-    rows = 0 if batch is None else min(P.PROBE_ROWS, len(batch[1]))
+    rows = P.probe_rows(batch)
     if rows == 0 or batch is None or work < P.PROBE_WORTH * rows:
         return None
     x, y = batch[0][:rows].to(device), batch[1][:rows].to(device)

@@ -234,6 +234,11 @@ def sample_steps(bound: Sequence[BoundAttack], n: int) -> int:
     return n * total
 
 
+def probe_rows(batch: tuple[torch.Tensor, torch.Tensor] | None) -> int:
+    """The rows a probe of ``batch`` (an evaluation's first batch, or None) runs on: at most PROBE_ROWS."""
+    return 0 if batch is None else min(PROBE_ROWS, len(batch[1]))
+
+
 def _measured(requested: str, p: Probe) -> PrecisionChoice:
     if requested != "auto":
         return PrecisionChoice(requested, requested, "asked for", p)
@@ -257,7 +262,7 @@ def resolve_precision(requested: str, model: nn.Module, batch: tuple[torch.Tenso
         if requested == "bf16":
             raise ClasswiseError(f"--precision bf16: the device {device} does not support bfloat16; use fp32 or auto")
         return PrecisionChoice(requested, "fp32", f"{requested}: the device does not support bfloat16")
-    rows = 0 if batch is None else min(PROBE_ROWS, len(batch[1]))
+    rows = probe_rows(batch)
     if rows == 0 or work < PROBE_WORTH * rows:
         if requested != "auto":
             return PrecisionChoice(requested, requested, "asked for (not measured: too little attack work)")

@@ -116,6 +116,57 @@ def _step(xa: torch.Tensor, x_adv: torch.Tensor, grad: torch.Tensor, norm: Norm,
     return torch.add(xa, delta, out=_fresh(xa, fmt)).clamp_(0, 1)
 
 
+#: Batch shapes the ascent loop runs its model on: every size up to 8, then 4 per octave (``m * 2**e``
+#: with 4 <= m < 8). Early exits shrink the set of rows still walking almost every step; run as one
+#: batch, each new count is a new input shape, and a CPU backend keeps the kernels it built for every
+#: shape it saw (oneDNN's primitive cache: peak memory grew with the number of images). The rows are
+#: run in consecutive chunks of these sizes instead (700 rows: 640 + 56 + 4), the same rows, no padding
+#: (benchmarks/bench_eval_memory.py; on this project's CPU no slower than one pass: docs/performance.md).
+BUCKETS_PER_OCTAVE = 4
+
+
+def batch_bucket(n: int) -> int:
+    """The largest size of :data:`BUCKETS_PER_OCTAVE`'s list that is at most ``n`` (n >= 1)."""
+    if n <= 2 * BUCKETS_PER_OCTAVE:
+        return n
+    unit = 1 << (n.bit_length() - BUCKETS_PER_OCTAVE.bit_length())
+    return n // unit * unit
+
+
+def chunk_sizes(n: int) -> list[int]:
+    """``n`` rows as consecutive chunks of :func:`batch_bucket` sizes, largest first (each remainder is
+    under 1/4 of what came before it: at most 6 chunks up to 4096 rows)."""
+    sizes = []
+    while n:
+        sizes.append(batch_bucket(n))
+        n -= sizes[-1]
+    return sizes
+
+
+def _forward_grad(model: nn.Module, cur: torch.Tensor, la: torch.Tensor, idx: torch.Tensor,
+                  loss: LossFn) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(logits, input gradient of the summed loss)`` of the rows ``cur``, run in :func:`chunk_sizes`
+    chunks (the loss is per sample, so each row's values are those of one whole-batch pass)."""
+    logits, grads, start = [], [], 0
+    for size in chunk_sizes(cur.shape[0]):
+        part = cur[start:start + size].detach().requires_grad_(True)
+        z = model(part)
+        (g,) = torch.autograd.grad(loss(z, la[start:start + size], idx[start:start + size]).sum(), part)
+        logits.append(z.detach())
+        grads.append(g)
+        start += size
+    if len(grads) == 1:
+        return logits[0], grads[0]
+    return torch.cat(logits), torch.cat(grads)
+
+
+def _forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The logits of ``x`` without gradients, in :func:`chunk_sizes` chunks."""
+    with torch.no_grad():
+        parts = torch.split(x, chunk_sizes(x.shape[0])) if x.shape[0] else (x,)
+        return torch.cat([model(p) for p in parts])
+
+
 @dataclass
 class _Active:
     """The rows of one ascent still walking, and what each needs per step (rows of the caller's batch)."""
@@ -180,12 +231,9 @@ def _ascent(model: nn.Module, xa: torch.Tensor, la: torch.Tensor, idx: torch.Ten
                 if a.rows.numel() == 0:
                     break
         run += a.rows.numel()
-        a.cur.requires_grad_(True)
-        logits = model(a.cur)
-        (grad,) = torch.autograd.grad(loss(logits, a.la, a.idx).sum(), a.cur)
-        a.cur = a.cur.detach()
+        logits, grad = _forward_grad(model, a.cur, a.la, a.idx, loss)
         if early_stop:
-            fooled = _fooled(logits.detach(), a.la, targeted)
+            fooled = _fooled(logits, a.la, targeted)
             if bool(fooled.any()):
                 out = _store(out, a, fooled)
                 fooled_all[a.rows[fooled]] = True
@@ -210,9 +258,8 @@ def _final_check(model: nn.Module, out: torch.Tensor, a: _Active, cycled: torch.
     (what the full run checks at its end); written into ``fooled_all``."""
     check = torch.cat([a.rows, cycled.nonzero().squeeze(1)])
     if check.numel():
-        with torch.no_grad():
-            states = out[check] if bool(cycled.any()) else a.cur
-            fooled_all[check] = _fooled(model(states), labels[check], targeted)
+        states = out[check] if bool(cycled.any()) else a.cur
+        fooled_all[check] = _fooled(_forward(model, states), labels[check], targeted)
 
 
 @guarded

@@ -225,3 +225,44 @@ def test_training_budgets_follow_the_eps_rule():
     with pytest.raises(ClasswiseError, match="eps \\* frl_eps_max 1.2 is out of range"):
         TrainConfig(defense="frl", eps=0.8).validate()  # the remargined eps would reach 1.2 mid-training
     TrainConfig(defense="frl", eps=0.5).validate()
+
+
+
+def test_chunk_sizes_are_few_shapes_that_add_up():
+    from classwise.attacks.pgd import BUCKETS_PER_OCTAVE, batch_bucket, chunk_sizes
+
+    shapes: set[int] = set()
+    for n in range(1, 4097):
+        sizes = chunk_sizes(n)
+        assert sum(sizes) == n and sizes == sorted(sizes, reverse=True) and len(sizes) <= 6
+        assert all(batch_bucket(s) == s for s in sizes)  # a bucket is its own largest bucket
+        shapes.update(sizes)
+    assert len(shapes) <= 2 * BUCKETS_PER_OCTAVE + BUCKETS_PER_OCTAVE * 9  # vs 4096 shapes run whole
+
+
+@pytest.mark.parametrize("cycles", [False, True])
+def test_early_exits_run_bucket_shapes_only(at_model, test_xy, monkeypatch, cycles):
+    """The shrinking active set runs in :func:`chunk_sizes` chunks (bounded kernel caches): the model
+    sees few shapes, and the outcomes are those of running it whole (float rounding of a kernel picked
+    by batch size aside: a row's logits may differ in the last bits between batch sizes)."""
+    import importlib
+
+    P = importlib.import_module("classwise.attacks.pgd")  # the module (the package exports the function pgd)
+    x, y = test_xy
+    seen: list[int] = []
+    hook = at_model.register_forward_pre_hook(lambda _m, args: seen.append(args[0].shape[0]))
+    try:
+        run = lambda: pgd(at_model, x, y, eps=EPS, steps=30, cycles=cycles,  # noqa: E731
+                          generator=torch.Generator().manual_seed(3))
+        chunked = run()
+        shapes = set(seen)
+        seen.clear()
+        monkeypatch.setattr(P, "BUCKETS_PER_OCTAVE", 1 << 30)  # every size is a bucket: one pass per step
+        whole = run()
+    finally:
+        hook.remove()
+    assert all(P.chunk_sizes(s) == [s] for s in shapes) and len(shapes) < 25
+    assert len(set(seen)) > len(shapes) + 5  # run whole, the early exits really make more shapes
+    with torch.no_grad():
+        same = (at_model(chunked).argmax(1) == at_model(whole).argmax(1)).float().mean().item()
+    assert same >= 0.99 and (chunked - x).abs().max() <= EPS + 1e-6

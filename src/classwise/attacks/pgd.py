@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from classwise.attacks._validate import check_finite_input, guard, guarded, predictions
+from classwise.attacks._validate import check_finite_input, guard, guarded, predictions, rows_coupled
 from classwise.attacks.cycles import CycleTracker, record, use_cycles
 from classwise.attacks.geometry import _per_sample, ascent_step, clip_box, project, random_init
 from classwise.attacks.losses import CW_KAPPA, LossFn, make_loss
@@ -144,11 +144,12 @@ def chunk_sizes(n: int) -> list[int]:
 
 
 def _forward_grad(model: nn.Module, cur: torch.Tensor, la: torch.Tensor, idx: torch.Tensor,
-                  loss: LossFn) -> tuple[torch.Tensor, torch.Tensor]:
+                  loss: LossFn, split: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """``(logits, input gradient of the summed loss)`` of the rows ``cur``, run in :func:`chunk_sizes`
-    chunks (the loss is per sample, so each row's values are those of one whole-batch pass)."""
+    chunks when ``split`` (the loss is per sample, so each row's values are those of one whole-batch
+    pass); in one pass when not (a train-mode BatchNorm's statistics are those of the whole batch)."""
     logits, grads, start = [], [], 0
-    for size in chunk_sizes(cur.shape[0]):
+    for size in chunk_sizes(cur.shape[0]) if split else [cur.shape[0]]:
         part = cur[start:start + size].detach().requires_grad_(True)
         z = model(part)
         (g,) = torch.autograd.grad(loss(z, la[start:start + size], idx[start:start + size]).sum(), part)
@@ -160,10 +161,10 @@ def _forward_grad(model: nn.Module, cur: torch.Tensor, la: torch.Tensor, idx: to
     return torch.cat(logits), torch.cat(grads)
 
 
-def _forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The logits of ``x`` without gradients, in :func:`chunk_sizes` chunks."""
+def _forward(model: nn.Module, x: torch.Tensor, split: bool) -> torch.Tensor:
+    """The logits of ``x`` without gradients, in :func:`chunk_sizes` chunks when ``split``."""
     with torch.no_grad():
-        parts = torch.split(x, chunk_sizes(x.shape[0])) if x.shape[0] else (x,)
+        parts = torch.split(x, chunk_sizes(x.shape[0])) if split and x.shape[0] else (x,)
         return torch.cat([model(p) for p in parts])
 
 
@@ -218,6 +219,7 @@ def _ascent(model: nn.Module, xa: torch.Tensor, la: torch.Tensor, idx: torch.Ten
     fooled_all = torch.zeros(n, dtype=torch.bool, device=xa.device)
     cycled = torch.zeros(n, dtype=torch.bool, device=xa.device)
     track = CycleTracker(cur, steps) if cycles and bounds is not None and steps > 2 else None
+    split = not rows_coupled(model)  # a train-mode BatchNorm sees the whole batch, as the caller gave it
     run = 0
     for k in range(steps):
         seen = track.step(k, a.cur, a.rows) if track is not None else None
@@ -231,7 +233,7 @@ def _ascent(model: nn.Module, xa: torch.Tensor, la: torch.Tensor, idx: torch.Ten
                 if a.rows.numel() == 0:
                     break
         run += a.rows.numel()
-        logits, grad = _forward_grad(model, a.cur, a.la, a.idx, loss)
+        logits, grad = _forward_grad(model, a.cur, a.la, a.idx, loss, split)
         if early_stop:
             fooled = _fooled(logits, a.la, targeted)
             if bool(fooled.any()):
@@ -259,7 +261,7 @@ def _final_check(model: nn.Module, out: torch.Tensor, a: _Active, cycled: torch.
     check = torch.cat([a.rows, cycled.nonzero().squeeze(1)])
     if check.numel():
         states = out[check] if bool(cycled.any()) else a.cur
-        fooled_all[check] = _fooled(_forward(model, states), labels[check], targeted)
+        fooled_all[check] = _fooled(_forward(model, states, not rows_coupled(model)), labels[check], targeted)
 
 
 @guarded

@@ -266,3 +266,19 @@ def test_early_exits_run_bucket_shapes_only(at_model, test_xy, monkeypatch, cycl
     with torch.no_grad():
         same = (at_model(chunked).argmax(1) == at_model(whole).argmax(1)).float().mean().item()
     assert same >= 0.99 and (chunked - x).abs().max() <= EPS + 1e-6
+
+
+def test_train_mode_batchnorm_sees_the_whole_batch():
+    """Training attacks on a train-mode BatchNorm model are not chunked: its batch statistics are those
+    of the batch the caller gave (100 rows would otherwise run as 96 + 4)."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+                              torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 10)).train()
+    x, y = torch.rand(100, 1, 8, 8), torch.randint(0, 10, (100,))
+    seen: list[int] = []
+    net.register_forward_pre_hook(lambda _m, args: seen.append(args[0].shape[0]))
+    adv = pgd(net, x, y, eps=0.1, steps=5, early_stop=False)
+    assert set(seen) == {100} and (adv - x).abs().max() <= 0.1 + 1e-6
+    seen.clear()
+    pgd(net.eval(), x, y, eps=0.1, steps=5, early_stop=False)
+    assert set(seen) == {96, 4}  # the same call in eval mode is chunked: the test can fail

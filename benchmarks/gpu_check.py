@@ -72,6 +72,14 @@ def setup(args: argparse.Namespace, device: torch.device):
     return model, x, y
 
 
+def as_data(x: torch.Tensor, y: torch.Tensor):
+    """The random inputs as the ImageData that ``evaluate`` and ``auto_batch_size`` take."""
+    from classwise.data.base import ImageData
+
+    return ImageData(name="random", split="test", class_names=[str(k) for k in range(10)], labels=y.cpu(),
+                     images=x.cpu())
+
+
 def in_ball(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> bool:
     return bool((x_adv - x).abs().max() <= eps + 1e-6 and x_adv.min() >= 0 and x_adv.max() <= 1)
 
@@ -109,11 +117,9 @@ def check_bf16(model, x, y, device, args) -> None:
 
 
 def check_fusion(model, x, y, device, args) -> None:
-    from classwise.data.base import ImageData
     from classwise.evaluation.evaluate import evaluate
 
-    data = ImageData(name="random", split="test", class_names=[str(k) for k in range(10)], labels=y.cpu(),
-                     images=x.cpu())
+    data = as_data(x, y)
     specs = ["pgd:eps=8/255,steps=20", "tpgd:eps=8/255,steps=20", "cw:eps=8/255,steps=20"]
     run = lambda fuse: evaluate(model, data, specs, batch_size=args.batch, device=device, fuse=fuse)  # noqa: E731
     t_fused, fused = timed(lambda: run(True), device, 1)
@@ -125,11 +131,9 @@ def check_fusion(model, x, y, device, args) -> None:
 
 def check_batch_size(model, x, y, device, args) -> None:
     from classwise.attacks import pgd
-    from classwise.data.base import ImageData
     from classwise.evaluation.evaluate import auto_batch_size
 
-    data = ImageData(name="random", split="test", class_names=[str(k) for k in range(10)], labels=y.cpu(),
-                     images=x.cpu())
+    data = as_data(x, y)
     bs = auto_batch_size(model, data, device)
     run = min(bs, args.batch) if args.quick else bs  # a dry run on the CPU does not run 256 rows
     xb = x[:1].expand(run, *x.shape[1:]).clone()

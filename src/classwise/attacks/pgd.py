@@ -143,13 +143,18 @@ def chunk_sizes(n: int) -> list[int]:
     return sizes
 
 
+def _parts(n: int, split: bool) -> list[int]:
+    """The chunks ``n`` rows run in: :func:`chunk_sizes` when ``split``, else one pass (a model whose rows
+    are coupled: a train-mode BatchNorm's statistics are those of the whole batch the caller gave)."""
+    return chunk_sizes(n) if split and n else [n]
+
+
 def _forward_grad(model: nn.Module, cur: torch.Tensor, la: torch.Tensor, idx: torch.Tensor,
                   loss: LossFn, split: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(logits, input gradient of the summed loss)`` of the rows ``cur``, run in :func:`chunk_sizes`
-    chunks when ``split`` (the loss is per sample, so each row's values are those of one whole-batch
-    pass); in one pass when not (a train-mode BatchNorm's statistics are those of the whole batch)."""
+    """``(logits, input gradient of the summed loss)`` of the rows ``cur``, run in :func:`_parts` (the
+    loss is per sample, so each row's values are those of one whole-batch pass)."""
     logits, grads, start = [], [], 0
-    for size in chunk_sizes(cur.shape[0]) if split else [cur.shape[0]]:
+    for size in _parts(cur.shape[0], split):
         part = cur[start:start + size].detach().requires_grad_(True)
         z = model(part)
         (g,) = torch.autograd.grad(loss(z, la[start:start + size], idx[start:start + size]).sum(), part)
@@ -162,10 +167,9 @@ def _forward_grad(model: nn.Module, cur: torch.Tensor, la: torch.Tensor, idx: to
 
 
 def _forward(model: nn.Module, x: torch.Tensor, split: bool) -> torch.Tensor:
-    """The logits of ``x`` without gradients, in :func:`chunk_sizes` chunks when ``split``."""
+    """The logits of ``x`` without gradients, run in :func:`_parts`."""
     with torch.no_grad():
-        parts = torch.split(x, chunk_sizes(x.shape[0])) if split and x.shape[0] else (x,)
-        return torch.cat([model(p) for p in parts])
+        return torch.cat([model(p) for p in torch.split(x, _parts(x.shape[0], split))])
 
 
 @dataclass
@@ -219,7 +223,7 @@ def _ascent(model: nn.Module, xa: torch.Tensor, la: torch.Tensor, idx: torch.Ten
     fooled_all = torch.zeros(n, dtype=torch.bool, device=xa.device)
     cycled = torch.zeros(n, dtype=torch.bool, device=xa.device)
     track = CycleTracker(cur, steps) if cycles and bounds is not None and steps > 2 else None
-    split = not rows_coupled(model)  # a train-mode BatchNorm sees the whole batch, as the caller gave it
+    split = not rows_coupled(model)  # see _parts
     run = 0
     for k in range(steps):
         seen = track.step(k, a.cur, a.rows) if track is not None else None
@@ -250,18 +254,18 @@ def _ascent(model: nn.Module, xa: torch.Tensor, la: torch.Tensor, idx: torch.Ten
     elif a.rows.numel():
         out[a.rows] = a.cur
     if final_check:
-        _final_check(model, out, a, cycled, labels, fooled_all, targeted)
+        _final_check(model, out, a, cycled, labels, fooled_all, targeted, split)
     return out, fooled_all
 
 
 def _final_check(model: nn.Module, out: torch.Tensor, a: _Active, cycled: torch.Tensor, labels: torch.Tensor,
-                 fooled_all: torch.Tensor, targeted: bool) -> None:
+                 fooled_all: torch.Tensor, targeted: bool, split: bool) -> None:
     """Whether the last iterates fool the model, for the rows that walked to the end or left on a cycle
     (what the full run checks at its end); written into ``fooled_all``."""
     check = torch.cat([a.rows, cycled.nonzero().squeeze(1)])
     if check.numel():
         states = out[check] if bool(cycled.any()) else a.cur
-        fooled_all[check] = _fooled(_forward(model, states, not rows_coupled(model)), labels[check], targeted)
+        fooled_all[check] = _fooled(_forward(model, states, split), labels[check], targeted)
 
 
 @guarded

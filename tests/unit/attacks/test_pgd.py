@@ -227,7 +227,6 @@ def test_training_budgets_follow_the_eps_rule():
     TrainConfig(defense="frl", eps=0.5).validate()
 
 
-
 def test_chunk_sizes_are_few_shapes_that_add_up():
     from classwise.attacks.pgd import BUCKETS_PER_OCTAVE, batch_bucket, chunk_sizes
 
